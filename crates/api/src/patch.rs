@@ -1,0 +1,1 @@
+//! stub (patch): being written.

@@ -1,0 +1,1 @@
+//! stub (table): being written.

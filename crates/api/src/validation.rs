@@ -1,0 +1,1 @@
+//! stub (validation): being written.

@@ -1,0 +1,222 @@
+//! Garbage collection: dependents go with their owners (`metadata.ownerReferences`), and a
+//! deleted namespace takes its content with it before it disappears.
+//!
+//! Level-triggered like upstream's garbage collector: an index of live objects and of
+//! owner → dependents is built from a list, kept current from a watch, and after every
+//! (re)list every dependent whose owners are all gone is collected, so a change missed while
+//! the server was down is still acted on.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use futures::StreamExt;
+use jiff::Timestamp;
+use pier_api::resources::{self, RESOURCES};
+use pier_store::EventKind;
+use serde_json::Value;
+
+use crate::registry::{Registry, WriteOptions, decode, name_of, object_key};
+
+/// An object's identity in the index: the resource's index in `RESOURCES`, namespace, name.
+type ObjRef = (usize, Option<String>, String);
+
+#[derive(Default)]
+struct Index {
+    live: HashMap<String, ObjRef>,
+    dependents: HashMap<String, BTreeSet<ObjRef>>,
+    owners_of: HashMap<ObjRef, Vec<String>>,
+}
+
+fn resource_index(key: &str) -> Option<usize> {
+    RESOURCES.iter().position(|r| {
+        let group = if r.group.is_empty() { "core" } else { r.group };
+        key.starts_with(&format!("/registry/{group}/{}/", r.plural))
+    })
+}
+
+fn objref(idx: usize, obj: &Value) -> ObjRef {
+    (idx, obj["metadata"]["namespace"].as_str().map(str::to_string), name_of(obj).to_string())
+}
+
+fn owner_uids(obj: &Value) -> Vec<String> {
+    obj["metadata"]["ownerReferences"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|o| o["uid"].as_str().map(str::to_string)).collect())
+        .unwrap_or_default()
+}
+
+impl Index {
+    fn put(&mut self, idx: usize, obj: &Value) {
+        let r = objref(idx, obj);
+        self.forget(&r);
+        if let Some(uid) = obj["metadata"]["uid"].as_str() {
+            self.live.insert(uid.to_string(), r.clone());
+        }
+        let owners = owner_uids(obj);
+        for o in &owners {
+            self.dependents.entry(o.clone()).or_default().insert(r.clone());
+        }
+        self.owners_of.insert(r, owners);
+    }
+
+    fn forget(&mut self, r: &ObjRef) {
+        if let Some(owners) = self.owners_of.remove(r) {
+            for o in owners {
+                if let Some(set) = self.dependents.get_mut(&o) {
+                    set.remove(r);
+                    if set.is_empty() {
+                        self.dependents.remove(&o);
+                    }
+                }
+            }
+        }
+    }
+
+    fn remove(&mut self, idx: usize, obj: &Value) {
+        let r = objref(idx, obj);
+        self.forget(&r);
+        if let Some(uid) = obj["metadata"]["uid"].as_str() {
+            self.live.remove(uid);
+        }
+    }
+
+    /// Dependents none of whose owners is alive.
+    fn orphans(&self) -> Vec<ObjRef> {
+        self.owners_of
+            .iter()
+            .filter(|(_, owners)| !owners.is_empty() && owners.iter().all(|o| !self.live.contains_key(o)))
+            .map(|(r, _)| r.clone())
+            .collect()
+    }
+}
+
+fn system_options() -> WriteOptions {
+    WriteOptions { manager: "garbage-collector".into(), dry_run: false, now: Timestamp::now() }
+}
+
+async fn collect(registry: &Registry, r: &ObjRef, index: &Index) {
+    let Some(res) = RESOURCES.get(r.0) else { return };
+    let Ok((obj, rev)) = registry.get_kv(res, r.1.as_deref(), &r.2).await else { return };
+    let owners = owner_uids(&obj);
+    let alive: Vec<&String> = owners.iter().filter(|o| index.live.contains_key(*o)).collect();
+    if alive.is_empty() {
+        tracing::debug!(kind = res.kind, name = %r.2, "collecting dependent of a deleted owner");
+        let _ = registry.delete(res, r.1.as_deref(), &r.2, &Value::Null, &system_options()).await;
+        return;
+    }
+    // Some owners remain: only drop the references to the gone ones.
+    let mut new = obj.clone();
+    if let Some(refs) = new["metadata"]["ownerReferences"].as_array_mut() {
+        refs.retain(|o| o["uid"].as_str().is_some_and(|u| index.live.contains_key(u)));
+    }
+    let _ = registry.update(res, &obj, rev, new, None, &system_options()).await;
+}
+
+/// Removes the namespace's content, then the namespace.
+async fn finalize_namespace(registry: &Registry, ns: &str) {
+    for r in RESOURCES.iter().filter(|r| r.namespaced) {
+        let Ok((items, _)) = registry.list(r, Some(ns), None).await else { continue };
+        for item in items {
+            let _ = registry.delete(r, Some(ns), name_of(&item), &Value::Null, &system_options()).await;
+        }
+    }
+    let Some(nsr) = resources::find("", "v1", "namespaces") else { return };
+    // Anything still there (an object with finalizers of its own) keeps the namespace.
+    for r in RESOURCES.iter().filter(|r| r.namespaced) {
+        if registry.list(r, Some(ns), None).await.is_ok_and(|(items, _)| !items.is_empty()) {
+            return;
+        }
+    }
+    if let Ok((obj, rev)) = registry.get_kv(nsr, None, ns).await
+        && !obj["metadata"]["deletionTimestamp"].is_null()
+    {
+        let _ = registry.store.delete(&object_key(nsr, None, ns), Some(rev)).await;
+    }
+}
+
+/// Runs the collector until the process ends.
+pub async fn run(registry: Registry) {
+    loop {
+        if let Err(e) = run_once(&registry).await {
+            tracing::warn!(error = %e, "garbage collector restarting");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn run_once(registry: &Registry) -> Result<(), pier_store::StoreError> {
+    let mut index = Index::default();
+    let list = registry.store.list("/registry/", None).await?;
+    let mut terminating = Vec::new();
+    for kv in &list.items {
+        let (Some(idx), Ok(obj)) = (resource_index(&kv.key), decode(kv)) else { continue };
+        if RESOURCES[idx].kind == "Namespace" && !obj["metadata"]["deletionTimestamp"].is_null() {
+            terminating.push(name_of(&obj).to_string());
+        }
+        index.put(idx, &obj);
+    }
+    let mut events = registry.store.watch("/registry/", list.revision).await?;
+    for r in index.orphans() {
+        collect(registry, &r, &index).await;
+    }
+    for ns in terminating {
+        finalize_namespace(registry, &ns).await;
+    }
+    while let Some(ev) = events.next().await {
+        let ev = ev?;
+        let Some(idx) = resource_index(&ev.kv.key) else { continue };
+        let Ok(obj) = decode(&ev.kv) else { continue };
+        match ev.kind {
+            EventKind::Created | EventKind::Updated => {
+                index.put(idx, &obj);
+                if RESOURCES[idx].kind == "Namespace" && !obj["metadata"]["deletionTimestamp"].is_null() {
+                    let registry = registry.clone();
+                    let ns = name_of(&obj).to_string();
+                    tokio::spawn(async move { finalize_namespace(&registry, &ns).await });
+                }
+            }
+            EventKind::Deleted => {
+                index.remove(idx, &obj);
+                let uid = obj["metadata"]["uid"].as_str().unwrap_or("").to_string();
+                let deps: Vec<ObjRef> = index.dependents.get(&uid).map(|s| s.iter().cloned().collect()).unwrap_or_default();
+                for d in deps {
+                    collect(registry, &d, &index).await;
+                }
+                if let Some(ns) = obj["metadata"]["namespace"].as_str()
+                    && let Some(nsr) = resources::find("", "v1", "namespaces")
+                    && let Ok(nsobj) = registry.get(nsr, None, ns).await
+                    && !nsobj["metadata"]["deletionTimestamp"].is_null()
+                {
+                    finalize_namespace(registry, ns).await;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `propagationPolicy: Orphan`: the deleted object's dependents lose their reference to it.
+pub async fn orphan_dependents(registry: &Registry, owner: &Value) {
+    let Some(uid) = owner["metadata"]["uid"].as_str() else { return };
+    let ns = owner["metadata"]["namespace"].as_str();
+    for r in RESOURCES.iter() {
+        let scope = if r.namespaced { ns } else { None };
+        if r.namespaced && scope.is_none() {
+            continue;
+        }
+        let Ok((items, _)) = registry.list(r, scope, None).await else { continue };
+        for item in items.into_iter().filter(|i| owner_uids(i).iter().any(|o| o == uid)) {
+            let Ok((cur, rev)) = registry.get_kv(r, scope, name_of(&item)).await else { continue };
+            let mut new = cur.clone();
+            if let Some(refs) = new["metadata"]["ownerReferences"].as_array_mut() {
+                refs.retain(|o| o["uid"].as_str() != Some(uid));
+            }
+            if new["metadata"]["ownerReferences"].as_array().is_some_and(Vec::is_empty)
+                && let Some(m) = new["metadata"].as_object_mut()
+            {
+                m.remove("ownerReferences");
+            }
+            let _ = registry.update(r, &cur, rev, new, None, &system_options()).await;
+        }
+    }
+}

@@ -1,0 +1,676 @@
+//! The HTTP surface: one entry point that authenticates, routes by URL (upstream's
+//! `RequestInfo` rules, see [`crate::request`]) and turns each verb into registry calls, with
+//! upstream's body decoding, field validation, content negotiation and status codes.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use jiff::Timestamp;
+use pier_api::patch::{self, PatchType};
+use pier_api::resources::{self, ResourceInfo};
+use pier_api::selector::{self, FieldSelector, LabelSelector};
+use pier_api::table::{self, IncludeObject};
+use serde_json::{Value, json};
+
+use crate::discovery;
+use crate::error::{ApiError, ApiResult};
+use crate::registry::{Registry, WriteOptions, name_of, parse_rv};
+use crate::request::{self, Output, Query, ResourceRequest, Route};
+
+/// Upstream's request body limit (3 MiB).
+pub const MAX_BODY: usize = 3 * 1024 * 1024;
+
+/// What every request handler shares.
+pub struct AppState {
+    pub registry: Registry,
+    /// Bearer token clients must present (`None`: no authentication, for tests on loopback).
+    pub token: Option<String>,
+    /// `host:port` clients reach the server at, for legacy discovery.
+    pub server_address: String,
+    pub ready: Arc<AtomicBool>,
+}
+
+/// A successful answer: status, body and any `Warning` headers.
+struct Answer {
+    code: StatusCode,
+    body: Value,
+    warnings: Vec<String>,
+    content_type: &'static str,
+}
+
+impl Answer {
+    fn ok(body: Value) -> Self {
+        Answer { code: StatusCode::OK, body, warnings: Vec::new(), content_type: "application/json" }
+    }
+
+    fn created(body: Value) -> Self {
+        Answer { code: StatusCode::CREATED, ..Answer::ok(body) }
+    }
+
+    fn warn(mut self, warnings: Vec<String>) -> Self {
+        self.warnings.extend(warnings);
+        self
+    }
+}
+
+impl IntoResponse for Answer {
+    fn into_response(self) -> Response {
+        let body = serde_json::to_vec(&self.body).unwrap_or_default();
+        let mut resp = (self.code, [(header::CONTENT_TYPE, self.content_type)], body).into_response();
+        for w in self.warnings {
+            let text = format!("299 - {}", serde_json::to_string(&w).unwrap_or_default());
+            if let Ok(v) = HeaderValue::from_str(&text) {
+                resp.headers_mut().append("warning", v);
+            }
+        }
+        resp
+    }
+}
+
+/// The single entry point for every request.
+pub async fn handle(State(st): State<Arc<AppState>>, req: Request) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let query = Query::parse(req.uri().query());
+    let headers = req.headers().clone();
+    let span = tracing::debug_span!("request", %method, %path);
+    let _enter = span.enter();
+    drop(_enter);
+    match route(&st, method, &path, query, headers, req).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            tracing::debug!(code = e.code, reason = e.reason, message = %e.message, "request failed");
+            e.into_response()
+        }
+    }
+}
+
+fn authorized(st: &AppState, headers: &HeaderMap) -> bool {
+    let Some(token) = &st.token else { return true };
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    presented.is_some_and(|p| constant_time_eq(p.as_bytes(), token.as_bytes()))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn route(st: &Arc<AppState>, method: Method, path: &str, query: Query, headers: HeaderMap, req: Request) -> ApiResult<Response> {
+    let (route, rr) = request::parse_path(path)?;
+    if let Route::Health(which) = route {
+        let ok = which == "livez" || st.ready.load(Ordering::SeqCst);
+        let (code, text) = if ok { (StatusCode::OK, "ok") } else { (StatusCode::INTERNAL_SERVER_ERROR, "[-]poststarthook/pier-ready failed: not ready\nreadyz check failed") };
+        return Ok((code, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response());
+    }
+    if route == Route::Version {
+        return Ok(Answer::ok(discovery::version()).into_response());
+    }
+    if !authorized(st, &headers) {
+        return Err(ApiError::new(401, "Unauthorized", "Unauthorized"));
+    }
+    let get_only = |v: Option<Value>| -> ApiResult<Response> {
+        if method != Method::GET {
+            return Err(ApiError::method_not_allowed(format!("the server does not allow this method on the requested resource")));
+        }
+        v.map(|b| Answer::ok(b).into_response()).ok_or_else(ApiError::no_route)
+    };
+    match route {
+        Route::ApiVersions => {
+            if request::wants_aggregated_discovery(&headers) {
+                let mut a = Answer::ok(discovery::aggregated_core());
+                a.content_type = discovery::AGGREGATED_CONTENT_TYPE;
+                return get_only(Some(Value::Null)).map(|_| a.into_response());
+            }
+            get_only(Some(discovery::api_versions(&st.server_address)))
+        }
+        Route::ApiGroups => {
+            if request::wants_aggregated_discovery(&headers) {
+                let mut a = Answer::ok(discovery::aggregated_groups());
+                a.content_type = discovery::AGGREGATED_CONTENT_TYPE;
+                return get_only(Some(Value::Null)).map(|_| a.into_response());
+            }
+            get_only(Some(discovery::api_group_list()))
+        }
+        Route::ApiGroup(g) => get_only(discovery::api_group(&g)),
+        Route::ResourceList { group, version } => get_only(discovery::api_resource_list(&group, &version)),
+        Route::OpenApiV3Root => get_only(Some(discovery::openapi_v3_root())),
+        Route::OpenApiV3 { group, version } => get_only(discovery::openapi_v3_doc(&group, &version)),
+        Route::OpenApiV2 => Err(ApiError::no_route()),
+        Route::Version | Route::Health(_) => Err(ApiError::no_route()),
+        Route::Resource => {
+            let rr = rr.ok_or_else(ApiError::no_route)?;
+            resource(st, method, rr, query, headers, req).await
+        }
+    }
+}
+
+/// `fieldValidation`: what to do with unknown and duplicate fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FieldValidation {
+    Strict,
+    Warn,
+    Ignore,
+}
+
+fn field_validation(q: &Query) -> ApiResult<FieldValidation> {
+    match q.get("fieldValidation") {
+        None | Some("") | Some("Warn") => Ok(FieldValidation::Warn),
+        Some("Strict") => Ok(FieldValidation::Strict),
+        Some("Ignore") => Ok(FieldValidation::Ignore),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "fieldValidation: Unsupported value: \"{other}\": supported values: \"Ignore\", \"Strict\", \"Warn\""
+        ))),
+    }
+}
+
+fn write_options(q: &Query, headers: &HeaderMap) -> ApiResult<WriteOptions> {
+    let dry_run = match q.get("dryRun") {
+        None | Some("") => false,
+        Some("All") => true,
+        Some(other) => return Err(ApiError::bad_request(format!("dryRun: Unsupported value: \"{other}\": supported values: \"All\""))),
+    };
+    let manager = match q.get("fieldManager") {
+        Some(m) if !m.is_empty() => {
+            if m.len() > 128 {
+                return Err(ApiError::bad_request("fieldManager: Too long: may not be more than 128 bytes"));
+            }
+            m.to_string()
+        }
+        // Upstream derives the manager from the user agent's product token.
+        _ => headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|ua| ua.split('/').next())
+            .filter(|s| !s.is_empty())
+            .unwrap_or("unknown")
+            .to_string(),
+    };
+    Ok(WriteOptions { manager, dry_run, now: Timestamp::now() })
+}
+
+async fn read_body(req: Request) -> ApiResult<Bytes> {
+    axum::body::to_bytes(req.into_body(), MAX_BODY).await.map_err(|_| {
+        ApiError::new(413, "RequestEntityTooLarge", format!("Request entity too large: limit is {MAX_BODY}"))
+    })
+}
+
+fn content_type(headers: &HeaderMap) -> String {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+}
+
+fn protobuf_refused() -> ApiError {
+    ApiError::unsupported_media_type(
+        "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (pier does not decode protobuf request bodies; use \"kubectl apply -f FILE\", or pipe a generator through \"--dry-run=client -o yaml | kubectl apply -f -\")",
+    )
+}
+
+/// Parses a create/update body (JSON or YAML) into a JSON object.
+fn parse_object_body(headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
+    let ct = content_type(headers);
+    let value: Value = match ct.as_str() {
+        "application/json" | "" | "*/*" => serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}")))?,
+        "application/yaml" | "application/x-yaml" | "text/yaml" => serde_norway::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("couldn't get version/kind; yaml parse error: {e}")))?,
+        "application/vnd.kubernetes.protobuf" => return Err(protobuf_refused()),
+        other => {
+            return Err(ApiError::unsupported_media_type(format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml (got {other:?})"
+            )));
+        }
+    };
+    if !value.is_object() {
+        return Err(ApiError::bad_request("couldn't get version/kind; json parse error: the body is not a JSON object"));
+    }
+    Ok(value)
+}
+
+/// The kind the body must have at this URL (`Scale` for the scale subresource).
+fn expected_gvk(rr: &ResourceRequest) -> (String, &'static str) {
+    if let Some(sub) = rr.subresource.as_deref()
+        && let Some((g, v, k)) = rr.resource.subresource(sub).and_then(|s| s.kind)
+    {
+        return (format!("{g}/{v}"), k);
+    }
+    (rr.resource.api_version(), rr.resource.kind)
+}
+
+/// Checks `apiVersion`/`kind` against the URL (filling them in when absent, as upstream does
+/// for clients that omit them), applies field validation, and decodes through the typed
+/// schema, returning the normalised object and any warnings.
+fn admit_body(rr: &ResourceRequest, mut value: Value, raw: Option<&[u8]>, fv: FieldValidation) -> ApiResult<(Value, Vec<String>)> {
+    let (api_version, kind) = expected_gvk(rr);
+    let version = api_version.rsplit('/').next().unwrap_or("v1").to_string();
+    match value.get("apiVersion").and_then(Value::as_str) {
+        None | Some("") => value["apiVersion"] = json!(api_version),
+        Some(v) if v == api_version => {}
+        Some(v) => {
+            return Err(ApiError::bad_request(format!(
+                "the API version in the data ({v}) does not match the expected API version ({api_version})"
+            )));
+        }
+    }
+    match value.get("kind").and_then(Value::as_str) {
+        None | Some("") => value["kind"] = json!(kind),
+        Some(k) if k == kind => {}
+        Some(k) => {
+            return Err(ApiError::bad_request(format!(
+                "the kind in the data ({k}) does not match the expected kind ({kind}) for this URL"
+            )));
+        }
+    }
+    let cannot = |detail: String| ApiError::bad_request(format!("{kind} in version \"{version}\" cannot be handled as a {kind}: {detail}"));
+    let mut problems: Vec<String> = Vec::new();
+    if fv != FieldValidation::Ignore {
+        if let Some(raw) = raw {
+            problems.extend(patch::duplicate_fields(raw).into_iter().map(|f| format!("duplicate field \"{f}\"")));
+        }
+        problems.extend(patch::unknown_fields(kind, &value).into_iter().map(|f| format!("unknown field \"{f}\"")));
+    }
+    let typed = resources::roundtrip(kind, &value).map_err(|e| cannot(e.0))?;
+    let mut warnings = Vec::new();
+    if !problems.is_empty() {
+        match fv {
+            FieldValidation::Strict => return Err(cannot(format!("strict decoding error: {}", problems.join(", ")))),
+            FieldValidation::Warn => warnings = problems,
+            FieldValidation::Ignore => {}
+        }
+    }
+    Ok((typed, warnings))
+}
+
+async fn resource(st: &Arc<AppState>, method: Method, rr: ResourceRequest, query: Query, headers: HeaderMap, req: Request) -> ApiResult<Response> {
+    let r = rr.resource;
+    let output = request::negotiate(&headers);
+    match (&method, rr.name.as_deref(), rr.subresource.as_deref()) {
+        (&Method::GET, None, _) => {
+            if query.flag("watch") {
+                return crate::watch::serve(st, &rr, &query, output).await;
+            }
+            list(st, &rr, &query, output).await
+        }
+        (&Method::GET, Some(name), None | Some("status")) => {
+            let obj = st.registry.get(r, rr.namespace.as_deref(), name).await?;
+            if output == Output::Table {
+                return Ok(table_answer(r, &[obj], "", &query, true)?.into_response());
+            }
+            Ok(Answer::ok(obj).into_response())
+        }
+        (&Method::GET, Some(name), Some("scale")) => {
+            let obj = st.registry.get(r, rr.namespace.as_deref(), name).await?;
+            Ok(Answer::ok(to_scale(&obj)).into_response())
+        }
+        (_, Some(_), Some("log" | "exec")) => Err(ApiError::not_implemented(
+            "pods/log and pods/exec are served by the node agent, which this server does not run yet",
+        )),
+        (&Method::POST, None, None) => create(st, &rr, &query, &headers, req).await,
+        (&Method::PUT, Some(name), sub) => {
+            let name = name.to_string();
+            update(st, &rr, &name, sub, &query, &headers, req).await
+        }
+        (&Method::PATCH, Some(name), sub) => {
+            let name = name.to_string();
+            patch_object(st, &rr, &name, sub, &query, &headers, req).await
+        }
+        (&Method::DELETE, Some(name), None) => {
+            let name = name.to_string();
+            delete(st, &rr, &name, &query, &headers, req).await
+        }
+        (&Method::DELETE, None, None) => delete_collection(st, &rr, &query, &headers, req).await,
+        _ => Err(ApiError::method_not_allowed("the server does not allow this method on the requested resource")),
+    }
+}
+
+/// Parsed `labelSelector` and `fieldSelector`, checked against what the kind supports.
+pub struct Selectors {
+    pub labels: Option<LabelSelector>,
+    pub fields: Option<FieldSelector>,
+}
+
+impl Selectors {
+    pub fn parse(r: &ResourceInfo, q: &Query) -> ApiResult<Self> {
+        let labels = match q.get("labelSelector").filter(|s| !s.is_empty()) {
+            Some(s) => Some(selector::parse_label_selector(s).map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?),
+            None => None,
+        };
+        let fields = match q.get("fieldSelector").filter(|s| !s.is_empty()) {
+            Some(s) => {
+                let f = selector::parse_field_selector(s).map_err(|e| ApiError::bad_request(e.to_string()))?;
+                selector::check_supported(r.kind, &f).map_err(|e| ApiError::bad_request(e.to_string()))?;
+                Some(f)
+            }
+            None => None,
+        };
+        Ok(Selectors { labels, fields })
+    }
+
+    pub fn matches(&self, kind: &str, obj: &Value) -> bool {
+        if let Some(l) = &self.labels
+            && !l.matches_json(obj["metadata"]["labels"].as_object())
+        {
+            return false;
+        }
+        if let Some(f) = &self.fields
+            && !f.matches(kind, obj)
+        {
+            return false;
+        }
+        true
+    }
+}
+
+fn include_object(q: &Query) -> ApiResult<IncludeObject> {
+    match q.get("includeObject") {
+        None | Some("") | Some("Metadata") => Ok(IncludeObject::Metadata),
+        Some("None") => Ok(IncludeObject::None),
+        Some("Object") => Ok(IncludeObject::Object),
+        Some(other) => Err(ApiError::bad_request(format!("includeObject: Unsupported value: \"{other}\""))),
+    }
+}
+
+fn table_answer(r: &ResourceInfo, objs: &[Value], rv: &str, q: &Query, headers: bool) -> ApiResult<Answer> {
+    let t = table::build_table(r.kind, objs, rv, include_object(q)?, Timestamp::now(), headers);
+    let mut a = Answer::ok(serde_json::to_value(t).map_err(|e| ApiError::internal(e.to_string()))?);
+    a.content_type = "application/json;as=Table;v=v1;g=meta.k8s.io";
+    Ok(a)
+}
+
+async fn list(st: &Arc<AppState>, rr: &ResourceRequest, q: &Query, output: Output) -> ApiResult<Response> {
+    let r = rr.resource;
+    let sel = Selectors::parse(r, q)?;
+    // `resourceVersion` on a list means "at least this fresh": the latest state satisfies
+    // it. `resourceVersionMatch=Exact` asks for that precise revision.
+    let at = match (q.get("resourceVersion").filter(|s| !s.is_empty() && *s != "0"), q.get("resourceVersionMatch")) {
+        (Some(rv), Some("Exact")) => Some(parse_rv(rv)?),
+        (Some(rv), _) => {
+            parse_rv(rv)?;
+            None
+        }
+        _ => None,
+    };
+    let (items, rev) = st.registry.list(r, rr.namespace.as_deref(), at).await?;
+    let items: Vec<Value> = items.into_iter().filter(|o| sel.matches(r.kind, o)).collect();
+    if output == Output::Table {
+        return Ok(table_answer(r, &items, &rev.to_string(), q, true)?.into_response());
+    }
+    let body = json!({
+        "kind": r.list_kind,
+        "apiVersion": r.api_version(),
+        "metadata": {"resourceVersion": rev.to_string()},
+        "items": items,
+    });
+    Ok(Answer::ok(body).into_response())
+}
+
+async fn create(st: &Arc<AppState>, rr: &ResourceRequest, q: &Query, headers: &HeaderMap, req: Request) -> ApiResult<Response> {
+    let r = rr.resource;
+    let fv = field_validation(q)?;
+    let opts = write_options(q, headers)?;
+    let body = read_body(req).await?;
+    let value = parse_object_body(headers, &body)?;
+    let (mut obj, warnings) = admit_body(rr, value, Some(&body), fv)?;
+    if r.namespaced {
+        let ns = rr.namespace.clone().ok_or_else(|| ApiError::bad_request("the namespace of the object must be set on the request"))?;
+        match obj["metadata"]["namespace"].as_str() {
+            None | Some("") => obj["metadata"]["namespace"] = json!(ns),
+            Some(n) if n == ns => {}
+            Some(_) => return Err(ApiError::bad_request("the namespace of the provided object does not match the namespace sent on the request")),
+        }
+    } else if let Some(m) = obj["metadata"].as_object_mut() {
+        m.remove("namespace");
+    }
+    if name_of(&obj).is_empty()
+        && let Some(prefix) = obj["metadata"]["generateName"].as_str().filter(|s| !s.is_empty())
+    {
+        obj["metadata"]["name"] = json!(format!("{prefix}{}", random_suffix()));
+    }
+    let created = st.registry.create(r, obj, &opts).await?;
+    Ok(Answer::created(created).warn(warnings).into_response())
+}
+
+/// Five characters from upstream's alphabet for generated names (no vowels, no look-alikes).
+pub fn random_suffix() -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut rng = rand::rng();
+    (0..5).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
+}
+
+fn check_name(name_in_body: &str, name_in_url: &str) -> ApiResult<()> {
+    if !name_in_body.is_empty() && name_in_body != name_in_url {
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({name_in_body}) does not match the name on the request ({name_in_url})"
+        )));
+    }
+    Ok(())
+}
+
+async fn update(st: &Arc<AppState>, rr: &ResourceRequest, name: &str, sub: Option<&str>, q: &Query, headers: &HeaderMap, req: Request) -> ApiResult<Response> {
+    let r = rr.resource;
+    let fv = field_validation(q)?;
+    let opts = write_options(q, headers)?;
+    let body = read_body(req).await?;
+    let value = parse_object_body(headers, &body)?;
+    let (obj, warnings) = admit_body(rr, value, Some(&body), fv)?;
+    check_name(name_of(&obj), name)?;
+    let ns = rr.namespace.as_deref();
+    let (old, rev) = st.registry.get_kv(r, ns, name).await?;
+    let precondition = obj["metadata"]["resourceVersion"].as_str().filter(|s| !s.is_empty()).map(parse_rv).transpose()?;
+    if precondition.is_some_and(|p| p != rev) {
+        return Err(ApiError::conflict(r, name));
+    }
+    let out = if sub == Some("scale") {
+        apply_scale(st, r, &old, rev, &obj, &opts).await?
+    } else {
+        st.registry.update(r, &old, rev, obj, sub, &opts).await?
+    };
+    Ok(Answer::ok(out).warn(warnings).into_response())
+}
+
+/// `autoscaling/v1 Scale` of a Deployment or ReplicaSet.
+fn to_scale(obj: &Value) -> Value {
+    let selector = obj["spec"]["selector"].clone();
+    let selector_text = serde_json::from_value(selector)
+        .ok()
+        .and_then(|s| LabelSelector::from_k8s(&s).ok())
+        .map(|s| s.to_string())
+        .unwrap_or_default();
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": obj["metadata"]["name"],
+            "namespace": obj["metadata"]["namespace"],
+            "uid": obj["metadata"]["uid"],
+            "resourceVersion": obj["metadata"]["resourceVersion"],
+            "creationTimestamp": obj["metadata"]["creationTimestamp"],
+        },
+        "spec": {"replicas": obj["spec"]["replicas"].as_i64().unwrap_or(0)},
+        "status": {"replicas": obj["status"]["replicas"].as_i64().unwrap_or(0), "selector": selector_text},
+    })
+}
+
+async fn apply_scale(st: &Arc<AppState>, r: &ResourceInfo, old: &Value, rev: i64, scale: &Value, opts: &WriteOptions) -> ApiResult<Value> {
+    let replicas = scale["spec"]["replicas"].as_i64().unwrap_or(0);
+    if replicas < 0 {
+        let err = pier_api::validation::FieldError::invalid("spec.replicas", &replicas.to_string(), "must be greater than or equal to 0");
+        let scale_info = ResourceInfo { kind: "Scale", group: "autoscaling", ..*r };
+        return Err(ApiError::invalid(&scale_info, name_of(old), &[err]));
+    }
+    let mut new = old.clone();
+    new["spec"]["replicas"] = json!(replicas);
+    let out = st.registry.update(r, old, rev, new, None, opts).await?;
+    Ok(to_scale(&out))
+}
+
+async fn patch_object(st: &Arc<AppState>, rr: &ResourceRequest, name: &str, sub: Option<&str>, q: &Query, headers: &HeaderMap, req: Request) -> ApiResult<Response> {
+    let r = rr.resource;
+    let ct = content_type(headers);
+    let Some(pt) = PatchType::from_content_type(&ct) else {
+        if ct == "application/vnd.kubernetes.protobuf" {
+            return Err(protobuf_refused());
+        }
+        return Err(ApiError::unsupported_media_type(format!(
+            "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {ct:?})"
+        )));
+    };
+    let fv = field_validation(q)?;
+    let opts = write_options(q, headers)?;
+    if pt == PatchType::Apply && q.get("fieldManager").is_none_or(str::is_empty) {
+        return Err(ApiError::bad_request("PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch"));
+    }
+    let body = read_body(req).await?;
+    let ns = rr.namespace.as_deref();
+    // Upstream retries a patch on a write conflict: the patch is re-applied to the new state.
+    for _attempt in 0..8 {
+        let current = match st.registry.get_kv(r, ns, name).await {
+            Ok(c) => Some(c),
+            Err(e) if e.code == 404 && pt == PatchType::Apply && sub.is_none() => None,
+            Err(e) => return Err(e),
+        };
+        let result = match (pt, current) {
+            (PatchType::Apply, None) => {
+                let applied = patch::parse_apply_body(&body).map_err(|e| ApiError::bad_request(e.to_string()))?;
+                let (applied, warnings) = admit_body(rr, applied, None, fv)?;
+                check_name(name_of(&applied), name)?;
+                let merged = patch::server_side_apply(r.kind, None, &applied, &opts.manager, q.flag("force"), opts.now)
+                    .map_err(|e| apply_error(r, name, e))?;
+                let mut obj = merged;
+                obj["metadata"]["name"] = json!(name);
+                if r.namespaced {
+                    obj["metadata"]["namespace"] = json!(ns.unwrap_or("default"));
+                }
+                // server_side_apply recorded the manager; an empty manager records nothing more.
+                let opts = WriteOptions { manager: String::new(), ..opts.clone() };
+                let created = st.registry.create(r, obj, &opts).await?;
+                return Ok(Answer::created(created).warn(warnings).into_response());
+            }
+            (_, None) => return Err(ApiError::not_found(r, name)),
+            (pt, Some((old, rev))) => {
+                let base = if sub == Some("scale") { to_scale(&old) } else { old.clone() };
+                let base_kind = if sub == Some("scale") { "Scale" } else { r.kind };
+                let patched = match pt {
+                    PatchType::Json => patch::json_patch(&base, &body).map_err(|e| ApiError::bad_request(e.to_string()))?,
+                    PatchType::Merge => patch::merge_patch(&base, &body).map_err(|e| ApiError::bad_request(e.to_string()))?,
+                    PatchType::Strategic => patch::strategic_merge_patch(base_kind, &base, &body).map_err(|e| ApiError::bad_request(e.to_string()))?,
+                    PatchType::Apply => {
+                        let applied = patch::parse_apply_body(&body).map_err(|e| ApiError::bad_request(e.to_string()))?;
+                        let (applied, _) = admit_body(rr, applied, None, fv)?;
+                        check_name(name_of(&applied), name)?;
+                        patch::server_side_apply(base_kind, Some(&base), &applied, &opts.manager, q.flag("force"), opts.now)
+                            .map_err(|e| apply_error(r, name, e))?
+                    }
+                };
+                let (patched, warnings) = admit_body(rr, patched, None, fv)?;
+                check_name(name_of(&patched), name)?;
+                let precondition = patched["metadata"]["resourceVersion"].as_str().filter(|s| !s.is_empty()).map(parse_rv).transpose()?;
+                if precondition.is_some_and(|p| p != rev) {
+                    return Err(ApiError::conflict(r, name));
+                }
+                let res = if sub == Some("scale") {
+                    apply_scale(st, r, &old, rev, &patched, &opts).await
+                } else if pt == PatchType::Apply {
+                    let opts = WriteOptions { manager: String::new(), ..opts.clone() };
+                    st.registry.update(r, &old, rev, patched, sub, &opts).await
+                } else {
+                    st.registry.update(r, &old, rev, patched, sub, &opts).await
+                };
+                res.map(|o| Answer::ok(o).warn(warnings))
+            }
+        };
+        match result {
+            Err(e) if e.reason == "Conflict" && e.code == 409 && !e.message.contains("Apply failed") => continue,
+            other => return other.map(IntoResponse::into_response),
+        }
+    }
+    Err(ApiError::conflict(r, name))
+}
+
+fn apply_error(r: &ResourceInfo, name: &str, e: patch::ApplyError) -> ApiError {
+    let mut err = ApiError::conflict_message(r, name, e.message());
+    let causes: Vec<Value> = e
+        .conflicts()
+        .iter()
+        .map(|(manager, field)| json!({"reason": "FieldManagerConflict", "message": format!("conflict with \"{manager}\""), "field": field}))
+        .collect();
+    if let Some(d) = err.details.as_mut() {
+        d["causes"] = json!(causes);
+    }
+    err
+}
+
+async fn delete_options(headers: &HeaderMap, req: Request, q: &Query) -> ApiResult<Value> {
+    let body = read_body(req).await?;
+    let mut opts = if body.iter().all(u8::is_ascii_whitespace) {
+        json!({})
+    } else {
+        if content_type(headers) == "application/vnd.kubernetes.protobuf" {
+            return Err(protobuf_refused());
+        }
+        serde_json::from_slice::<Value>(&body).map_err(|e| ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}")))?
+    };
+    if let Some(p) = q.get("propagationPolicy") {
+        opts["propagationPolicy"] = json!(p);
+    }
+    match opts["propagationPolicy"].as_str() {
+        None | Some("Orphan" | "Background" | "Foreground") => Ok(opts),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "propagationPolicy: Unsupported value: \"{other}\": supported values: \"Foreground\", \"Background\", \"Orphan\""
+        ))),
+    }
+}
+
+async fn delete(st: &Arc<AppState>, rr: &ResourceRequest, name: &str, q: &Query, headers: &HeaderMap, req: Request) -> ApiResult<Response> {
+    let opts = write_options(q, headers)?;
+    let del = delete_options(headers, req, q).await?;
+    if del["propagationPolicy"].as_str() == Some("Orphan") && !opts.dry_run {
+        // Orphan before the delete, so the collector never sees dependents of a gone owner.
+        let obj = st.registry.get(rr.resource, rr.namespace.as_deref(), name).await?;
+        crate::gc::orphan_dependents(&st.registry, &obj).await;
+    }
+    let out = st.registry.delete(rr.resource, rr.namespace.as_deref(), name, &del["preconditions"], &opts).await?;
+    Ok(Answer::ok(out).into_response())
+}
+
+async fn delete_collection(st: &Arc<AppState>, rr: &ResourceRequest, q: &Query, headers: &HeaderMap, req: Request) -> ApiResult<Response> {
+    let r = rr.resource;
+    let opts = write_options(q, headers)?;
+    let del = delete_options(headers, req, q).await?;
+    let sel = Selectors::parse(r, q)?;
+    let (items, rev) = st.registry.list(r, rr.namespace.as_deref(), None).await?;
+    let mut deleted = Vec::new();
+    for item in items.into_iter().filter(|o| sel.matches(r.kind, o)) {
+        let ns = item["metadata"]["namespace"].as_str().map(str::to_string);
+        match st.registry.delete(r, ns.as_deref(), name_of(&item), &del["preconditions"], &opts).await {
+            Ok(o) => deleted.push(o),
+            Err(e) if e.code == 404 => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let body = json!({"kind": r.list_kind, "apiVersion": r.api_version(), "metadata": {"resourceVersion": rev.to_string()}, "items": deleted});
+    Ok(Answer::ok(body).into_response())
+}
+
+/// A streaming body helper for the watch module.
+pub fn stream_response(content_type: &'static str, body: Body) -> Response {
+    let mut resp = Response::new(body);
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, private"));
+    resp
+}

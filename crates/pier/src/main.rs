@@ -1,0 +1,181 @@
+//! The `pier` binary: `pier server` runs the whole cluster on this machine (API server on its
+//! embedded store, controllers and — in later stages — the node agent); `pier agent` joins a
+//! machine as a node.
+
+mod netinfo;
+mod pki;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use ipnet::IpNet;
+
+#[derive(Parser, Debug)]
+#[command(name = "pier", version, about = "Kubernetes Service networking as one binary")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the API server, its store, the controllers and the node agent on this machine.
+    Server(ServerArgs),
+    /// Join this machine to a pier cluster as a node.
+    Agent(AgentArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ServerArgs {
+    /// Where the store, the credentials and kubeconfig.yaml live.
+    #[arg(long, default_value = "/var/lib/pier")]
+    data_dir: PathBuf,
+    /// Address the HTTPS API listens on.
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    listen: SocketAddr,
+    /// `sqlite` (embedded, in the data dir) or `etcd://HOST:PORT[,HOST:PORT...]`.
+    #[arg(long, default_value = "sqlite")]
+    datastore: String,
+    /// Service CIDR; an IPv4,IPv6 pair makes the cluster dual-stack.
+    #[arg(long, default_value = "10.96.0.0/12")]
+    service_cidr: String,
+    /// Pod CIDR; each node gets a /24 of it.
+    #[arg(long, default_value = "10.244.0.0/16")]
+    pod_cidr: IpNet,
+    /// Node port range, `FIRST-LAST`.
+    #[arg(long, default_value = "30000-32767")]
+    service_node_port_range: String,
+    #[arg(long, default_value = "cluster.local")]
+    cluster_domain: String,
+    /// This node's IP (default: the address of the default-route interface, else the first
+    /// global IPv4 address).
+    #[arg(long)]
+    node_ip: Option<IpAddr>,
+    /// `nftables` or `userspace`.
+    #[arg(long, default_value = "nftables")]
+    proxy_mode: String,
+    /// CIDRs LoadBalancer Services get their IPs from.
+    #[arg(long)]
+    loadbalancer_ip_pool: Option<String>,
+}
+
+#[derive(clap::Args, Debug)]
+struct AgentArgs {
+    #[arg(long)]
+    server: String,
+    #[arg(long)]
+    token_file: PathBuf,
+}
+
+fn parse_port_range(s: &str) -> Result<(u16, u16)> {
+    let (a, b) = s.split_once('-').with_context(|| format!("--service-node-port-range {s:?}: expected FIRST-LAST"))?;
+    let (a, b): (u16, u16) = (a.trim().parse()?, b.trim().parse()?);
+    if a == 0 || a > b {
+        bail!("--service-node-port-range {s:?}: FIRST must be between 1 and LAST");
+    }
+    Ok((a, b))
+}
+
+fn parse_cidrs(s: &str) -> Result<Vec<IpNet>> {
+    let cidrs = s
+        .split(',')
+        .map(|c| c.trim().parse::<IpNet>().with_context(|| format!("--service-cidr: {c:?} is not a CIDR")))
+        .collect::<Result<Vec<_>>>()?;
+    match cidrs.as_slice() {
+        [_] => {}
+        [a, b] if a.addr().is_ipv4() != b.addr().is_ipv4() => {}
+        _ => bail!("--service-cidr {s:?}: give one CIDR, or one IPv4 and one IPv6 CIDR"),
+    }
+    for c in &cidrs {
+        let host_bits = c.max_prefix_len() - c.prefix_len();
+        if host_bits < 4 {
+            bail!("--service-cidr {c}: too small, it needs at least 16 addresses");
+        }
+    }
+    Ok(cidrs)
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+async fn server(args: ServerArgs) -> Result<()> {
+    let cidrs = parse_cidrs(&args.service_cidr)?;
+    let ports = parse_port_range(&args.service_node_port_range)?;
+    if !matches!(args.proxy_mode.as_str(), "nftables" | "userspace") {
+        bail!("--proxy-mode {:?}: supported values: nftables, userspace", args.proxy_mode);
+    }
+    let _ = (&args.pod_cidr, &args.cluster_domain, &args.loadbalancer_ip_pool);
+    std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let node_ip = args.node_ip.or_else(netinfo::detect_node_ip).unwrap_or(IpAddr::from([127, 0, 0, 1]));
+
+    let store: Arc<dyn pier_store::Store> = match args.datastore.as_str() {
+        "sqlite" | "" => {
+            let path = args.data_dir.join("pier.db");
+            Arc::new(pier_store::sqlite::SqliteStore::open(&path).with_context(|| format!("opening {}", path.display()))?)
+        }
+        other if other.starts_with("etcd://") => bail!("--datastore {other}: the etcd backend is not built yet; use the embedded store (the default)"),
+        other => bail!("--datastore {other:?}: expected \"sqlite\" or etcd://HOST:PORT[,HOST:PORT...]"),
+    };
+
+    let first_ip = pier_apiserver::alloc::IpAllocator::new(cidrs[0]).nth(1);
+    let mut dns_names: Vec<String> = vec!["localhost".into(), "kubernetes".into(), "kubernetes.default".into(), "kubernetes.default.svc".into()];
+    dns_names.push(format!("kubernetes.default.svc.{}", args.cluster_domain));
+    let mut ips = vec![IpAddr::from([127, 0, 0, 1]), node_ip, first_ip];
+    if !args.listen.ip().is_unspecified() {
+        ips.push(args.listen.ip());
+    }
+    let creds = pki::load_or_create(&args.data_dir, &dns_names, &ips)?;
+
+    let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+    let local = listener.local_addr()?;
+    let client_host = if local.ip().is_unspecified() { IpAddr::from([127, 0, 0, 1]) } else { local.ip() };
+    let server_url = format!("https://{}", SocketAddr::new(client_host, local.port()));
+
+    let config = pier_apiserver::Config {
+        service_cidrs: cidrs,
+        node_port_range: ports,
+        advertise: (node_ip, local.port()),
+        token: Some(creds.token.clone()),
+        compaction_interval: Duration::from_secs(300),
+    };
+    let api = pier_apiserver::ApiServer::start(config, store, SocketAddr::new(client_host, local.port()).to_string()).await?;
+    let kubeconfig_path = args.data_dir.join("kubeconfig.yaml");
+    pki::write_atomic(&kubeconfig_path, pki::kubeconfig(&server_url, &creds.ca_pem, &creds.token).as_bytes(), 0o600)?;
+
+    let serving = tokio::spawn(async move { api.serve(listener, Some(creds.server_config), shutdown_signal()).await });
+    tracing::info!(url = %server_url, kubeconfig = %kubeconfig_path.display(), %node_ip, "pier is ready");
+    serving.await.context("server task")??;
+    tracing::info!("pier stopped");
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    match cli.command {
+        Command::Server(args) => rt.block_on(server(args)),
+        Command::Agent(args) => {
+            let _ = (&args.server, &args.token_file);
+            bail!("pier agent: joining another machine as a node is not built yet")
+        }
+    }
+}
