@@ -69,6 +69,35 @@ pub async fn run(registry: &Registry, kubernetes_ip: IpAddr, dns_ip: IpAddr, api
         false,
     )
     .await?;
+    if api.0.is_loopback() || api.0.is_unspecified() {
+        // Endpoints may not hold loopback addresses; with no node IP pods cannot reach the
+        // API server through the Service anyway.
+        tracing::warn!(ip = %api.0, "no routable node IP: the kubernetes Service gets no endpoints");
+    } else {
+        write_api_endpoints(registry, api).await?;
+    }
+    let dns_family = if dns_ip.is_ipv4() { "IPv4" } else { "IPv6" };
+    ensure(
+        registry,
+        "services",
+        "",
+        json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "kube-dns", "namespace": "kube-system",
+                         "labels": {"k8s-app": "kube-dns", "kubernetes.io/cluster-service": "true", "kubernetes.io/name": "CoreDNS"}},
+            "spec": {"clusterIP": dns_ip.to_string(), "clusterIPs": [dns_ip.to_string()], "ipFamilies": [dns_family],
+                     "selector": {"k8s-app": "kube-dns"},
+                     "ports": [{"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
+                               {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53},
+                               {"name": "metrics", "port": 9153, "protocol": "TCP", "targetPort": 9153}]},
+        }),
+        false,
+    )
+    .await?;
+    Ok(())
+}
+
+async fn write_api_endpoints(registry: &Registry, api: (IpAddr, u16)) -> ApiResult<()> {
     ensure(
         registry,
         "endpoints",
@@ -94,24 +123,6 @@ pub async fn run(registry: &Registry, kubernetes_ip: IpAddr, dns_ip: IpAddr, api
             "ports": [{"name": "https", "port": api.1, "protocol": "TCP"}],
         }),
         true,
-    )
-    .await?;
-    let dns_family = if dns_ip.is_ipv4() { "IPv4" } else { "IPv6" };
-    ensure(
-        registry,
-        "services",
-        "",
-        json!({
-            "apiVersion": "v1", "kind": "Service",
-            "metadata": {"name": "kube-dns", "namespace": "kube-system",
-                         "labels": {"k8s-app": "kube-dns", "kubernetes.io/cluster-service": "true", "kubernetes.io/name": "CoreDNS"}},
-            "spec": {"clusterIP": dns_ip.to_string(), "clusterIPs": [dns_ip.to_string()], "ipFamilies": [dns_family],
-                     "selector": {"k8s-app": "kube-dns"},
-                     "ports": [{"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
-                               {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53},
-                               {"name": "metrics", "port": 9153, "protocol": "TCP", "targetPort": 9153}]},
-        }),
-        false,
     )
     .await?;
     Ok(())

@@ -1,1 +1,0 @@
-//! stub (patch): being written.

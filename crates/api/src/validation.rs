@@ -1,1 +1,0 @@
-//! stub (validation): being written.

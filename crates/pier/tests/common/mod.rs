@@ -1,0 +1,169 @@
+//! A real `pier server` for black-box tests: started from the built binary on a free loopback
+//! port with a fresh data directory, driven with the real `kubectl`, and killed when the
+//! handle drops. Only 127.0.0.1 is ever contacted; the node IP is a documentation address
+//! (192.0.2.0/24) that only appears inside objects and never receives a packet.
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Cluster {
+    child: Option<Child>,
+    pub data_dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    cache_dir: tempfile::TempDir,
+    pub log: PathBuf,
+}
+
+/// What a kubectl run printed.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(o: Output) -> Run {
+        Run {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+
+    /// Panics with everything printed unless the command succeeded.
+    #[track_caller]
+    pub fn ok(self) -> Run {
+        assert_eq!(self.code, 0, "command failed:\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        self
+    }
+
+    #[track_caller]
+    pub fn fails(self) -> Run {
+        assert_ne!(self.code, 0, "command unexpectedly succeeded:\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        self
+    }
+}
+
+pub fn pier_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_pier"))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Cluster {
+    /// Starts a server on a new data directory.
+    pub fn start() -> Cluster {
+        let tmp = tempfile::tempdir().unwrap();
+        let data_dir = tmp.path().to_path_buf();
+        let mut c = Cluster::start_in(&data_dir, &[]);
+        c._tmp = Some(tmp);
+        c
+    }
+
+    /// Starts a server on `data_dir` (existing or not) with extra flags.
+    pub fn start_in(data_dir: &Path, extra: &[&str]) -> Cluster {
+        let log = data_dir.join(format!("server-{}.log", std::process::id()));
+        std::fs::create_dir_all(data_dir).unwrap();
+        let logf = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
+        let _ = std::fs::remove_file(data_dir.join("kubeconfig.yaml"));
+        let port = free_port();
+        let child = Command::new(pier_bin())
+            .arg("server")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--node-ip")
+            .arg("192.0.2.10")
+            .args(extra)
+            .env("RUST_LOG", "info,pier_apiserver=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(logf)
+            .spawn()
+            .expect("spawn pier server");
+        let c = Cluster { child: Some(child), data_dir: data_dir.to_path_buf(), _tmp: None, cache_dir: tempfile::tempdir().unwrap(), log };
+        c.wait_ready();
+        c
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if std::fs::read_to_string(&self.log).unwrap_or_default().contains("pier is ready") && self.kubeconfig().exists() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("pier server did not become ready:\n{}", std::fs::read_to_string(&self.log).unwrap_or_default());
+    }
+
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.data_dir.join("kubeconfig.yaml")
+    }
+
+    pub fn kubectl_cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("kubectl");
+        cmd.env("KUBECONFIG", self.kubeconfig())
+            .env("HOME", self.cache_dir.path())
+            .arg("--cache-dir")
+            .arg(self.cache_dir.path().join("cache"))
+            .arg("--request-timeout=20s")
+            .args(args)
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs kubectl with `args`.
+    pub fn kubectl(&self, args: &[&str]) -> Run {
+        Run::from(self.kubectl_cmd(args).output().expect("run kubectl"))
+    }
+
+    /// Runs kubectl with `stdin` piped in (`apply -f -`).
+    pub fn kubectl_stdin(&self, args: &[&str], stdin: &str) -> Run {
+        let mut child = self.kubectl_cmd(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("run kubectl");
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        Run::from(child.wait_with_output().unwrap())
+    }
+
+    /// Runs kubectl with extra environment (`KUBE_EDITOR`).
+    pub fn kubectl_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let mut cmd = self.kubectl_cmd(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Run::from(cmd.output().expect("run kubectl"))
+    }
+
+    /// Sends SIGKILL: no chance to flush or clean up.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn server_log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Writes `contents` to a file in a fresh temp dir and returns its path (kept alive by the dir).
+pub fn manifest(dir: &tempfile::TempDir, name: &str, contents: &str) -> String {
+    let p = dir.path().join(name);
+    std::fs::write(&p, contents).unwrap();
+    p.to_string_lossy().into_owned()
+}
