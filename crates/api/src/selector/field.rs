@@ -83,7 +83,9 @@ impl FieldSelector {
     /// not expose reads as the empty string, as upstream's `fields.Set.Get` does; call
     /// [`check_supported`] first to reject such selectors the way the API server does.
     pub fn matches(&self, kind: &str, obj: &Value) -> bool {
-        self.terms.iter().all(|t| t.matches(&field_value(kind, obj, &t.field)))
+        self.terms
+            .iter()
+            .all(|t| t.matches(&field_value(kind, obj, &t.field)))
     }
 }
 
@@ -124,7 +126,9 @@ fn unescape_value(s: &str) -> Result<String, String> {
             match c {
                 '\\' | ',' | '=' => out.push(c),
                 _ => {
-                    return Err(format!("invalid field selector: invalid escape sequence: \\{c}"));
+                    return Err(format!(
+                        "invalid field selector: invalid escape sequence: \\{c}"
+                    ));
                 }
             }
             in_slash = false;
@@ -201,10 +205,16 @@ pub fn parse_field_selector(selector: &str) -> Result<FieldSelector, SelectorErr
             continue;
         }
         let Some((lhs, operator, rhs)) = split_term(part) else {
-            return Err(invalid(format!("invalid selector: '{selector}'; can't understand '{part}'")));
+            return Err(invalid(format!(
+                "invalid selector: '{selector}'; can't understand '{part}'"
+            )));
         };
         let value = unescape_value(rhs).map_err(invalid)?;
-        terms.push(FieldTerm { field: lhs.to_string(), operator, value });
+        terms.push(FieldTerm {
+            field: lhs.to_string(),
+            operator,
+            value,
+        });
     }
     Ok(FieldSelector { terms })
 }

@@ -132,7 +132,11 @@ impl Requirement {
         }
         match validation::aggregate(errs) {
             Some(message) => Err(message),
-            None => Ok(Requirement { key: key.to_string(), operator, values }),
+            None => Ok(Requirement {
+                key: key.to_string(),
+                operator,
+                values,
+            }),
         }
     }
 
@@ -242,13 +246,19 @@ impl LabelSelector {
 
     /// The selector that matches nothing (`labels.Nothing()`).
     pub fn nothing() -> Self {
-        LabelSelector { requirements: Vec::new(), nothing: true }
+        LabelSelector {
+            requirements: Vec::new(),
+            nothing: true,
+        }
     }
 
     /// A selector from requirements (sorted by key, stably, as `Selector.Add` does).
     pub fn from_requirements(mut requirements: Vec<Requirement>) -> Self {
         requirements.sort_by(|a, b| a.key.cmp(&b.key));
-        LabelSelector { requirements, nothing: false }
+        LabelSelector {
+            requirements,
+            nothing: false,
+        }
     }
 
     /// `labels.SelectorFromSet`: `key=value` for every entry, without validation (as upstream).
@@ -261,7 +271,10 @@ impl LabelSelector {
                 values: vec![v.clone()],
             })
             .collect();
-        LabelSelector { requirements, nothing: false }
+        LabelSelector {
+            requirements,
+            nothing: false,
+        }
     }
 
     /// `metav1.LabelSelectorAsSelector` for a present selector: matchLabels become `key=value`,
@@ -277,7 +290,8 @@ impl LabelSelector {
         let invalid = |message: String| SelectorError::InvalidLabelSelectorObject { message };
         let mut requirements = Vec::new();
         for (k, v) in labels.into_iter().flatten() {
-            requirements.push(Requirement::new(k, Operator::Equals, vec![v.clone()]).map_err(invalid)?);
+            requirements
+                .push(Requirement::new(k, Operator::Equals, vec![v.clone()]).map_err(invalid)?);
         }
         for expr in exprs {
             let operator = match expr.operator.as_str() {
@@ -333,10 +347,17 @@ impl LabelSelector {
 
     /// [`LabelSelector::matches`] on raw JSON labels (`metadata.labels`); absent labels are an
     /// empty set and non-string values are ignored.
-    pub fn matches_json(&self, labels: Option<&serde_json::Map<String, serde_json::Value>>) -> bool {
+    pub fn matches_json(
+        &self,
+        labels: Option<&serde_json::Map<String, serde_json::Value>>,
+    ) -> bool {
         !self.nothing
             && self.requirements.iter().all(|r| {
-                r.matches(|k| labels.and_then(|m| m.get(k)).and_then(serde_json::Value::as_str))
+                r.matches(|k| {
+                    labels
+                        .and_then(|m| m.get(k))
+                        .and_then(serde_json::Value::as_str)
+                })
             })
     }
 }
@@ -356,10 +377,16 @@ impl fmt::Display for LabelSelector {
 
 /// Parses a `labelSelector` query parameter exactly as `labels.Parse` does.
 pub fn parse_label_selector(selector: &str) -> Result<LabelSelector, SelectorError> {
-    let mut parser = Parser { items: Lexer::new(selector).scan_all(), position: 0 };
+    let mut parser = Parser {
+        items: Lexer::new(selector).scan_all(),
+        position: 0,
+    };
     match parser.parse() {
         Ok(requirements) => Ok(LabelSelector::from_requirements(requirements)),
-        Err(message) => Err(SelectorError::InvalidLabelSelector { selector: selector.to_string(), message }),
+        Err(message) => Err(SelectorError::InvalidLabelSelector {
+            selector: selector.to_string(),
+            message,
+        }),
     }
 }
 
@@ -370,7 +397,11 @@ fn validate_label_key(key: &str, path: &str) -> Option<String> {
     if errs.is_empty() {
         None
     } else {
-        Some(validation::invalid(path, BadValue::Str(key), &errs.join("; ")))
+        Some(validation::invalid(
+            path,
+            BadValue::Str(key),
+            &errs.join("; "),
+        ))
     }
 }
 
@@ -425,7 +456,10 @@ struct Lexer<'a> {
 
 impl<'a> Lexer<'a> {
     fn new(s: &'a str) -> Self {
-        Lexer { s: s.as_bytes(), pos: 0 }
+        Lexer {
+            s: s.as_bytes(),
+            pos: 0,
+        }
     }
 
     fn read(&mut self) -> u8 {
@@ -482,7 +516,10 @@ impl<'a> Lexer<'a> {
         last.unwrap_or_else(|| {
             (
                 Token::Error,
-                format!("error expected: keyword found '{}'", String::from_utf8_lossy(&buffer)),
+                format!(
+                    "error expected: keyword found '{}'",
+                    String::from_utf8_lossy(&buffer)
+                ),
             )
         })
     }
@@ -568,7 +605,9 @@ impl Parser {
                         Token::Comma => {
                             let (t2, l2) = self.lookahead(Context::Values);
                             if t2 != Token::Identifier && t2 != Token::DoesNotExist {
-                                return Err(format!("found '{l2}', expected: identifier after ','"));
+                                return Err(format!(
+                                    "found '{l2}', expected: identifier after ','"
+                                ));
                             }
                         }
                         _ => return Err(format!("found '{l}', expected: ',' or 'end of string'")),
@@ -576,7 +615,9 @@ impl Parser {
                 }
                 Token::EndOfString => return Ok(requirements),
                 _ => {
-                    return Err(format!("found '{lit}', expected: !, identifier, or 'end of string'"));
+                    return Err(format!(
+                        "found '{lit}', expected: !, identifier, or 'end of string'"
+                    ));
                 }
             }
         }
@@ -609,7 +650,9 @@ impl Parser {
             return Err(e);
         }
         let (t, _) = self.lookahead(Context::Values);
-        if (t == Token::EndOfString || t == Token::Comma) && operator != Some(Operator::DoesNotExist) {
+        if (t == Token::EndOfString || t == Token::Comma)
+            && operator != Some(Operator::DoesNotExist)
+        {
             operator = Some(Operator::Exists);
         }
         Ok((literal, operator))
@@ -708,7 +751,10 @@ fn sorted_set(mut values: Vec<String>) -> Vec<String> {
 
 /// `labels.FormatLabels`: `k=v` pairs sorted as strings and joined with `,`; `<none>` if empty.
 pub fn format_labels<'a>(labels: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
-    let mut pairs: Vec<String> = labels.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let mut pairs: Vec<String> = labels
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
     if pairs.is_empty() {
         return "<none>".to_string();
     }

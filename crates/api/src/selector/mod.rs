@@ -42,5 +42,9 @@ pub enum SelectorError {
     InvalidFieldSelector { selector: String, message: String },
     /// A field selector naming a field the kind does not support.
     #[error("{message}")]
-    UnsupportedField { kind: String, field: String, message: String },
+    UnsupportedField {
+        kind: String,
+        field: String,
+        message: String,
+    },
 }

@@ -17,7 +17,8 @@ const POD_READINESS_GATES: &str = "If specified, all readiness gates will be eva
 
 const RS_SPEC_REPLICAS: &str = "Replicas is the number of desired pods. This is a pointer to distinguish between explicit zero and unspecified. Defaults to 1. More info: https://kubernetes.io/docs/concepts/workloads/controllers/replicaset";
 const RS_STATUS_REPLICAS: &str = "Replicas is the most recently observed number of non-terminating pods. More info: https://kubernetes.io/docs/concepts/workloads/controllers/replicaset";
-const RS_READY_REPLICAS: &str = "The number of non-terminating pods targeted by this ReplicaSet with a Ready Condition.";
+const RS_READY_REPLICAS: &str =
+    "The number of non-terminating pods targeted by this ReplicaSet with a Ready Condition.";
 const RS_SELECTOR: &str = "Selector is a label query over pods that should match the replica count. Label keys and values that must match in order to be controlled by this replica set. It must match the pod template's labels. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/labels/#label-selectors";
 const TEMPLATE_CONTAINERS: &str = "Names of each container in the template.";
 const TEMPLATE_IMAGES: &str = "Images referenced by each container in the template.";
@@ -32,18 +33,24 @@ const ENDPOINTS_SUBSETS: &str = "The set of all endpoints is the union of all su
 
 const NODE_KUBELET_VERSION: &str = "Kubelet Version reported by the node.";
 const NODE_ADDRESSES: &str = "List of addresses reachable to the node. Queried from cloud provider, if available. More info: https://kubernetes.io/docs/reference/node/node-status/#addresses Note: This field is declared as mergeable, but the merge key is not sufficiently unique, which can cause data corruption when it is merged. Callers should instead use a full-replacement patch. See https://pr.k8s.io/79391 for an example. Consumers should assume that addresses can change during the lifetime of a Node. However, there are some exceptions where this may not be possible, such as Pods that inherit a Node's address in its own status or consumers of the downward API (status.hostIP).";
-const NODE_OS_IMAGE: &str = "OS Image reported by the node from /etc/os-release (e.g. Debian GNU/Linux 7 (wheezy)).";
-const NODE_KERNEL_VERSION: &str = "Kernel Version reported by the node from 'uname -r' (e.g. 3.16.0-0.bpo.4-amd64).";
+const NODE_OS_IMAGE: &str =
+    "OS Image reported by the node from /etc/os-release (e.g. Debian GNU/Linux 7 (wheezy)).";
+const NODE_KERNEL_VERSION: &str =
+    "Kernel Version reported by the node from 'uname -r' (e.g. 3.16.0-0.bpo.4-amd64).";
 const NODE_CONTAINER_RUNTIME: &str = "ContainerRuntime Version reported by the node through runtime remote API (e.g. containerd://1.4.2).";
 
-const EVENT_LAST_TIMESTAMP: &str = "The time at which the most recent occurrence of this event was recorded.";
-const EVENT_TYPE: &str = "Type of this event (Normal, Warning), new types could be added in the future";
+const EVENT_LAST_TIMESTAMP: &str =
+    "The time at which the most recent occurrence of this event was recorded.";
+const EVENT_TYPE: &str =
+    "Type of this event (Normal, Warning), new types could be added in the future";
 const EVENT_REASON: &str = "This should be a short, machine understandable string that gives the reason for the transition into the object's current status.";
 const EVENT_INVOLVED_OBJECT: &str = "The object that this event is about.";
 const EVENT_FIELD_PATH: &str = "If referring to a piece of an object instead of an entire object, this string should contain a valid JSON/Go field access statement, such as desiredState.manifest.containers[2]. For example, if the object reference is to a container within a pod, this would take on a value like: \"spec.containers{name}\" (where \"name\" refers to the name of the container that triggered the event) or if no container name is specified \"spec.containers[2]\" (container with index 2 in this pod). This syntax is chosen only to have some well-defined way of referencing a part of an object.";
-const EVENT_SOURCE: &str = "The component reporting this event. Should be a short machine understandable string.";
+const EVENT_SOURCE: &str =
+    "The component reporting this event. Should be a short machine understandable string.";
 const EVENT_MESSAGE: &str = "A human-readable description of the status of this operation.";
-const EVENT_FIRST_TIMESTAMP: &str = "The time at which the event was first recorded. (Time of server receipt is in TypeMeta.)";
+const EVENT_FIRST_TIMESTAMP: &str =
+    "The time at which the event was first recorded. (Time of server receipt is in TypeMeta.)";
 const EVENT_COUNT: &str = "The number of times this event has occurred.";
 
 const SECRET_TYPE: &str = "Used to facilitate programmatic handling of secret data. More info: https://kubernetes.io/docs/concepts/configuration/secret/#secret-types";
@@ -59,7 +66,13 @@ const SLICE_ADDRESS_TYPE: &str = "addressType specifies the type of address carr
 const SLICE_PORTS: &str = "ports specifies the list of network ports exposed by each endpoint in this slice. Each port must have a unique name. Each slice may include a maximum of 100 ports. Services always have at least 1 port, so EndpointSlices generated by the EndpointSlice controller will likewise always have at least 1 port. EndpointSlices used for other purposes may have an empty ports list.";
 const SLICE_ENDPOINTS: &str = "endpoints is a list of unique endpoints in this slice. Each slice may include a maximum of 1000 endpoints.";
 
-fn col(name: &str, type_: &str, format: &str, description: &str, priority: i32) -> TableColumnDefinition {
+fn col(
+    name: &str,
+    type_: &str,
+    format: &str,
+    description: &str,
+    priority: i32,
+) -> TableColumnDefinition {
     TableColumnDefinition {
         name: name.to_string(),
         type_: type_.to_string(),
@@ -96,8 +109,14 @@ pub fn column_definitions(kind: &str) -> Vec<TableColumnDefinition> {
     match kind {
         "Pod" => vec![
             name(),
-            s("Ready", "The aggregate readiness state of this pod for accepting traffic."),
-            s("Status", "The aggregate status of the containers in this pod."),
+            s(
+                "Ready",
+                "The aggregate readiness state of this pod for accepting traffic.",
+            ),
+            s(
+                "Status",
+                "The aggregate status of the containers in this pod.",
+            ),
             s(
                 "Restarts",
                 "The number of times the containers in this pod have been restarted and when the last container in this pod has restarted.",
@@ -133,15 +152,27 @@ pub fn column_definitions(kind: &str) -> Vec<TableColumnDefinition> {
                 "Class",
                 "The name of the IngressClass resource that should be used for additional configuration",
             ),
-            s("Hosts", "Hosts that incoming requests are matched against before the ingress rule"),
-            s("Address", "Address is a list containing ingress points for the load-balancer"),
+            s(
+                "Hosts",
+                "Hosts that incoming requests are matched against before the ingress rule",
+            ),
+            s(
+                "Address",
+                "Address is a list containing ingress points for the load-balancer",
+            ),
             s("Ports", "Ports of TLS configurations that open"),
             age(),
         ],
         "IngressClass" => vec![
             name(),
-            s("Controller", "Controller that is responsible for handling this class"),
-            s("Parameters", "A reference to a resource with additional parameters"),
+            s(
+                "Controller",
+                "Controller that is responsible for handling this class",
+            ),
+            s(
+                "Parameters",
+                "A reference to a resource with additional parameters",
+            ),
             age(),
         ],
         "Endpoints" => vec![name(), s("Endpoints", ENDPOINTS_SUBSETS), age()],
@@ -170,7 +201,12 @@ pub fn column_definitions(kind: &str) -> Vec<TableColumnDefinition> {
             col("Name", "string", "name", NAME, 1),
         ],
         "Namespace" => vec![name(), s("Status", "The status of the namespace"), age()],
-        "Secret" => vec![name(), s("Type", SECRET_TYPE), s("Data", SECRET_DATA), age()],
+        "Secret" => vec![
+            name(),
+            s("Type", SECRET_TYPE),
+            s("Data", SECRET_DATA),
+            age(),
+        ],
         "ServiceAccount" => vec![name(), s("Secrets", SA_SECRETS), age()],
         "Deployment" => vec![
             name(),
