@@ -2,10 +2,10 @@
 //! pure functions over `serde_json::Value`, plus the field-ownership bookkeeping of
 //! `metadata.managedFields` and the `fieldValidation=Strict` checks.
 //!
-//! - [`json_patch`] (RFC 6902) and [`merge_patch`] (RFC 7386) wrap the `json-patch` crate and
+//! - [`json_patch()`] (RFC 6902) and [`merge_patch`] (RFC 7386) wrap the `json-patch` crate and
 //!   give its failures upstream's wording.
 //! - [`strategic_merge_patch`] is Kubernetes' strategic merge patch with the merge keys and
-//!   strategies of each kind ([`schema`]).
+//!   strategies of each kind (the `schema` module, from the Go struct tags).
 //! - [`server_side_apply`] merges an apply configuration with structured-merge-diff's rules and
 //!   keeps `managedFields`; [`record_update`] records the owner of a non-apply write.
 //! - [`unknown_fields`] and [`duplicate_fields`] find what strict field validation rejects.

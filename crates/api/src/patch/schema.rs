@@ -36,10 +36,7 @@ pub(crate) enum SsaList {
     Set,
     /// `+listType=map`: objects identified by `keys` (`k:` path elements); a key field an
     /// item omits takes its value from `defaults` (`protocol` defaults to `TCP`).
-    Map {
-        keys: &'static [&'static str],
-        defaults: &'static [(&'static str, &'static str)],
-    },
+    Map { keys: &'static [&'static str], defaults: &'static [(&'static str, &'static str)] },
 }
 
 /// One position in an object's schema.
@@ -64,8 +61,17 @@ const fn object(fields: &'static [(&'static str, &'static Node)]) -> Node {
     Node { fields, smp: SmpList::Replace, ssa: SsaList::Atomic, atomic: false }
 }
 
-const fn keyed(smp_key: &'static str, ssa_keys: &'static [&'static str], fields: &'static [(&'static str, &'static Node)]) -> Node {
-    Node { fields, smp: SmpList::MergeByKey(smp_key), ssa: SsaList::Map { keys: ssa_keys, defaults: &[] }, atomic: false }
+const fn keyed(
+    smp_key: &'static str,
+    ssa_keys: &'static [&'static str],
+    fields: &'static [(&'static str, &'static Node)],
+) -> Node {
+    Node {
+        fields,
+        smp: SmpList::MergeByKey(smp_key),
+        ssa: SsaList::Map { keys: ssa_keys, defaults: &[] },
+        atomic: false,
+    }
 }
 
 /// The default: merge objects, replace lists.
@@ -76,10 +82,7 @@ static BY_NAME: Node = keyed("name", &["name"], &[]);
 static BY_IP: Node = keyed("ip", &["ip"], &[]);
 static CONDITIONS: Node = keyed("type", &["type"], &[]);
 
-static OBJECT_META: Node = object(&[
-    ("finalizers", &MERGED_SET),
-    ("ownerReferences", &OWNER_REFERENCES),
-]);
+static OBJECT_META: Node = object(&[("finalizers", &MERGED_SET), ("ownerReferences", &OWNER_REFERENCES)]);
 static OWNER_REFERENCES: Node = keyed("uid", &["uid"], &[]);
 
 static ENV_VAR_SOURCE: Node = object(&[
@@ -158,11 +161,8 @@ static SERVICE_PORTS: Node = Node {
     atomic: false,
 };
 static SERVICE_SPEC: Node = object(&[("ports", &SERVICE_PORTS), ("selector", &ATOMIC)]);
-static SERVICE: Node = object(&[
-    ("metadata", &OBJECT_META),
-    ("spec", &SERVICE_SPEC),
-    ("status", &STATUS_WITH_CONDITIONS),
-]);
+static SERVICE: Node =
+    object(&[("metadata", &OBJECT_META), ("spec", &SERVICE_SPEC), ("status", &STATUS_WITH_CONDITIONS)]);
 
 static NODE_SPEC: Node = object(&[("podCIDRs", &MERGED_SET)]);
 static NODE_STATUS: Node = object(&[("addresses", &CONDITIONS), ("conditions", &CONDITIONS)]);
@@ -170,20 +170,13 @@ static NODE: Node = object(&[("metadata", &OBJECT_META), ("spec", &NODE_SPEC), (
 
 static NAMESPACE: Node = object(&[("metadata", &OBJECT_META), ("status", &STATUS_WITH_CONDITIONS)]);
 
-static EVENT: Node = object(&[
-    ("involvedObject", &ATOMIC),
-    ("metadata", &OBJECT_META),
-    ("related", &ATOMIC),
-]);
+static EVENT: Node = object(&[("involvedObject", &ATOMIC), ("metadata", &OBJECT_META), ("related", &ATOMIC)]);
 
 static SERVICE_ACCOUNT: Node = object(&[("metadata", &OBJECT_META), ("secrets", &BY_NAME)]);
 
 static WORKLOAD_SPEC: Node = object(&[("selector", &ATOMIC), ("template", &POD_TEMPLATE)]);
-static WORKLOAD: Node = object(&[
-    ("metadata", &OBJECT_META),
-    ("spec", &WORKLOAD_SPEC),
-    ("status", &STATUS_WITH_CONDITIONS),
-]);
+static WORKLOAD: Node =
+    object(&[("metadata", &OBJECT_META), ("spec", &WORKLOAD_SPEC), ("status", &STATUS_WITH_CONDITIONS)]);
 
 /// Kinds with nothing special beyond their metadata (Endpoints `subsets`, EndpointSlice
 /// `endpoints`, Ingress `rules` and `tls` are all atomic/replace upstream).
