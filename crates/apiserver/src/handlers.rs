@@ -283,7 +283,8 @@ fn admit_body(rr: &ResourceRequest, mut value: Value, raw: Option<&[u8]>, fv: Fi
         }
         problems.extend(patch::unknown_fields(kind, &value).into_iter().map(|f| format!("unknown field \"{f}\"")));
     }
-    let typed = resources::roundtrip(kind, &value).map_err(|e| cannot(e.0))?;
+    let mut typed = resources::roundtrip(kind, &value).map_err(|e| cannot(e.0))?;
+    retain_present(&mut typed, &value);
     let mut warnings = Vec::new();
     if !problems.is_empty() {
         match fv {
@@ -293,6 +294,28 @@ fn admit_body(rr: &ResourceRequest, mut value: Value, raw: Option<&[u8]>, fv: Fi
         }
     }
     Ok((typed, warnings))
+}
+
+/// Drops from `typed` every field the client did not send. The typed round trip fills in
+/// required fields with empty values (`selector: {}`), which would turn upstream's
+/// `Required value` errors into different ones and store fields nobody wrote.
+fn retain_present(typed: &mut Value, original: &Value) {
+    match (typed, original) {
+        (Value::Object(t), Value::Object(o)) => {
+            t.retain(|k, _| o.contains_key(k));
+            for (k, v) in t.iter_mut() {
+                if let Some(ov) = o.get(k) {
+                    retain_present(v, ov);
+                }
+            }
+        }
+        (Value::Array(t), Value::Array(o)) => {
+            for (tv, ov) in t.iter_mut().zip(o) {
+                retain_present(tv, ov);
+            }
+        }
+        _ => {}
+    }
 }
 
 async fn resource(st: &Arc<AppState>, method: Method, rr: ResourceRequest, query: Query, headers: HeaderMap, req: Request) -> ApiResult<Response> {
@@ -607,7 +630,7 @@ fn apply_error(r: &ResourceInfo, name: &str, e: patch::ApplyError) -> ApiError {
     let causes: Vec<Value> = e
         .conflicts()
         .iter()
-        .map(|(manager, field)| json!({"reason": "FieldManagerConflict", "message": format!("conflict with \"{manager}\""), "field": field}))
+        .map(|c| json!({"reason": "FieldManagerConflict", "message": c.message(), "field": c.field}))
         .collect();
     if let Some(d) = err.details.as_mut() {
         d["causes"] = json!(causes);

@@ -382,7 +382,6 @@ fn prepare_create(r: &ResourceInfo, obj: &mut Value, now: Timestamp) {
         m.remove("deletionTimestamp");
         m.remove("deletionGracePeriodSeconds");
         m.remove("selfLink");
-        m.remove("managedFields");
     }
     if obj.get("spec").is_some() || matches!(r.kind, "Deployment" | "ReplicaSet" | "Service" | "Pod" | "Ingress") {
         obj["metadata"]["generation"] = json!(1);
