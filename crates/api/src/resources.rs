@@ -39,21 +39,13 @@ pub struct ResourceInfo {
 impl ResourceInfo {
     /// `v1` for the core group, `apps/v1` otherwise.
     pub fn api_version(&self) -> String {
-        if self.group.is_empty() {
-            self.version.to_string()
-        } else {
-            format!("{}/{}", self.group, self.version)
-        }
+        if self.group.is_empty() { self.version.to_string() } else { format!("{}/{}", self.group, self.version) }
     }
 
     /// `services` for the core group, `deployments.apps` otherwise: the name upstream uses in
     /// messages such as `services "kubia" not found`.
     pub fn qualified_plural(&self) -> String {
-        if self.group.is_empty() {
-            self.plural.to_string()
-        } else {
-            format!("{}.{}", self.plural, self.group)
-        }
+        if self.group.is_empty() { self.plural.to_string() } else { format!("{}.{}", self.plural, self.group) }
     }
 
     /// The URL prefix of the group-version: `/api/v1` or `/apis/apps/v1`.
@@ -70,15 +62,11 @@ impl ResourceInfo {
     }
 }
 
-pub const ALL_VERBS: &[&str] =
-    &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
+pub const ALL_VERBS: &[&str] = &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
 const STATUS_VERBS: &[&str] = &["get", "patch", "update"];
 const STATUS: Subresource = Subresource { name: "status", kind: None, verbs: STATUS_VERBS };
-const SCALE: Subresource = Subresource {
-    name: "scale",
-    kind: Some(("autoscaling", "v1", "Scale")),
-    verbs: STATUS_VERBS,
-};
+const SCALE: Subresource =
+    Subresource { name: "scale", kind: Some(("autoscaling", "v1", "Scale")), verbs: STATUS_VERBS };
 
 /// Every resource pier serves, in discovery order (`kubectl get all` queries the `all`
 /// category in this order).

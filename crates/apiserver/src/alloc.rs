@@ -225,7 +225,10 @@ impl Holdings {
 
 impl Allocators {
     pub fn new(cidrs: &[IpNet], first_port: u16, last_port: u16) -> Self {
-        Allocators { ips: cidrs.iter().map(|c| IpAllocator::new(*c)).collect(), ports: PortAllocator::new(first_port, last_port) }
+        Allocators {
+            ips: cidrs.iter().map(|c| IpAllocator::new(*c)).collect(),
+            ports: PortAllocator::new(first_port, last_port),
+        }
     }
 
     pub fn mark(&mut self, h: &Holdings) {
@@ -277,7 +280,13 @@ impl Allocators {
         }
     }
 
-    fn admit_ips(&mut self, svc: &mut serde_json::Value, held: &Holdings, taken: &mut Holdings, errs: &mut Vec<FieldError>) {
+    fn admit_ips(
+        &mut self,
+        svc: &mut serde_json::Value,
+        held: &Holdings,
+        taken: &mut Holdings,
+        errs: &mut Vec<FieldError>,
+    ) {
         let spec = &mut svc["spec"];
         if spec["type"].as_str() == Some("ExternalName") {
             return;
@@ -310,7 +319,9 @@ impl Allocators {
                             taken.ips.insert(ip);
                             ip
                         }),
-                        None => Err(format!("failed to allocate IP {ip}: no service CIDR of family {family} is configured")),
+                        None => {
+                            Err(format!("failed to allocate IP {ip}: no service CIDR of family {family} is configured"))
+                        }
                     },
                     Err(_) => Err(format!("failed to allocate IP {ip_text}: not a valid IP")),
                 },
@@ -318,13 +329,18 @@ impl Allocators {
                     Some(a) => a.allocate_next().inspect(|ip| {
                         taken.ips.insert(*ip);
                     }),
-                    None => Err(format!("failed to allocate a serviceIP: no service CIDR of family {family} is configured")),
+                    None => {
+                        Err(format!("failed to allocate a serviceIP: no service CIDR of family {family} is configured"))
+                    }
                 },
             };
             match result {
                 Ok(ip) => out.push(ip.to_string()),
                 Err(msg) => {
-                    let shown = format!("[]string{{{}}}", requested.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", "));
+                    let shown = format!(
+                        "[]string{{{}}}",
+                        requested.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ")
+                    );
                     errs.push(FieldError::invalid("spec.clusterIPs", &shown, &msg));
                     return;
                 }
@@ -336,7 +352,13 @@ impl Allocators {
         spec["clusterIPs"] = serde_json::json!(out);
     }
 
-    fn admit_ports(&mut self, svc: &mut serde_json::Value, held: &Holdings, taken: &mut Holdings, errs: &mut Vec<FieldError>) {
+    fn admit_ports(
+        &mut self,
+        svc: &mut serde_json::Value,
+        held: &Holdings,
+        taken: &mut Holdings,
+        errs: &mut Vec<FieldError>,
+    ) {
         let spec = &mut svc["spec"];
         let ty = spec["type"].as_str().unwrap_or("ClusterIP").to_string();
         let wants_node_ports = ty == "NodePort"
@@ -363,7 +385,7 @@ impl Allocators {
                         taken.ports.insert(port);
                         this_service.insert(port);
                     }
-                    Err(msg) => errs.push(FieldError::invalid(&field, &requested.to_string(), &msg)),
+                    Err(msg) => errs.push(FieldError::invalid(&field, requested.to_string(), &msg)),
                 }
             } else {
                 match self.ports.allocate_next() {
@@ -392,7 +414,7 @@ impl Allocators {
                     Ok(port) => {
                         taken.ports.insert(port);
                     }
-                    Err(msg) => errs.push(FieldError::invalid("spec.healthCheckNodePort", &requested.to_string(), &msg)),
+                    Err(msg) => errs.push(FieldError::invalid("spec.healthCheckNodePort", requested.to_string(), &msg)),
                 }
             }
         }
@@ -432,7 +454,10 @@ mod tests {
         assert!(errs[0].message().ends_with("failed to allocate IP 192.168.1.1: the provided IP (192.168.1.1) is not in the valid range. The range of valid IPs is 10.96.0.0/12"), "{}", errs[0].message());
         let mut s = json!({"spec": {"type": "NodePort", "ports": [{"port": 80, "nodePort": 8444}]}});
         let errs = a.admit_service(&mut s, None).unwrap_err();
-        assert_eq!(errs[0].message(), "spec.ports[0].nodePort: Invalid value: 8444: provided port is not in the valid range. The range of valid ports is 30000-32767");
+        assert_eq!(
+            errs[0].message(),
+            "spec.ports[0].nodePort: Invalid value: 8444: provided port is not in the valid range. The range of valid ports is 30000-32767"
+        );
         // The failed create left nothing allocated.
         assert!(a.ips[0].used.is_empty());
     }
@@ -444,7 +469,10 @@ mod tests {
             {"port": 53, "protocol": "UDP", "nodePort": 30053}, {"port": 53, "protocol": "TCP", "nodePort": 30053}]}});
         a.admit_service(&mut s, None).unwrap();
         let mut t = json!({"spec": {"type": "NodePort", "ports": [{"port": 80, "nodePort": 30053}]}});
-        assert_eq!(a.admit_service(&mut t, None).unwrap_err()[0].message(), "spec.ports[0].nodePort: Invalid value: 30053: provided port is already allocated");
+        assert_eq!(
+            a.admit_service(&mut t, None).unwrap_err()[0].message(),
+            "spec.ports[0].nodePort: Invalid value: 30053: provided port is already allocated"
+        );
     }
 
     #[test]

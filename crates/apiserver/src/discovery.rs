@@ -23,8 +23,7 @@ pub fn version() -> Value {
     })
 }
 
-pub const AGGREGATED_CONTENT_TYPE: &str =
-    "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+pub const AGGREGATED_CONTENT_TYPE: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
 
 fn in_group<'a>(group: &'a str) -> impl Iterator<Item = &'static ResourceInfo> + 'a {
     RESOURCES.iter().filter(move |r| r.group == group)
@@ -154,7 +153,10 @@ pub fn api_resource_list(group: &str, version: &str) -> Option<Value> {
 /// `GET /openapi/v3`: one entry per group-version.
 pub fn openapi_v3_root() -> Value {
     let mut paths = serde_json::Map::new();
-    paths.insert("api/v1".into(), json!({"serverRelativeURL": format!("/openapi/v3/api/v1?hash={}", doc_hash("", "v1"))}));
+    paths.insert(
+        "api/v1".into(),
+        json!({"serverRelativeURL": format!("/openapi/v3/api/v1?hash={}", doc_hash("", "v1"))}),
+    );
     for (g, v) in resources::groups() {
         paths.insert(
             format!("apis/{g}/{v}"),
@@ -224,7 +226,11 @@ mod tests {
     fn aggregated_discovery_has_short_names_and_scale() {
         let apis = aggregated_groups().to_string();
         assert!(apis.contains(r#""shortNames":["deploy"]"#));
-        assert!(apis.contains(r#""subresource":"scale","responseKind":{"group":"autoscaling","version":"v1","kind":"Scale"}"#));
+        assert!(
+            apis.contains(
+                r#""subresource":"scale","responseKind":{"group":"autoscaling","version":"v1","kind":"Scale"}"#
+            )
+        );
         let core = aggregated_core().to_string();
         assert!(core.contains(r#""shortNames":["svc"]"#));
         assert!(core.contains(r#""categories":["all"]"#));

@@ -52,8 +52,7 @@ impl ApiError {
     }
 
     pub fn conflict_message(r: &ResourceInfo, name: &str, message: String) -> Self {
-        ApiError::new(409, "Conflict", message)
-            .with_details(json!({"name": name, "group": r.group, "kind": r.plural}))
+        ApiError::new(409, "Conflict", message).with_details(json!({"name": name, "group": r.group, "kind": r.plural}))
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -86,8 +85,7 @@ impl ApiError {
 
     /// `404` for a URL that names no resource (upstream's generic "not found" for unknown paths).
     pub fn no_route() -> Self {
-        ApiError::new(404, "NotFound", "the server could not find the requested resource")
-            .with_details(json!({}))
+        ApiError::new(404, "NotFound", "the server could not find the requested resource").with_details(json!({}))
     }
 
     /// `422 Invalid` with one cause per field error, shaped like upstream's `NewInvalid`.
@@ -131,14 +129,12 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Compacted { requested, compacted } => ApiError::expired(format!(
-                "too old resource version: {requested} ({compacted})"
-            )),
-            StoreError::FutureRevision { requested, current } => ApiError::new(
-                504,
-                "Timeout",
-                format!("Too large resource version: {requested}, current: {current}"),
-            ),
+            StoreError::Compacted { requested, compacted } => {
+                ApiError::expired(format!("too old resource version: {requested} ({compacted})"))
+            }
+            StoreError::FutureRevision { requested, current } => {
+                ApiError::new(504, "Timeout", format!("Too large resource version: {requested}, current: {current}"))
+            }
             other => ApiError::internal(other.to_string()),
         }
     }

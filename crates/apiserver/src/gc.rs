@@ -178,7 +178,8 @@ async fn run_once(registry: &Registry) -> Result<(), pier_store::StoreError> {
             EventKind::Deleted => {
                 index.remove(idx, &obj);
                 let uid = obj["metadata"]["uid"].as_str().unwrap_or("").to_string();
-                let deps: Vec<ObjRef> = index.dependents.get(&uid).map(|s| s.iter().cloned().collect()).unwrap_or_default();
+                let deps: Vec<ObjRef> =
+                    index.dependents.get(&uid).map(|s| s.iter().cloned().collect()).unwrap_or_default();
                 for d in deps {
                     collect(registry, &d, &index).await;
                 }

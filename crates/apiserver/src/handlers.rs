@@ -103,11 +103,22 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn route(st: &Arc<AppState>, method: Method, path: &str, query: Query, headers: HeaderMap, req: Request) -> ApiResult<Response> {
+async fn route(
+    st: &Arc<AppState>,
+    method: Method,
+    path: &str,
+    query: Query,
+    headers: HeaderMap,
+    req: Request,
+) -> ApiResult<Response> {
     let (route, rr) = request::parse_path(path)?;
     if let Route::Health(which) = route {
         let ok = which == "livez" || st.ready.load(Ordering::SeqCst);
-        let (code, text) = if ok { (StatusCode::OK, "ok") } else { (StatusCode::INTERNAL_SERVER_ERROR, "[-]poststarthook/pier-ready failed: not ready\nreadyz check failed") };
+        let (code, text) = if ok {
+            (StatusCode::OK, "ok")
+        } else {
+            (StatusCode::INTERNAL_SERVER_ERROR, "[-]poststarthook/pier-ready failed: not ready\nreadyz check failed")
+        };
         return Ok((code, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response());
     }
     if route == Route::Version {
@@ -118,7 +129,9 @@ async fn route(st: &Arc<AppState>, method: Method, path: &str, query: Query, hea
     }
     let get_only = |v: Option<Value>| -> ApiResult<Response> {
         if method != Method::GET {
-            return Err(ApiError::method_not_allowed(format!("the server does not allow this method on the requested resource")));
+            return Err(ApiError::method_not_allowed(
+                "the server does not allow this method on the requested resource".to_string(),
+            ));
         }
         v.map(|b| Answer::ok(b).into_response()).ok_or_else(ApiError::no_route)
     };
@@ -175,7 +188,11 @@ fn write_options(q: &Query, headers: &HeaderMap) -> ApiResult<WriteOptions> {
     let dry_run = match q.get("dryRun") {
         None | Some("") => false,
         Some("All") => true,
-        Some(other) => return Err(ApiError::bad_request(format!("dryRun: Unsupported value: \"{other}\": supported values: \"All\""))),
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "dryRun: Unsupported value: \"{other}\": supported values: \"All\""
+            )));
+        }
     };
     let manager = match q.get("fieldManager") {
         Some(m) if !m.is_empty() => {
@@ -236,7 +253,9 @@ fn parse_object_body(headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
         }
     };
     if !value.is_object() {
-        return Err(ApiError::bad_request("couldn't get version/kind; json parse error: the body is not a JSON object"));
+        return Err(ApiError::bad_request(
+            "couldn't get version/kind; json parse error: the body is not a JSON object",
+        ));
     }
     Ok(value)
 }
@@ -254,7 +273,12 @@ fn expected_gvk(rr: &ResourceRequest) -> (String, &'static str) {
 /// Checks `apiVersion`/`kind` against the URL (filling them in when absent, as upstream does
 /// for clients that omit them), applies field validation, and decodes through the typed
 /// schema, returning the normalised object and any warnings.
-fn admit_body(rr: &ResourceRequest, mut value: Value, raw: Option<&[u8]>, fv: FieldValidation) -> ApiResult<(Value, Vec<String>)> {
+fn admit_body(
+    rr: &ResourceRequest,
+    mut value: Value,
+    raw: Option<&[u8]>,
+    fv: FieldValidation,
+) -> ApiResult<(Value, Vec<String>)> {
     let (api_version, kind) = expected_gvk(rr);
     let version = api_version.rsplit('/').next().unwrap_or("v1").to_string();
     match value.get("apiVersion").and_then(Value::as_str) {
@@ -275,7 +299,9 @@ fn admit_body(rr: &ResourceRequest, mut value: Value, raw: Option<&[u8]>, fv: Fi
             )));
         }
     }
-    let cannot = |detail: String| ApiError::bad_request(format!("{kind} in version \"{version}\" cannot be handled as a {kind}: {detail}"));
+    let cannot = |detail: String| {
+        ApiError::bad_request(format!("{kind} in version \"{version}\" cannot be handled as a {kind}: {detail}"))
+    };
     let mut problems: Vec<String> = Vec::new();
     if fv != FieldValidation::Ignore {
         if let Some(raw) = raw {
@@ -318,7 +344,14 @@ fn retain_present(typed: &mut Value, original: &Value) {
     }
 }
 
-async fn resource(st: &Arc<AppState>, method: Method, rr: ResourceRequest, query: Query, headers: HeaderMap, req: Request) -> ApiResult<Response> {
+async fn resource(
+    st: &Arc<AppState>,
+    method: Method,
+    rr: ResourceRequest,
+    query: Query,
+    headers: HeaderMap,
+    req: Request,
+) -> ApiResult<Response> {
     let r = rr.resource;
     let output = request::negotiate(&headers);
     match (&method, rr.name.as_deref(), rr.subresource.as_deref()) {
@@ -369,7 +402,10 @@ pub struct Selectors {
 impl Selectors {
     pub fn parse(r: &ResourceInfo, q: &Query) -> ApiResult<Self> {
         let labels = match q.get("labelSelector").filter(|s| !s.is_empty()) {
-            Some(s) => Some(selector::parse_label_selector(s).map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?),
+            Some(s) => Some(
+                selector::parse_label_selector(s)
+                    .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?,
+            ),
             None => None,
         };
         let fields = match q.get("fieldSelector").filter(|s| !s.is_empty()) {
@@ -441,7 +477,13 @@ async fn list(st: &Arc<AppState>, rr: &ResourceRequest, q: &Query, output: Outpu
     Ok(Answer::ok(body).into_response())
 }
 
-async fn create(st: &Arc<AppState>, rr: &ResourceRequest, q: &Query, headers: &HeaderMap, req: Request) -> ApiResult<Response> {
+async fn create(
+    st: &Arc<AppState>,
+    rr: &ResourceRequest,
+    q: &Query,
+    headers: &HeaderMap,
+    req: Request,
+) -> ApiResult<Response> {
     let r = rr.resource;
     let fv = field_validation(q)?;
     let opts = write_options(q, headers)?;
@@ -449,11 +491,18 @@ async fn create(st: &Arc<AppState>, rr: &ResourceRequest, q: &Query, headers: &H
     let value = parse_object_body(headers, &body)?;
     let (mut obj, warnings) = admit_body(rr, value, Some(&body), fv)?;
     if r.namespaced {
-        let ns = rr.namespace.clone().ok_or_else(|| ApiError::bad_request("the namespace of the object must be set on the request"))?;
+        let ns = rr
+            .namespace
+            .clone()
+            .ok_or_else(|| ApiError::bad_request("the namespace of the object must be set on the request"))?;
         match obj["metadata"]["namespace"].as_str() {
             None | Some("") => obj["metadata"]["namespace"] = json!(ns),
             Some(n) if n == ns => {}
-            Some(_) => return Err(ApiError::bad_request("the namespace of the provided object does not match the namespace sent on the request")),
+            Some(_) => {
+                return Err(ApiError::bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                ));
+            }
         }
     } else if let Some(m) = obj["metadata"].as_object_mut() {
         m.remove("namespace");
@@ -484,7 +533,15 @@ fn check_name(name_in_body: &str, name_in_url: &str) -> ApiResult<()> {
     Ok(())
 }
 
-async fn update(st: &Arc<AppState>, rr: &ResourceRequest, name: &str, sub: Option<&str>, q: &Query, headers: &HeaderMap, req: Request) -> ApiResult<Response> {
+async fn update(
+    st: &Arc<AppState>,
+    rr: &ResourceRequest,
+    name: &str,
+    sub: Option<&str>,
+    q: &Query,
+    headers: &HeaderMap,
+    req: Request,
+) -> ApiResult<Response> {
     let r = rr.resource;
     let fv = field_validation(q)?;
     let opts = write_options(q, headers)?;
@@ -494,7 +551,8 @@ async fn update(st: &Arc<AppState>, rr: &ResourceRequest, name: &str, sub: Optio
     check_name(name_of(&obj), name)?;
     let ns = rr.namespace.as_deref();
     let (old, rev) = st.registry.get_kv(r, ns, name).await?;
-    let precondition = obj["metadata"]["resourceVersion"].as_str().filter(|s| !s.is_empty()).map(parse_rv).transpose()?;
+    let precondition =
+        obj["metadata"]["resourceVersion"].as_str().filter(|s| !s.is_empty()).map(parse_rv).transpose()?;
     if precondition.is_some_and(|p| p != rev) {
         return Err(ApiError::conflict(r, name));
     }
@@ -529,10 +587,21 @@ fn to_scale(obj: &Value) -> Value {
     })
 }
 
-async fn apply_scale(st: &Arc<AppState>, r: &ResourceInfo, old: &Value, rev: i64, scale: &Value, opts: &WriteOptions) -> ApiResult<Value> {
+async fn apply_scale(
+    st: &Arc<AppState>,
+    r: &ResourceInfo,
+    old: &Value,
+    rev: i64,
+    scale: &Value,
+    opts: &WriteOptions,
+) -> ApiResult<Value> {
     let replicas = scale["spec"]["replicas"].as_i64().unwrap_or(0);
     if replicas < 0 {
-        let err = pier_api::validation::FieldError::invalid("spec.replicas", &replicas.to_string(), "must be greater than or equal to 0");
+        let err = pier_api::validation::FieldError::invalid(
+            "spec.replicas",
+            replicas.to_string(),
+            "must be greater than or equal to 0",
+        );
         let scale_info = ResourceInfo { kind: "Scale", group: "autoscaling", ..*r };
         return Err(ApiError::invalid(&scale_info, name_of(old), &[err]));
     }
@@ -542,7 +611,15 @@ async fn apply_scale(st: &Arc<AppState>, r: &ResourceInfo, old: &Value, rev: i64
     Ok(to_scale(&out))
 }
 
-async fn patch_object(st: &Arc<AppState>, rr: &ResourceRequest, name: &str, sub: Option<&str>, q: &Query, headers: &HeaderMap, req: Request) -> ApiResult<Response> {
+async fn patch_object(
+    st: &Arc<AppState>,
+    rr: &ResourceRequest,
+    name: &str,
+    sub: Option<&str>,
+    q: &Query,
+    headers: &HeaderMap,
+    req: Request,
+) -> ApiResult<Response> {
     let r = rr.resource;
     let ct = content_type(headers);
     let Some(pt) = PatchType::from_content_type(&ct) else {
@@ -556,7 +633,9 @@ async fn patch_object(st: &Arc<AppState>, rr: &ResourceRequest, name: &str, sub:
     let fv = field_validation(q)?;
     let opts = write_options(q, headers)?;
     if pt == PatchType::Apply && q.get("fieldManager").is_none_or(str::is_empty) {
-        return Err(ApiError::bad_request("PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch"));
+        return Err(ApiError::bad_request(
+            "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
+        ));
     }
     let body = read_body(req).await?;
     let ns = rr.namespace.as_deref();
@@ -589,20 +668,37 @@ async fn patch_object(st: &Arc<AppState>, rr: &ResourceRequest, name: &str, sub:
                 let base = if sub == Some("scale") { to_scale(&old) } else { old.clone() };
                 let base_kind = if sub == Some("scale") { "Scale" } else { r.kind };
                 let patched = match pt {
-                    PatchType::Json => patch::json_patch(&base, &body).map_err(|e| ApiError::bad_request(e.to_string()))?,
-                    PatchType::Merge => patch::merge_patch(&base, &body).map_err(|e| ApiError::bad_request(e.to_string()))?,
-                    PatchType::Strategic => patch::strategic_merge_patch(base_kind, &base, &body).map_err(|e| ApiError::bad_request(e.to_string()))?,
+                    PatchType::Json => {
+                        patch::json_patch(&base, &body).map_err(|e| ApiError::bad_request(e.to_string()))?
+                    }
+                    PatchType::Merge => {
+                        patch::merge_patch(&base, &body).map_err(|e| ApiError::bad_request(e.to_string()))?
+                    }
+                    PatchType::Strategic => patch::strategic_merge_patch(base_kind, &base, &body)
+                        .map_err(|e| ApiError::bad_request(e.to_string()))?,
                     PatchType::Apply => {
-                        let applied = patch::parse_apply_body(&body).map_err(|e| ApiError::bad_request(e.to_string()))?;
+                        let applied =
+                            patch::parse_apply_body(&body).map_err(|e| ApiError::bad_request(e.to_string()))?;
                         let (applied, _) = admit_body(rr, applied, None, fv)?;
                         check_name(name_of(&applied), name)?;
-                        patch::server_side_apply(base_kind, Some(&base), &applied, &opts.manager, q.flag("force"), opts.now)
-                            .map_err(|e| apply_error(r, name, e))?
+                        patch::server_side_apply(
+                            base_kind,
+                            Some(&base),
+                            &applied,
+                            &opts.manager,
+                            q.flag("force"),
+                            opts.now,
+                        )
+                        .map_err(|e| apply_error(r, name, e))?
                     }
                 };
                 let (patched, warnings) = admit_body(rr, patched, None, fv)?;
                 check_name(name_of(&patched), name)?;
-                let precondition = patched["metadata"]["resourceVersion"].as_str().filter(|s| !s.is_empty()).map(parse_rv).transpose()?;
+                let precondition = patched["metadata"]["resourceVersion"]
+                    .as_str()
+                    .filter(|s| !s.is_empty())
+                    .map(parse_rv)
+                    .transpose()?;
                 if precondition.is_some_and(|p| p != rev) {
                     return Err(ApiError::conflict(r, name));
                 }
@@ -646,7 +742,8 @@ async fn delete_options(headers: &HeaderMap, req: Request, q: &Query) -> ApiResu
         if content_type(headers) == "application/vnd.kubernetes.protobuf" {
             return Err(protobuf_refused());
         }
-        serde_json::from_slice::<Value>(&body).map_err(|e| ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}")))?
+        serde_json::from_slice::<Value>(&body)
+            .map_err(|e| ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}")))?
     };
     if let Some(p) = q.get("propagationPolicy") {
         opts["propagationPolicy"] = json!(p);
@@ -659,7 +756,14 @@ async fn delete_options(headers: &HeaderMap, req: Request, q: &Query) -> ApiResu
     }
 }
 
-async fn delete(st: &Arc<AppState>, rr: &ResourceRequest, name: &str, q: &Query, headers: &HeaderMap, req: Request) -> ApiResult<Response> {
+async fn delete(
+    st: &Arc<AppState>,
+    rr: &ResourceRequest,
+    name: &str,
+    q: &Query,
+    headers: &HeaderMap,
+    req: Request,
+) -> ApiResult<Response> {
     let opts = write_options(q, headers)?;
     let del = delete_options(headers, req, q).await?;
     if del["propagationPolicy"].as_str() == Some("Orphan") && !opts.dry_run {
@@ -671,7 +775,13 @@ async fn delete(st: &Arc<AppState>, rr: &ResourceRequest, name: &str, q: &Query,
     Ok(Answer::ok(out).into_response())
 }
 
-async fn delete_collection(st: &Arc<AppState>, rr: &ResourceRequest, q: &Query, headers: &HeaderMap, req: Request) -> ApiResult<Response> {
+async fn delete_collection(
+    st: &Arc<AppState>,
+    rr: &ResourceRequest,
+    q: &Query,
+    headers: &HeaderMap,
+    req: Request,
+) -> ApiResult<Response> {
     let r = rr.resource;
     let opts = write_options(q, headers)?;
     let del = delete_options(headers, req, q).await?;

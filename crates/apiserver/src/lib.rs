@@ -67,7 +67,8 @@ impl ApiServer {
     /// Rebuilds allocations from the store, creates the system objects and starts the
     /// garbage collector and compaction.
     pub async fn start(config: Config, store: Arc<dyn Store>, server_address: String) -> Result<ApiServer, ServeError> {
-        let cidr = config.service_cidrs.first().copied().ok_or_else(|| ServeError::Bootstrap("no service CIDR".into()))?;
+        let cidr =
+            config.service_cidrs.first().copied().ok_or_else(|| ServeError::Bootstrap("no service CIDR".into()))?;
         let alloc = Allocators::new(&config.service_cidrs, config.node_port_range.0, config.node_port_range.1);
         let kubernetes_ip = alloc.ips[0].nth(1);
         let dns_ip = alloc.ips[0].nth(10);

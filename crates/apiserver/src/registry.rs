@@ -98,7 +98,12 @@ impl Registry {
     }
 
     /// Every object of `r` (in `ns`), at `revision` or the latest, and the revision read at.
-    pub async fn list(&self, r: &ResourceInfo, ns: Option<&str>, revision: Option<Revision>) -> ApiResult<(Vec<Value>, Revision)> {
+    pub async fn list(
+        &self,
+        r: &ResourceInfo,
+        ns: Option<&str>,
+        revision: Option<Revision>,
+    ) -> ApiResult<(Vec<Value>, Revision)> {
         let res = self.store.list(&collection_prefix(r, ns), revision).await?;
         let items = res.items.iter().map(decode).collect::<ApiResult<Vec<_>>>()?;
         Ok((items, res.revision))
@@ -149,7 +154,8 @@ impl Registry {
 
     async fn check_namespace_open(&self, r: &ResourceInfo, ns: Option<&str>, name: &str) -> ApiResult<()> {
         let Some(ns) = ns.filter(|_| r.namespaced) else { return Ok(()) };
-        let nsr = pier_api::resources::find("", "v1", "namespaces").ok_or_else(|| ApiError::internal("no namespaces resource"))?;
+        let nsr = pier_api::resources::find("", "v1", "namespaces")
+            .ok_or_else(|| ApiError::internal("no namespaces resource"))?;
         let nsobj = self.get(nsr, None, ns).await?;
         if !nsobj["metadata"]["deletionTimestamp"].is_null() {
             return Err(ApiError::forbidden(format!(
@@ -248,7 +254,8 @@ impl Registry {
         if opts.dry_run {
             return Ok(new);
         }
-        let kv = self.store.update(&key, encode(&new)?, expected).await.map_err(|e| ApiError::from_store(r, &name, e))?;
+        let kv =
+            self.store.update(&key, encode(&new)?, expected).await.map_err(|e| ApiError::from_store(r, &name, e))?;
         let out = decode(&kv)?;
         // The last finalizer removed from an object being deleted completes the delete.
         if !out["metadata"]["deletionTimestamp"].is_null() && finalizers(&out).is_empty() {

@@ -183,7 +183,10 @@ mod tests {
     fn parses_resource_paths() {
         let (_, r) = parse_path("/api/v1/namespaces/default/services/kubia").unwrap();
         let r = r.unwrap();
-        assert_eq!((r.resource.plural, r.namespace.as_deref(), r.name.as_deref()), ("services", Some("default"), Some("kubia")));
+        assert_eq!(
+            (r.resource.plural, r.namespace.as_deref(), r.name.as_deref()),
+            ("services", Some("default"), Some("kubia"))
+        );
         let (_, r) = parse_path("/api/v1/namespaces/default").unwrap();
         let r = r.unwrap();
         assert_eq!((r.resource.plural, r.namespace, r.name.as_deref()), ("namespaces", None, Some("default")));
@@ -196,7 +199,10 @@ mod tests {
         assert!(parse_path("/api/v1/services/x").is_err());
         assert!(parse_path("/api/v1/namespaces/default/widgets").is_err());
         assert!(parse_path("/api/v1/namespaces/default/services/kubia/bogus").is_err());
-        assert_eq!(parse_path("/apis/apps/v1").unwrap().0, Route::ResourceList { group: "apps".into(), version: "v1".into() });
+        assert_eq!(
+            parse_path("/apis/apps/v1").unwrap().0,
+            Route::ResourceList { group: "apps".into(), version: "v1".into() }
+        );
     }
 
     #[test]
@@ -208,7 +214,12 @@ mod tests {
         assert_eq!(negotiate(&h), Output::Json);
         h.insert("accept", "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json".parse().unwrap());
         assert!(wants_aggregated_discovery(&h));
-        h.insert("accept", "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json".parse().unwrap());
+        h.insert(
+            "accept",
+            "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json"
+                .parse()
+                .unwrap(),
+        );
         assert!(!wants_aggregated_discovery(&h));
     }
 }

@@ -41,7 +41,14 @@ impl Encoder {
             Output::Json => object.clone(),
             Output::Table => {
                 let rv = object["metadata"]["resourceVersion"].as_str().unwrap_or("");
-                let t = table::build_table(self.resource.kind, std::slice::from_ref(object), rv, self.include, Timestamp::now(), !self.headers_sent);
+                let t = table::build_table(
+                    self.resource.kind,
+                    std::slice::from_ref(object),
+                    rv,
+                    self.include,
+                    Timestamp::now(),
+                    !self.headers_sent,
+                );
                 self.headers_sent = true;
                 serde_json::to_value(t).unwrap_or(Value::Null)
             }
@@ -69,7 +76,9 @@ pub async fn serve(st: &Arc<AppState>, rr: &ResourceRequest, q: &Query, output: 
     let r = rr.resource;
     let sel = Selectors::parse(r, q)?;
     let timeout = match q.get("timeoutSeconds").filter(|s| !s.is_empty()) {
-        Some(t) => Duration::from_secs(t.parse::<u64>().map_err(|_| ApiError::bad_request(format!("invalid timeoutSeconds: {t:?}")))?),
+        Some(t) => Duration::from_secs(
+            t.parse::<u64>().map_err(|_| ApiError::bad_request(format!("invalid timeoutSeconds: {t:?}")))?,
+        ),
         None => DEFAULT_TIMEOUT,
     };
     let include = match q.get("includeObject") {

@@ -126,14 +126,19 @@ async fn server(args: ServerArgs) -> Result<()> {
     let store: Arc<dyn pier_store::Store> = match args.datastore.as_str() {
         "sqlite" | "" => {
             let path = args.data_dir.join("pier.db");
-            Arc::new(pier_store::sqlite::SqliteStore::open(&path).with_context(|| format!("opening {}", path.display()))?)
+            Arc::new(
+                pier_store::sqlite::SqliteStore::open(&path).with_context(|| format!("opening {}", path.display()))?,
+            )
         }
-        other if other.starts_with("etcd://") => bail!("--datastore {other}: the etcd backend is not built yet; use the embedded store (the default)"),
+        other if other.starts_with("etcd://") => {
+            bail!("--datastore {other}: the etcd backend is not built yet; use the embedded store (the default)")
+        }
         other => bail!("--datastore {other:?}: expected \"sqlite\" or etcd://HOST:PORT[,HOST:PORT...]"),
     };
 
     let first_ip = pier_apiserver::alloc::IpAllocator::new(cidrs[0]).nth(1);
-    let mut dns_names: Vec<String> = vec!["localhost".into(), "kubernetes".into(), "kubernetes.default".into(), "kubernetes.default.svc".into()];
+    let mut dns_names: Vec<String> =
+        vec!["localhost".into(), "kubernetes".into(), "kubernetes.default".into(), "kubernetes.default.svc".into()];
     dns_names.push(format!("kubernetes.default.svc.{}", args.cluster_domain));
     let mut ips = vec![IpAddr::from([127, 0, 0, 1]), node_ip, first_ip];
     if !args.listen.ip().is_unspecified() {
@@ -141,7 +146,8 @@ async fn server(args: ServerArgs) -> Result<()> {
     }
     let creds = pki::load_or_create(&args.data_dir, &dns_names, &ips)?;
 
-    let listener = tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+    let listener =
+        tokio::net::TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
     let local = listener.local_addr()?;
     let client_host = if local.ip().is_unspecified() { IpAddr::from([127, 0, 0, 1]) } else { local.ip() };
     let server_url = format!("https://{}", SocketAddr::new(client_host, local.port()));
@@ -153,7 +159,8 @@ async fn server(args: ServerArgs) -> Result<()> {
         token: Some(creds.token.clone()),
         compaction_interval: Duration::from_secs(300),
     };
-    let api = pier_apiserver::ApiServer::start(config, store, SocketAddr::new(client_host, local.port()).to_string()).await?;
+    let api =
+        pier_apiserver::ApiServer::start(config, store, SocketAddr::new(client_host, local.port()).to_string()).await?;
     let kubeconfig_path = args.data_dir.join("kubeconfig.yaml");
     pki::write_atomic(&kubeconfig_path, pki::kubeconfig(&server_url, &creds.ca_pem, &creds.token).as_bytes(), 0o600)?;
 

@@ -9,7 +9,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use rcgen::{BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType};
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
 
 pub struct Pki {
     pub ca_pem: String,
@@ -102,7 +104,8 @@ pub fn load_or_create(dir: &Path, dns_names: &[String], ips: &[IpAddr]) -> Resul
     };
 
     let certs = rustls_pemfile::certs(&mut fs::read(&srv_crt_path)?.as_slice()).collect::<Result<Vec<_>, _>>()?;
-    let key = rustls_pemfile::private_key(&mut fs::read(&srv_key_path)?.as_slice())?.context("no private key in server.key")?;
+    let key = rustls_pemfile::private_key(&mut fs::read(&srv_key_path)?.as_slice())?
+        .context("no private key in server.key")?;
     let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()

@@ -42,7 +42,11 @@ async fn kube_client_lists_creates_patches_and_watches() {
     assert!(ip.starts_with("10."), "{ip}");
 
     let patched = svcs
-        .patch("from-kube", &PatchParams::default(), &Patch::Merge(serde_json::json!({"metadata": {"labels": {"patched": "yes"}}})))
+        .patch(
+            "from-kube",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"metadata": {"labels": {"patched": "yes"}}})),
+        )
         .await
         .unwrap();
     assert_eq!(patched.metadata.labels.unwrap().get("patched").map(String::as_str), Some("yes"));
@@ -69,7 +73,11 @@ async fn kube_client_lists_creates_patches_and_watches() {
     }
     assert_eq!(
         seen,
-        vec![("ADDED", "from-kube".to_string()), ("MODIFIED", "from-kube".to_string()), ("MODIFIED", "from-kube".to_string())]
+        vec![
+            ("ADDED", "from-kube".to_string()),
+            ("MODIFIED", "from-kube".to_string()),
+            ("MODIFIED", "from-kube".to_string())
+        ]
     );
 
     let err = svcs.get("does-not-exist").await.unwrap_err();

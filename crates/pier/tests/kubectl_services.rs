@@ -192,7 +192,10 @@ fn rows(out: &str) -> Vec<Vec<String>> {
 }
 
 fn row<'a>(table: &'a [Vec<String>], name: &str) -> &'a Vec<String> {
-    table.iter().find(|r| r.first().map(String::as_str) == Some(name)).unwrap_or_else(|| panic!("no row {name} in {table:?}"))
+    table
+        .iter()
+        .find(|r| r.first().map(String::as_str) == Some(name))
+        .unwrap_or_else(|| panic!("no row {name} in {table:?}"))
 }
 
 #[test]
@@ -245,7 +248,15 @@ fn seed_services_apply_and_print_like_upstream() {
 
     // -o yaml shows the server's defaults.
     let y = c.kubectl(&["get", "svc", "kubia", "-o", "yaml"]).ok().stdout;
-    for want in ["sessionAffinity: None", "type: ClusterIP", "protocol: TCP", "targetPort: http", "ipFamilyPolicy: SingleStack", "- IPv4", "internalTrafficPolicy: Cluster"] {
+    for want in [
+        "sessionAffinity: None",
+        "type: ClusterIP",
+        "protocol: TCP",
+        "targetPort: http",
+        "ipFamilyPolicy: SingleStack",
+        "- IPv4",
+        "internalTrafficPolicy: Cluster",
+    ] {
         assert!(y.contains(want), "missing {want:?} in\n{y}");
     }
     assert!(y.contains(&format!("clusterIP: {kubia_ip}")), "{y}");
@@ -385,20 +396,57 @@ fn edit_patch_apply_twice_server_side_and_delete() {
     // patch: strategic (default), merge, json
     let out = c.kubectl(&["patch", "svc", "kubia-service", "-p", r#"{"spec":{"sessionAffinity":"ClientIP"}}"#]).ok();
     assert_eq!(out.stdout.trim(), "service/kubia-service patched");
-    let t = c.kubectl(&["get", "svc", "kubia-service", "-o", "jsonpath={.spec.sessionAffinityConfig.clientIP.timeoutSeconds}"]).ok().stdout;
+    let t = c
+        .kubectl(&[
+            "get",
+            "svc",
+            "kubia-service",
+            "-o",
+            "jsonpath={.spec.sessionAffinityConfig.clientIP.timeoutSeconds}",
+        ])
+        .ok()
+        .stdout;
     assert_eq!(t, "10800");
-    c.kubectl(&["patch", "svc", "kubia-service", "--type=merge", "-p", r#"{"metadata":{"labels":{"tier":"web"}}}"#]).ok();
-    c.kubectl(&["patch", "svc", "kubia-service", "--type=json", "-p", r#"[{"op":"replace","path":"/spec/ports/0/port","value":81}]"#]).ok();
+    c.kubectl(&["patch", "svc", "kubia-service", "--type=merge", "-p", r#"{"metadata":{"labels":{"tier":"web"}}}"#])
+        .ok();
+    c.kubectl(&[
+        "patch",
+        "svc",
+        "kubia-service",
+        "--type=json",
+        "-p",
+        r#"[{"op":"replace","path":"/spec/ports/0/port","value":81}]"#,
+    ])
+    .ok();
     let out = c.kubectl(&["get", "svc", "kubia-service", "--show-labels"]).ok().stdout;
     assert!(out.contains("81/TCP") && out.contains("tier=web"), "{out}");
-    let out = c.kubectl(&["patch", "svc", "kubia-service", "--type=json", "-p", r#"[{"op":"test","path":"/spec/type","value":"NodePort"}]"#]).fails();
+    let out = c
+        .kubectl(&[
+            "patch",
+            "svc",
+            "kubia-service",
+            "--type=json",
+            "-p",
+            r#"[{"op":"test","path":"/spec/type","value":"NodePort"}]"#,
+        ])
+        .fails();
     assert!(out.stderr.contains("Error from server"), "{}", out.stderr);
 
     // server-side apply: create, no-op, conflict with another manager, force.
     let ssa = manifest(&dir, "ssa.yaml", &KUBIA_SERVICE.replace("kubia-service", "kubia-ssa"));
-    assert_eq!(c.kubectl(&["apply", "--server-side", "-f", &ssa]).ok().stdout.trim(), "service/kubia-ssa serverside-applied");
-    assert_eq!(c.kubectl(&["apply", "--server-side", "-f", &ssa]).ok().stdout.trim(), "service/kubia-ssa serverside-applied");
-    let other = manifest(&dir, "ssa2.yaml", &KUBIA_SERVICE.replace("kubia-service", "kubia-ssa").replace("targetPort: 8080", "targetPort: 7070"));
+    assert_eq!(
+        c.kubectl(&["apply", "--server-side", "-f", &ssa]).ok().stdout.trim(),
+        "service/kubia-ssa serverside-applied"
+    );
+    assert_eq!(
+        c.kubectl(&["apply", "--server-side", "-f", &ssa]).ok().stdout.trim(),
+        "service/kubia-ssa serverside-applied"
+    );
+    let other = manifest(
+        &dir,
+        "ssa2.yaml",
+        &KUBIA_SERVICE.replace("kubia-service", "kubia-ssa").replace("targetPort: 8080", "targetPort: 7070"),
+    );
     let out = c.kubectl(&["apply", "--server-side", "--field-manager=other", "-f", &other]).fails();
     assert!(out.stderr.contains("conflict") && out.stderr.contains("targetPort"), "{}", out.stderr);
     c.kubectl(&["apply", "--server-side", "--field-manager=other", "--force-conflicts", "-f", &other]).ok();
@@ -409,7 +457,12 @@ fn edit_patch_apply_twice_server_side_and_delete() {
     let live = c.kubectl(&["get", "svc", "kubia-ssa", "-o", "json"]).ok().stdout;
     c.kubectl(&["label", "svc", "kubia-ssa", "x=y"]).ok();
     let out = c.kubectl_stdin(&["replace", "-f", "-"], &live).fails();
-    assert!(out.stderr.contains("the object has been modified; please apply your changes to the latest version and try again"), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("the object has been modified; please apply your changes to the latest version and try again"),
+        "{}",
+        out.stderr
+    );
 
     // delete
     assert_eq!(c.kubectl(&["delete", "svc", "kubia-service"]).ok().stdout.trim(), r#"service "kubia-service" deleted"#);
@@ -455,7 +508,10 @@ fn watch_streams_changes() {
     }
     let _ = watch.kill();
     let _ = watch.wait();
-    assert!(seen.iter().any(|l| l.starts_with("kubia-service ") && l.contains("ClusterIP") && l.contains("80/TCP")), "{seen:?}");
+    assert!(
+        seen.iter().any(|l| l.starts_with("kubia-service ") && l.contains("ClusterIP") && l.contains("80/TCP")),
+        "{seen:?}"
+    );
 }
 
 #[test]
@@ -485,14 +541,33 @@ fn kill_9_keeps_every_object_and_allocation() {
     for (f, y) in [("a.yaml", REDIS_SVC), ("b.yaml", KUBIA_NODEPORT), ("c.yaml", KUBIA_LB), ("d.yaml", KUBIA_SVC)] {
         c.kubectl(&["apply", "-f", &manifest(&dir, f, y)]).ok();
     }
-    let before = c.kubectl(&["get", "svc", "-o", "custom-columns=N:.metadata.name,IP:.spec.clusterIP,NP:.spec.ports[*].nodePort,RV:.metadata.uid"]).ok().stdout;
+    let before = c
+        .kubectl(&[
+            "get",
+            "svc",
+            "-o",
+            "custom-columns=N:.metadata.name,IP:.spec.clusterIP,NP:.spec.ports[*].nodePort,RV:.metadata.uid",
+        ])
+        .ok()
+        .stdout;
     c.kill9();
     let c = Cluster::start_in(&data, &[]);
-    let after = c.kubectl(&["get", "svc", "-o", "custom-columns=N:.metadata.name,IP:.spec.clusterIP,NP:.spec.ports[*].nodePort,RV:.metadata.uid"]).ok().stdout;
+    let after = c
+        .kubectl(&[
+            "get",
+            "svc",
+            "-o",
+            "custom-columns=N:.metadata.name,IP:.spec.clusterIP,NP:.spec.ports[*].nodePort,RV:.metadata.uid",
+        ])
+        .ok()
+        .stdout;
     assert_eq!(before, after);
     // Allocations survived too: the held IP and port are refused to newcomers.
-    let lb_port = c.kubectl(&["get", "svc", "kubia-loadbalancer", "-o", "jsonpath={.spec.ports[0].nodePort}"]).ok().stdout;
-    let clash = format!("apiVersion: v1\nkind: Service\nmetadata:\n  name: clash\nspec:\n  type: NodePort\n  ports:\n  - port: 80\n    nodePort: {lb_port}\n");
+    let lb_port =
+        c.kubectl(&["get", "svc", "kubia-loadbalancer", "-o", "jsonpath={.spec.ports[0].nodePort}"]).ok().stdout;
+    let clash = format!(
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: clash\nspec:\n  type: NodePort\n  ports:\n  - port: 80\n    nodePort: {lb_port}\n"
+    );
     let out = c.kubectl(&["apply", "-f", &manifest(&dir, "clash.yaml", &clash)]).fails();
     assert!(out.stderr.contains("provided port is already allocated"), "{}", out.stderr);
     let clash_ip = "apiVersion: v1\nkind: Service\nmetadata:\n  name: clash\nspec:\n  clusterIP: 10.97.97.97\n  ports:\n  - port: 80\n";
@@ -505,7 +580,14 @@ fn namespaces_take_their_content_and_owners_their_dependents() {
     let c = Cluster::start();
     let dir = tempfile::tempdir().unwrap();
     c.kubectl_stdin(&["apply", "-f", "-"], "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n").ok();
-    c.kubectl(&["apply", "-n", "shop", "-f", &manifest(&dir, "svc.yaml", REDIS_SVC.replace("namespace: default", "namespace: shop").as_str())]).ok();
+    c.kubectl(&[
+        "apply",
+        "-n",
+        "shop",
+        "-f",
+        &manifest(&dir, "svc.yaml", REDIS_SVC.replace("namespace: default", "namespace: shop").as_str()),
+    ])
+    .ok();
     c.kubectl(&["delete", "ns", "shop"]).ok();
     c.kubectl(&["get", "ns", "shop"]).fails();
     // Its ClusterIP was freed with it.
@@ -514,7 +596,9 @@ fn namespaces_take_their_content_and_owners_their_dependents() {
     let rs = "apiVersion: apps/v1\nkind: ReplicaSet\nmetadata:\n  name: kubia\nspec:\n  replicas: 0\n  selector:\n    matchLabels:\n      app: kubia\n  template:\n    metadata:\n      labels:\n        app: kubia\n    spec:\n      containers:\n      - name: kubia\n        image: luksa/kubia\n";
     c.kubectl_stdin(&["apply", "-f", "-"], rs).ok();
     let uid = c.kubectl(&["get", "rs", "kubia", "-o", "jsonpath={.metadata.uid}"]).ok().stdout;
-    let pod = format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: kubia-owned\n  labels:\n    app: kubia\n  ownerReferences:\n  - apiVersion: apps/v1\n    kind: ReplicaSet\n    name: kubia\n    uid: {uid}\n    controller: true\nspec:\n  containers:\n  - name: kubia\n    image: luksa/kubia\n");
+    let pod = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: kubia-owned\n  labels:\n    app: kubia\n  ownerReferences:\n  - apiVersion: apps/v1\n    kind: ReplicaSet\n    name: kubia\n    uid: {uid}\n    controller: true\nspec:\n  containers:\n  - name: kubia\n    image: luksa/kubia\n"
+    );
     c.kubectl_stdin(&["apply", "-f", "-"], &pod).ok();
     c.kubectl(&["delete", "rs", "kubia"]).ok();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -544,9 +628,16 @@ fn bad_input_gets_upstream_status_codes_and_changes_nothing() {
     assert!(out.stderr.contains("BadRequest") || out.stderr.contains("json parse error"), "{}", out.stderr);
     let out = raw(r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"}}"#, "kind.json").fails();
     assert!(out.stderr.contains("does not match the expected kind"), "{}", out.stderr);
-    let out = raw(r#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"s"},"spec":{"ports":[{"port":"eighty"}]}}"#, "shape.json").fails();
+    let out = raw(
+        r#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"s"},"spec":{"ports":[{"port":"eighty"}]}}"#,
+        "shape.json",
+    )
+    .fails();
     assert!(out.stderr.contains("cannot be handled as a Service"), "{}", out.stderr);
-    let big = format!(r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"big"}},"data":{{"x":"{}"}}}}"#, "a".repeat(3 * 1024 * 1024 + 10));
+    let big = format!(
+        r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"big"}},"data":{{"x":"{}"}}}}"#,
+        "a".repeat(3 * 1024 * 1024 + 10)
+    );
     let f = manifest(&dir, "big.json", &big);
     let out = c.kubectl(&["create", "--raw", "/api/v1/namespaces/default/configmaps", "-f", &f]).fails();
     assert!(out.stderr.contains("Request entity too large"), "{}", out.stderr);

@@ -110,12 +110,7 @@ async fn open<F: StoreFactory>(f: &F) -> F::Store {
 }
 
 fn kv(key: &str, value: &[u8], create_revision: Revision, mod_revision: Revision) -> KeyValue {
-    KeyValue {
-        key: key.to_owned(),
-        value: value.to_vec(),
-        create_revision,
-        mod_revision,
-    }
+    KeyValue { key: key.to_owned(), value: value.to_vec(), create_revision, mod_revision }
 }
 
 async fn current<S: Store>(s: &S) -> Revision {
@@ -154,27 +149,15 @@ fn revisions(events: &[WatchEvent]) -> Vec<Revision> {
 }
 
 fn created(kv: KeyValue) -> WatchEvent {
-    WatchEvent {
-        kind: EventKind::Created,
-        kv,
-        prev: None,
-    }
+    WatchEvent { kind: EventKind::Created, kv, prev: None }
 }
 
 fn updated(kv: KeyValue, prev: KeyValue) -> WatchEvent {
-    WatchEvent {
-        kind: EventKind::Updated,
-        kv,
-        prev: Some(prev),
-    }
+    WatchEvent { kind: EventKind::Updated, kv, prev: Some(prev) }
 }
 
 fn deleted(kv: KeyValue, prev: KeyValue) -> WatchEvent {
-    WatchEvent {
-        kind: EventKind::Deleted,
-        kv,
-        prev: Some(prev),
-    }
+    WatchEvent { kind: EventKind::Deleted, kv, prev: Some(prev) }
 }
 
 /// A reference model: the state after every revision, and the event of every revision.
@@ -186,10 +169,7 @@ struct Model {
 
 impl Model {
     fn new() -> Self {
-        Self {
-            states: vec![BTreeMap::new()],
-            events: Vec::new(),
-        }
+        Self { states: vec![BTreeMap::new()], events: Vec::new() }
     }
 
     fn latest(&self) -> BTreeMap<String, KeyValue> {
@@ -200,45 +180,24 @@ impl Model {
     fn record(&mut self, kind: EventKind, kv: &KeyValue) {
         let mut state = self.latest();
         let revision = self.states.len() as Revision;
-        assert_eq!(
-            kv.mod_revision, revision,
-            "write of {:?} took the wrong revision",
-            kv.key
-        );
+        assert_eq!(kv.mod_revision, revision, "write of {:?} took the wrong revision", kv.key);
         let prev = match kind {
             EventKind::Created => {
-                assert_eq!(
-                    kv.create_revision, revision,
-                    "create_revision of a created key"
-                );
-                assert!(
-                    state.insert(kv.key.clone(), kv.clone()).is_none(),
-                    "created an existing key"
-                );
+                assert_eq!(kv.create_revision, revision, "create_revision of a created key");
+                assert!(state.insert(kv.key.clone(), kv.clone()).is_none(), "created an existing key");
                 None
             }
-            EventKind::Updated => Some(
-                state
-                    .insert(kv.key.clone(), kv.clone())
-                    .expect("updated a missing key"),
-            ),
+            EventKind::Updated => Some(state.insert(kv.key.clone(), kv.clone()).expect("updated a missing key")),
             EventKind::Deleted => Some(state.remove(&kv.key).expect("deleted a missing key")),
         };
         if let Some(prev) = &prev {
-            assert_eq!(
-                kv.create_revision, prev.create_revision,
-                "create_revision changed"
-            );
+            assert_eq!(kv.create_revision, prev.create_revision, "create_revision changed");
             if kind == EventKind::Deleted {
                 assert_eq!(kv.value, prev.value, "a delete returns the last value");
             }
         }
         self.states.push(state);
-        self.events.push(WatchEvent {
-            kind,
-            kv: kv.clone(),
-            prev,
-        });
+        self.events.push(WatchEvent { kind, kv: kv.clone(), prev });
     }
 
     async fn create<S: Store>(&mut self, s: &S, key: &str, value: &[u8]) -> KeyValue {
@@ -248,15 +207,8 @@ impl Model {
     }
 
     async fn update<S: Store>(&mut self, s: &S, key: &str, value: &[u8]) -> KeyValue {
-        let expected = self
-            .latest()
-            .get(key)
-            .expect("model: update of a missing key")
-            .mod_revision;
-        let kv = s
-            .update(key, value.to_vec(), expected)
-            .await
-            .expect("update");
+        let expected = self.latest().get(key).expect("model: update of a missing key").mod_revision;
+        let kv = s.update(key, value.to_vec(), expected).await.expect("update");
         self.record(EventKind::Updated, &kv);
         kv
     }
@@ -269,19 +221,11 @@ impl Model {
 
     fn list(&self, prefix: &str, revision: Revision) -> Vec<KeyValue> {
         let index = usize::try_from(revision).expect("revision fits usize");
-        self.states[index]
-            .values()
-            .filter(|kv| kv.key.starts_with(prefix))
-            .cloned()
-            .collect()
+        self.states[index].values().filter(|kv| kv.key.starts_with(prefix)).cloned().collect()
     }
 
     fn events_after(&self, prefix: &str, from: Revision) -> Vec<WatchEvent> {
-        self.events
-            .iter()
-            .filter(|e| e.kv.mod_revision > from && e.kv.key.starts_with(prefix))
-            .cloned()
-            .collect()
+        self.events.iter().filter(|e| e.kv.mod_revision > from && e.kv.key.starts_with(prefix)).cloned().collect()
     }
 
     fn current(&self) -> Revision {
@@ -289,36 +233,16 @@ impl Model {
     }
 
     /// Checks `list(prefix, Some(r))` for every revision in `revisions` and the latest list.
-    async fn check_lists<S: Store>(
-        &self,
-        s: &S,
-        prefix: &str,
-        revisions: impl Iterator<Item = Revision>,
-    ) {
+    async fn check_lists<S: Store>(&self, s: &S, prefix: &str, revisions: impl Iterator<Item = Revision>) {
         for revision in revisions {
-            let got = s
-                .list(prefix, Some(revision))
-                .await
-                .expect("list at a revision");
+            let got = s.list(prefix, Some(revision)).await.expect("list at a revision");
             assert_eq!(got.revision, revision, "list revision");
-            assert_eq!(
-                got.items,
-                self.list(prefix, revision),
-                "list {prefix:?} at revision {revision}"
-            );
+            assert_eq!(got.items, self.list(prefix, revision), "list {prefix:?} at revision {revision}");
         }
         let got = s.list(prefix, None).await.expect("list");
         assert_eq!(got.revision, self.current(), "latest list revision");
-        assert_eq!(
-            got.items,
-            self.list(prefix, self.current()),
-            "latest list {prefix:?}"
-        );
-        assert_eq!(
-            s.count(prefix).await.expect("count"),
-            got.items.len(),
-            "count {prefix:?}"
-        );
+        assert_eq!(got.items, self.list(prefix, self.current()), "latest list {prefix:?}");
+        assert_eq!(s.count(prefix).await.expect("count"), got.items.len(), "count {prefix:?}");
     }
 }
 
@@ -390,15 +314,8 @@ pub async fn create_conflicts<F: StoreFactory>(f: &F) {
     assert_err!(s.create("/k", b"v2".to_vec()).await, StoreError::AlreadyExists { key } if key == "/k");
     assert_eq!(s.get("/k").await.expect("get"), Some(kv("/k", b"v1", 1, 1)));
     s.delete("/k", None).await.expect("delete");
-    let again = s
-        .create("/k", b"v3".to_vec())
-        .await
-        .expect("create after delete");
-    assert_eq!(
-        again,
-        kv("/k", b"v3", 3, 3),
-        "a re-created key starts a new incarnation"
-    );
+    let again = s.create("/k", b"v3".to_vec()).await.expect("create after delete");
+    assert_eq!(again, kv("/k", b"v3", 3, 3), "a re-created key starts a new incarnation");
     assert_eq!(s.get("/k").await.expect("get"), Some(again));
 }
 
@@ -412,11 +329,7 @@ pub async fn update_compare_and_swap<F: StoreFactory>(f: &F) {
         s.update("/k", b"v3".to_vec(), 1).await,
         StoreError::Conflict { key, expected: 1, actual: 2 } if key == "/k"
     );
-    assert_eq!(
-        s.get("/k").await.expect("get"),
-        Some(u.clone()),
-        "a lost CAS changes nothing"
-    );
+    assert_eq!(s.get("/k").await.expect("get"), Some(u.clone()), "a lost CAS changes nothing");
     let u = s.update("/k", b"v3".to_vec(), 2).await.expect("update");
     assert_eq!(u, kv("/k", b"v3", 1, 3));
     // Writing the same value again is still a write.
@@ -425,10 +338,7 @@ pub async fn update_compare_and_swap<F: StoreFactory>(f: &F) {
 
     assert_err!(s.update("/missing", b"x".to_vec(), 4).await, StoreError::NotFound { key } if key == "/missing");
     s.delete("/k", None).await.expect("delete");
-    assert_err!(
-        s.update("/k", b"x".to_vec(), 4).await,
-        StoreError::NotFound { .. }
-    );
+    assert_err!(s.update("/k", b"x".to_vec(), 4).await, StoreError::NotFound { .. });
     assert_eq!(current(&s).await, 5);
 }
 
@@ -445,10 +355,7 @@ pub async fn delete_with_and_without_precondition<F: StoreFactory>(f: &F) {
 
     assert_err!(s.delete("/b", Some(2)).await, StoreError::Conflict { key, expected: 2, actual: 3 } if key == "/b");
     assert_eq!(s.get("/b").await.expect("get"), Some(kv("/b", b"b2", 2, 3)));
-    let b = s
-        .delete("/b", Some(3))
-        .await
-        .expect("delete with precondition");
+    let b = s.delete("/b", Some(3)).await.expect("delete with precondition");
     assert_eq!(b, kv("/b", b"b2", 2, 5));
 
     assert_err!(s.delete("/b", None).await, StoreError::NotFound { key } if key == "/b");
@@ -505,17 +412,8 @@ pub async fn list_revision_bounds<F: StoreFactory>(f: &F) {
         StoreError::FutureRevision { requested, current } if requested == now + 1 && current == now
     );
     // Nothing is compacted yet, but revision 0 counts as compacted ("at or below").
-    assert_err!(
-        s.list("/m/", Some(0)).await,
-        StoreError::Compacted {
-            requested: 0,
-            compacted: 0
-        }
-    );
-    let at_now = s
-        .list("/m/", Some(now))
-        .await
-        .expect("list at the current revision");
+    assert_err!(s.list("/m/", Some(0)).await, StoreError::Compacted { requested: 0, compacted: 0 });
+    let at_now = s.list("/m/", Some(now)).await.expect("list at the current revision");
     assert_eq!(at_now, s.list("/m/", None).await.expect("list"));
 }
 
@@ -550,22 +448,9 @@ pub async fn prefix_is_a_plain_string_prefix<F: StoreFactory>(f: &F) {
     m.delete(&s, "/a/b/c").await;
     m.update(&s, "/a/bc", b"bc2").await;
     m.create(&s, "/a/b/f", b"f").await;
-    let prefixes = [
-        "/a/b",
-        "/a/b/",
-        "/a/bc",
-        "/a/b\u{e9}",
-        "/a/",
-        "/a",
-        "/",
-        "",
-        "/z",
-        "/a/b/d/e",
-        "/a/b/d/e/",
-    ];
+    let prefixes = ["/a/b", "/a/b/", "/a/bc", "/a/b\u{e9}", "/a/", "/a", "/", "", "/z", "/a/b/d/e", "/a/b/d/e/"];
     for prefix in prefixes {
-        m.check_lists(&s, prefix, [middle, middle + 1, m.current()].into_iter())
-            .await;
+        m.check_lists(&s, prefix, [middle, middle + 1, m.current()].into_iter()).await;
     }
     let keys_of = |items: Vec<KeyValue>| items.into_iter().map(|kv| kv.key).collect::<Vec<_>>();
     assert_eq!(
@@ -588,15 +473,8 @@ pub async fn prefix_is_a_plain_string_prefix<F: StoreFactory>(f: &F) {
 pub async fn values_are_opaque_bytes<F: StoreFactory>(f: &F) {
     let s = open(f).await;
     let mut m = Model::new();
-    let large: Vec<u8> = (0..1_048_576u32)
-        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
-        .collect();
-    let values: [&[u8]; 4] = [
-        b"",
-        &[0, 255, 0, 1],
-        "h\u{e9}llo \u{1F600}".as_bytes(),
-        &large,
-    ];
+    let large: Vec<u8> = (0..1_048_576u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    let values: [&[u8]; 4] = [b"", &[0, 255, 0, 1], "h\u{e9}llo \u{1F600}".as_bytes(), &large];
     for (i, value) in values.iter().enumerate() {
         m.create(&s, &format!("/v/{i}"), value).await;
     }
@@ -622,10 +500,7 @@ pub async fn concurrent_creates_get_distinct_revisions<F: StoreFactory>(f: &F) {
         handles.push(tokio::spawn(async move {
             let mut revisions = Vec::new();
             for i in 0..per_task {
-                let kv = s
-                    .create(&format!("/c/{t}/{i}"), vec![t as u8])
-                    .await
-                    .expect("create");
+                let kv = s.create(&format!("/c/{t}/{i}"), vec![t as u8]).await.expect("create");
                 assert_eq!(kv.create_revision, kv.mod_revision);
                 revisions.push(kv.mod_revision);
             }
@@ -635,37 +510,25 @@ pub async fn concurrent_creates_get_distinct_revisions<F: StoreFactory>(f: &F) {
     let mut all = Vec::new();
     for h in handles {
         let revisions = h.await.expect("writer task");
-        assert!(
-            revisions.windows(2).all(|w| w[0] < w[1]),
-            "one caller's writes are ordered"
-        );
+        assert!(revisions.windows(2).all(|w| w[0] < w[1]), "one caller's writes are ordered");
         all.extend(revisions);
     }
     all.sort_unstable();
     let n = (tasks * per_task) as Revision;
     assert_eq!(all, (1..=n).collect::<Vec<_>>());
     assert_eq!(current(&*s).await, n);
-    assert_eq!(
-        s.count("/c/").await.expect("count"),
-        (tasks * per_task) as usize
-    );
+    assert_eq!(s.count("/c/").await.expect("count"), (tasks * per_task) as usize);
 }
 
 /// Of concurrent updates with the same expected revision, exactly one wins.
 pub async fn concurrent_compare_and_swap_has_one_winner<F: StoreFactory>(f: &F) {
     let s = Arc::new(open(f).await);
-    let mut expected = s
-        .create("/cas", b"0".to_vec())
-        .await
-        .expect("create")
-        .mod_revision;
+    let mut expected = s.create("/cas", b"0".to_vec()).await.expect("create").mod_revision;
     for round in 0..10 {
         let mut handles = Vec::new();
         for t in 0..8u8 {
             let s = Arc::clone(&s);
-            handles.push(tokio::spawn(async move {
-                s.update("/cas", vec![t], expected).await
-            }));
+            handles.push(tokio::spawn(async move { s.update("/cas", vec![t], expected).await }));
         }
         let mut winners = Vec::new();
         let mut losers = Vec::new();
@@ -711,11 +574,7 @@ pub async fn watch_from_middle_revision<F: StoreFactory>(f: &F) {
     for from in 0..=m.current() {
         let mut w = watch(&s, "/m/", from).await;
         let expected = m.events_after("/m/", from);
-        assert_eq!(
-            next_events(&mut w, expected.len()).await,
-            expected,
-            "watch from {from}"
-        );
+        assert_eq!(next_events(&mut w, expected.len()).await, expected, "watch from {from}");
         assert_quiet(&mut w).await;
     }
     let from = m.current();
@@ -730,14 +589,8 @@ pub async fn watch_events_carry_prev<F: StoreFactory>(f: &F) {
     let s = open(f).await;
     let mut live = watch(&s, "/p/", 0).await;
     let c = s.create("/p/k", b"v1".to_vec()).await.expect("create");
-    let u = s
-        .update("/p/k", b"v2".to_vec(), c.mod_revision)
-        .await
-        .expect("update");
-    let d = s
-        .delete("/p/k", Some(u.mod_revision))
-        .await
-        .expect("delete");
+    let u = s.update("/p/k", b"v2".to_vec(), c.mod_revision).await.expect("update");
+    let d = s.delete("/p/k", Some(u.mod_revision)).await.expect("delete");
     let c2 = s.create("/p/k", b"v3".to_vec()).await.expect("create");
     let expected = vec![
         created(kv("/p/k", b"v1", 1, 1)),
@@ -745,17 +598,10 @@ pub async fn watch_events_carry_prev<F: StoreFactory>(f: &F) {
         deleted(kv("/p/k", b"v2", 1, 3), kv("/p/k", b"v2", 1, 2)),
         created(kv("/p/k", b"v3", 4, 4)),
     ];
-    assert_eq!(
-        [c, u, d, c2].to_vec(),
-        expected.iter().map(|e| e.kv.clone()).collect::<Vec<_>>()
-    );
+    assert_eq!([c, u, d, c2].to_vec(), expected.iter().map(|e| e.kv.clone()).collect::<Vec<_>>());
     assert_eq!(next_events(&mut live, 4).await, expected, "live events");
     let mut replay = watch(&s, "/p/", 0).await;
-    assert_eq!(
-        next_events(&mut replay, 4).await,
-        expected,
-        "history events"
-    );
+    assert_eq!(next_events(&mut replay, 4).await, expected, "history events");
 }
 
 /// A watch only sees keys under its prefix, in history and live.
@@ -802,9 +648,7 @@ pub async fn watch_from_future_revision_waits<F: StoreFactory>(f: &F) {
 pub async fn watch_history_then_live_without_gap_under_concurrent_writers<F: StoreFactory>(f: &F) {
     let s = Arc::new(open(f).await);
     for i in 0..20 {
-        s.create(&format!("/w/pre/{i}"), b"pre".to_vec())
-            .await
-            .expect("create");
+        s.create(&format!("/w/pre/{i}"), b"pre".to_vec()).await.expect("create");
     }
     let (writers, per_writer) = (4, 150);
     let mut handles = Vec::new();
@@ -815,14 +659,8 @@ pub async fn watch_history_then_live_without_gap_under_concurrent_writers<F: Sto
                 let key = format!("/w/{t}/{}", i % 10);
                 match s.get(&key).await.expect("get") {
                     None => drop(s.create(&key, vec![i as u8]).await.expect("create")),
-                    Some(kv) if i % 3 == 0 => {
-                        drop(s.delete(&key, Some(kv.mod_revision)).await.expect("delete"))
-                    }
-                    Some(kv) => drop(
-                        s.update(&key, vec![i as u8], kv.mod_revision)
-                            .await
-                            .expect("update"),
-                    ),
+                    Some(kv) if i % 3 == 0 => drop(s.delete(&key, Some(kv.mod_revision)).await.expect("delete")),
+                    Some(kv) => drop(s.update(&key, vec![i as u8], kv.mod_revision).await.expect("update")),
                 }
                 if i % 16 == 0 {
                     tokio::task::yield_now().await;
@@ -837,11 +675,7 @@ pub async fn watch_history_then_live_without_gap_under_concurrent_writers<F: Sto
         tokio::time::sleep(Duration::from_millis(5)).await;
         let now = current(&*s).await;
         let from = (now - (n * 7) as Revision).max(0);
-        let prefix = if n % 2 == 0 {
-            "/w/".to_owned()
-        } else {
-            format!("/w/{}/", n % writers)
-        };
+        let prefix = if n % 2 == 0 { "/w/".to_owned() } else { format!("/w/{}/", n % writers) };
         watches.push((prefix.clone(), from, watch(&*s, &prefix, from).await));
     }
     for h in handles {
@@ -852,27 +686,13 @@ pub async fn watch_history_then_live_without_gap_under_concurrent_writers<F: Sto
 
     let mut replay = watch(&*s, "", 0).await;
     let all = next_events(&mut replay, usize::try_from(end).expect("fits")).await;
-    assert_eq!(
-        revisions(&all),
-        (1..=end).collect::<Vec<_>>(),
-        "the replay is gap-free"
-    );
+    assert_eq!(revisions(&all), (1..=end).collect::<Vec<_>>(), "the replay is gap-free");
     for (prefix, from, mut w) in watches {
-        let expected: Vec<WatchEvent> = all
-            .iter()
-            .filter(|e| e.kv.mod_revision > from && e.kv.key.starts_with(&prefix))
-            .cloned()
-            .collect();
+        let expected: Vec<WatchEvent> =
+            all.iter().filter(|e| e.kv.mod_revision > from && e.kv.key.starts_with(&prefix)).cloned().collect();
         let got = next_events(&mut w, expected.len()).await;
-        assert_eq!(
-            revisions(&got),
-            revisions(&expected),
-            "watch {prefix:?} from {from}"
-        );
-        assert!(
-            got == expected,
-            "watch {prefix:?} from {from}: events differ from the replay"
-        );
+        assert_eq!(revisions(&got), revisions(&expected), "watch {prefix:?} from {from}");
+        assert!(got == expected, "watch {prefix:?} from {from}: events differ from the replay");
         assert_quiet(&mut w).await;
     }
 }
@@ -908,21 +728,14 @@ pub async fn slow_watcher_does_not_block_writers<F: StoreFactory>(f: &F) {
     tokio::time::timeout(Duration::from_secs(120), async {
         let mut revision = kv.mod_revision;
         for i in 1..writes {
-            revision = s
-                .update("/s/k", i.to_string().into_bytes(), revision)
-                .await
-                .expect("update")
-                .mod_revision;
+            revision = s.update("/s/k", i.to_string().into_bytes(), revision).await.expect("update").mod_revision;
         }
     })
     .await
     .expect("writes with an unread watcher finish");
     // An `Err` or the end of the stream is a legitimate way for a slow watcher to stop.
     let mut expected = 1;
-    while let Some(Ok(event)) = tokio::time::timeout(WAIT, w.next())
-        .await
-        .expect("the watch yields or ends")
-    {
+    while let Some(Ok(event)) = tokio::time::timeout(WAIT, w.next()).await.expect("the watch yields or ends") {
         assert_eq!(event.kv.mod_revision, expected, "no gap");
         if expected == writes {
             break;
@@ -957,56 +770,18 @@ pub async fn compaction<F: StoreFactory>(f: &F) {
         assert_eq!(s.get(&key).await.expect("get"), Some(expected));
     }
 
-    assert_err!(
-        s.watch("", 4).await.map(|_| ()),
-        StoreError::Compacted {
-            requested: 4,
-            compacted: 5
-        }
-    );
-    assert_err!(
-        s.watch("/c/", 0).await.map(|_| ()),
-        StoreError::Compacted {
-            requested: 0,
-            compacted: 5
-        }
-    );
+    assert_err!(s.watch("", 4).await.map(|_| ()), StoreError::Compacted { requested: 4, compacted: 5 });
+    assert_err!(s.watch("/c/", 0).await.map(|_| ()), StoreError::Compacted { requested: 0, compacted: 5 });
     let mut w = watch(&s, "", 5).await;
-    assert_eq!(
-        next_events(&mut w, 3).await,
-        m.events_after("", 5),
-        "watch from the compacted revision"
-    );
+    assert_eq!(next_events(&mut w, 3).await, m.events_after("", 5), "watch from the compacted revision");
     assert_quiet(&mut w).await;
 
-    assert_err!(
-        s.compact(5).await,
-        StoreError::Compacted {
-            requested: 5,
-            compacted: 5
-        }
-    );
-    assert_err!(
-        s.compact(3).await,
-        StoreError::Compacted {
-            requested: 3,
-            compacted: 5
-        }
-    );
-    assert_err!(
-        s.compact(9).await,
-        StoreError::FutureRevision {
-            requested: 9,
-            current: 8
-        }
-    );
+    assert_err!(s.compact(5).await, StoreError::Compacted { requested: 5, compacted: 5 });
+    assert_err!(s.compact(3).await, StoreError::Compacted { requested: 3, compacted: 5 });
+    assert_err!(s.compact(9).await, StoreError::FutureRevision { requested: 9, current: 8 });
 
     m.update(&s, "/c/e", b"e2").await; // 9
-    assert_eq!(
-        next_event(&mut w).await,
-        m.events_after("", 8)[0],
-        "watches continue after compaction"
-    );
+    assert_eq!(next_event(&mut w).await, m.events_after("", 8)[0], "watches continue after compaction");
     s.compact(7).await.expect("compact again");
     m.check_lists(&s, "", 8..=9).await;
     let mut w = watch(&s, "/c/", 7).await;
@@ -1037,16 +812,9 @@ pub async fn compaction_of_many_versions<F: StoreFactory>(f: &F) {
         m.check_lists(&s, "/h/", compacted + 1..=end).await;
         let mut w = watch(&s, "/h/", compacted).await;
         let expected = m.events_after("/h/", compacted);
-        assert_eq!(
-            next_events(&mut w, expected.len()).await,
-            expected,
-            "watch from {compacted}"
-        );
+        assert_eq!(next_events(&mut w, expected.len()).await, expected, "watch from {compacted}");
     }
-    assert_eq!(
-        s.compacted_revision().await.expect("compacted_revision"),
-        compacted
-    );
+    assert_eq!(s.compacted_revision().await.expect("compacted_revision"), compacted);
 }
 
 /// Compacting at the current revision, right after a delete, keeps the revision counter.
@@ -1057,17 +825,8 @@ pub async fn compaction_at_current_revision<F: StoreFactory>(f: &F) {
     s.delete("/z/b", None).await.expect("delete");
     s.compact(3).await.expect("compact");
     assert_eq!(current(&s).await, 3);
-    assert_err!(
-        s.list("", Some(3)).await,
-        StoreError::Compacted {
-            requested: 3,
-            compacted: 3
-        }
-    );
-    assert_eq!(
-        s.list("", None).await.expect("list").items,
-        vec![kv("/z/a", b"1", 1, 1)]
-    );
+    assert_err!(s.list("", Some(3)).await, StoreError::Compacted { requested: 3, compacted: 3 });
+    assert_eq!(s.list("", None).await.expect("list").items, vec![kv("/z/a", b"1", 1, 1)]);
     let mut w = watch(&s, "", 3).await;
     let next = s.create("/z/b", b"2".to_vec()).await.expect("create");
     assert_eq!(next, kv("/z/b", b"2", 4, 4));
@@ -1091,18 +850,8 @@ pub async fn durable_across_reopen<F: StoreFactory>(f: &F) {
     m.check_lists(&s, "/m/", 3..=m.current()).await;
     let mut w = watch(&s, "", 2).await;
     let expected = m.events_after("", 2);
-    assert_eq!(
-        next_events(&mut w, expected.len()).await,
-        expected,
-        "history after reopen"
-    );
-    assert_err!(
-        s.list("", Some(2)).await,
-        StoreError::Compacted {
-            requested: 2,
-            compacted: 2
-        }
-    );
+    assert_eq!(next_events(&mut w, expected.len()).await, expected, "history after reopen");
+    assert_err!(s.list("", Some(2)).await, StoreError::Compacted { requested: 2, compacted: 2 });
     drop(w);
 
     // The last write is a delete and the compaction covers it.
@@ -1111,15 +860,8 @@ pub async fn durable_across_reopen<F: StoreFactory>(f: &F) {
     s.compact(end).await.expect("compact");
     drop(s);
     let s = open(f).await;
-    assert_eq!(
-        current(&s).await,
-        end,
-        "the revision counter survives a full compaction"
-    );
-    assert_eq!(
-        s.compacted_revision().await.expect("compacted_revision"),
-        end
-    );
+    assert_eq!(current(&s).await, end, "the revision counter survives a full compaction");
+    assert_eq!(s.compacted_revision().await.expect("compacted_revision"), end);
     m.check_lists(&s, "", std::iter::empty()).await;
     assert_eq!(s.get("/m/d").await.expect("get"), None);
     let mut w = watch(&s, "/m/", end).await;

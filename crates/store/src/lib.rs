@@ -111,20 +111,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Replaces the value of `key` if its `mod_revision` is `expected_mod_revision`.
     /// Fails with [`StoreError::NotFound`] or [`StoreError::Conflict`].
-    async fn update(
-        &self,
-        key: &str,
-        value: Vec<u8>,
-        expected_mod_revision: Revision,
-    ) -> Result<KeyValue, StoreError>;
+    async fn update(&self, key: &str, value: Vec<u8>, expected_mod_revision: Revision) -> Result<KeyValue, StoreError>;
 
     /// Deletes `key` (only if its `mod_revision` is `expected_mod_revision`, when given).
     /// Returns the last value with `mod_revision` set to the delete's revision.
-    async fn delete(
-        &self,
-        key: &str,
-        expected_mod_revision: Option<Revision>,
-    ) -> Result<KeyValue, StoreError>;
+    async fn delete(&self, key: &str, expected_mod_revision: Option<Revision>) -> Result<KeyValue, StoreError>;
 
     /// Changes to keys starting with `prefix` with revision `> from_revision`.
     async fn watch(&self, prefix: &str, from_revision: Revision) -> Result<WatchStream, StoreError>;

@@ -31,9 +31,7 @@ use futures::StreamExt;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::mpsc;
 
-use crate::{
-    EventKind, KeyValue, ListResult, Revision, Store, StoreError, WatchEvent, WatchStream,
-};
+use crate::{EventKind, KeyValue, ListResult, Revision, Store, StoreError, WatchEvent, WatchStream};
 
 /// The `user_version` of the schema this code writes; a file with a newer one is refused.
 const SCHEMA_VERSION: i64 = 1;
@@ -77,9 +75,7 @@ pub struct SqliteOptions {
 
 impl Default for SqliteOptions {
     fn default() -> Self {
-        Self {
-            watch_channel_capacity: DEFAULT_WATCH_CHANNEL_CAPACITY,
-        }
+        Self { watch_channel_capacity: DEFAULT_WATCH_CHANNEL_CAPACITY }
     }
 }
 
@@ -103,9 +99,7 @@ pub struct SqliteStore {
 
 impl fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SqliteStore")
-            .field("path", &self.inner.path)
-            .finish_non_exhaustive()
+        f.debug_struct("SqliteStore").field("path", &self.inner.path).finish_non_exhaustive()
     }
 }
 
@@ -165,8 +159,7 @@ fn prefix_end(prefix: &str) -> Vec<u8> {
 }
 
 fn key_string(bytes: Vec<u8>) -> Result<String, StoreError> {
-    String::from_utf8(bytes)
-        .map_err(|e| StoreError::Backend(format!("sqlite: key is not UTF-8: {e}")))
+    String::from_utf8(bytes).map_err(|e| StoreError::Backend(format!("sqlite: key is not UTF-8: {e}")))
 }
 
 /// Runs blocking SQLite work off the async worker threads. Without a tokio runtime (a caller
@@ -177,70 +170,55 @@ where
     F: FnOnce() -> Result<T, StoreError> + Send + 'static,
 {
     match tokio::runtime::Handle::try_current() {
-        Ok(handle) => handle
-            .spawn_blocking(f)
-            .await
-            .map_err(|e| StoreError::Backend(format!("store task failed: {e}")))?,
+        Ok(handle) => {
+            handle.spawn_blocking(f).await.map_err(|e| StoreError::Backend(format!("store task failed: {e}")))?
+        }
         Err(_) => f(),
     }
 }
 
 fn configure(conn: &Connection) -> Result<(), StoreError> {
     conn.busy_timeout(BUSY_TIMEOUT).map_err(db_err)?;
-    let mode: String = conn
-        .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
-        .map_err(db_err)?;
+    let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0)).map_err(db_err)?;
     if !mode.eq_ignore_ascii_case("wal") {
-        return Err(StoreError::Backend(format!(
-            "sqlite: cannot enable WAL (journal_mode is {mode})"
-        )));
+        return Err(StoreError::Backend(format!("sqlite: cannot enable WAL (journal_mode is {mode})")));
     }
-    conn.pragma_update(None, "synchronous", "NORMAL")
-        .map_err(db_err)?;
+    conn.pragma_update(None, "synchronous", "NORMAL").map_err(db_err)?;
     Ok(())
 }
 
 fn open_reader(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open(path).map_err(db_err)?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(db_err)?;
-    conn.pragma_update(None, "query_only", true)
-        .map_err(db_err)?;
+    conn.pragma_update(None, "query_only", true).map_err(db_err)?;
     Ok(conn)
 }
 
 fn read_compacted(conn: &Connection) -> Result<Revision, StoreError> {
-    conn.query_row(
-        "SELECT value FROM meta WHERE name = 'compacted'",
-        [],
-        |row| row.get(0),
-    )
-    .optional()
-    .map_err(db_err)?
-    .ok_or_else(|| StoreError::Backend("sqlite: meta has no compacted revision".to_owned()))
+    conn.query_row("SELECT value FROM meta WHERE name = 'compacted'", [], |row| row.get(0))
+        .optional()
+        .map_err(db_err)?
+        .ok_or_else(|| StoreError::Backend("sqlite: meta has no compacted revision".to_owned()))
 }
 
 fn create_schema(conn: &mut Connection) -> Result<(), StoreError> {
     let tx = conn.transaction().map_err(db_err)?;
-    let version: i64 = tx
-        .query_row("PRAGMA user_version", [], |row| row.get(0))
-        .map_err(db_err)?;
+    let version: i64 = tx.query_row("PRAGMA user_version", [], |row| row.get(0)).map_err(db_err)?;
     if version > SCHEMA_VERSION {
         return Err(StoreError::Backend(format!(
             "sqlite: schema version {version} is newer than this build understands ({SCHEMA_VERSION})"
         )));
     }
     tx.execute_batch(SCHEMA).map_err(db_err)?;
-    tx.pragma_update(None, "user_version", SCHEMA_VERSION)
-        .map_err(db_err)?;
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(db_err)?;
     tx.commit().map_err(db_err)
 }
 
 /// Loads the latest state: per key its newest row, unless that row is a delete.
 fn load_memory(conn: &Connection) -> Result<Memory, StoreError> {
     let compacted = read_compacted(conn)?;
-    let max_row: Option<Revision> = conn
-        .query_row("SELECT MAX(revision) FROM log", [], |row| row.get(0))
-        .map_err(db_err)?;
+    let max_row: Option<Revision> =
+        conn.query_row("SELECT MAX(revision) FROM log", [], |row| row.get(0)).map_err(db_err)?;
     // Compaction may delete the newest row (a delete at the compacted revision), but never
     // compacts beyond the current revision, so the larger of the two is the current revision.
     let current = max_row.unwrap_or(0).max(compacted);
@@ -254,42 +232,19 @@ fn load_memory(conn: &Connection) -> Result<Memory, StoreError> {
         )
         .map_err(db_err)?;
     let rows = stmt
-        .query_map([], |row| {
-            Ok((
-                row.get::<_, Vec<u8>>(0)?,
-                row.get::<_, Vec<u8>>(1)?,
-                row.get(2)?,
-                row.get(3)?,
-            ))
-        })
+        .query_map([], |row| Ok((row.get::<_, Vec<u8>>(0)?, row.get::<_, Vec<u8>>(1)?, row.get(2)?, row.get(3)?)))
         .map_err(db_err)?;
     let mut kvs = BTreeMap::new();
     for row in rows {
         let (key, value, create_revision, mod_revision) = row.map_err(db_err)?;
         let key = key_string(key)?;
-        kvs.insert(
-            key.clone(),
-            KeyValue {
-                key,
-                value,
-                create_revision,
-                mod_revision,
-            },
-        );
+        kvs.insert(key.clone(), KeyValue { key, value, create_revision, mod_revision });
     }
-    Ok(Memory {
-        kvs,
-        current,
-        compacted,
-    })
+    Ok(Memory { kvs, current, compacted })
 }
 
 /// The keys starting with `prefix` as of `revision`, read from the log.
-fn list_from_log(
-    conn: &Connection,
-    prefix: &str,
-    revision: Revision,
-) -> Result<Vec<KeyValue>, StoreError> {
+fn list_from_log(conn: &Connection, prefix: &str, revision: Revision) -> Result<Vec<KeyValue>, StoreError> {
     let mut stmt = conn
         .prepare_cached(
             "SELECT l.key, l.value, l.create_revision, l.revision
@@ -301,27 +256,14 @@ fn list_from_log(
         )
         .map_err(db_err)?;
     let rows = stmt
-        .query_map(
-            params![prefix.as_bytes(), prefix_end(prefix), revision],
-            |row| {
-                Ok((
-                    row.get::<_, Vec<u8>>(0)?,
-                    row.get::<_, Vec<u8>>(1)?,
-                    row.get(2)?,
-                    row.get(3)?,
-                ))
-            },
-        )
+        .query_map(params![prefix.as_bytes(), prefix_end(prefix), revision], |row| {
+            Ok((row.get::<_, Vec<u8>>(0)?, row.get::<_, Vec<u8>>(1)?, row.get(2)?, row.get(3)?))
+        })
         .map_err(db_err)?;
     let mut items = Vec::new();
     for row in rows {
         let (key, value, create_revision, mod_revision) = row.map_err(db_err)?;
-        items.push(KeyValue {
-            key: key_string(key)?,
-            value,
-            create_revision,
-            mod_revision,
-        });
+        items.push(KeyValue { key: key_string(key)?, value, create_revision, mod_revision });
     }
     Ok(items)
 }
@@ -345,14 +287,12 @@ struct HistoryRow {
 impl HistoryRow {
     fn into_event(self) -> Result<WatchEvent, StoreError> {
         let key = key_string(self.key)?;
-        let prev = self
-            .prev
-            .map(|(mod_revision, create_revision, value)| KeyValue {
-                key: key.clone(),
-                value,
-                create_revision,
-                mod_revision,
-            });
+        let prev = self.prev.map(|(mod_revision, create_revision, value)| KeyValue {
+            key: key.clone(),
+            value,
+            create_revision,
+            mod_revision,
+        });
         if self.deleted {
             // Delete rows store no value: it is the previous row's, which compaction keeps as
             // long as the delete is after the compacted revision.
@@ -368,23 +308,11 @@ impl HistoryRow {
                 create_revision: self.create_revision,
                 mod_revision: self.revision,
             };
-            return Ok(WatchEvent {
-                kind: EventKind::Deleted,
-                kv,
-                prev: Some(prev),
-            });
+            return Ok(WatchEvent { kind: EventKind::Deleted, kv, prev: Some(prev) });
         }
-        let kind = if self.create_revision == self.revision {
-            EventKind::Created
-        } else {
-            EventKind::Updated
-        };
-        let kv = KeyValue {
-            key,
-            value: self.value,
-            create_revision: self.create_revision,
-            mod_revision: self.revision,
-        };
+        let kind = if self.create_revision == self.revision { EventKind::Created } else { EventKind::Updated };
+        let kv =
+            KeyValue { key, value: self.value, create_revision: self.create_revision, mod_revision: self.revision };
         Ok(WatchEvent { kind, kv, prev })
     }
 }
@@ -406,23 +334,20 @@ fn history_from_log(
         )
         .map_err(db_err)?;
     let rows = stmt
-        .query_map(
-            params![after, upto, prefix.as_bytes(), prefix_end(prefix)],
-            |row| {
-                let prev = match (row.get(5)?, row.get(6)?, row.get(7)?) {
-                    (Some(r), Some(c), Some(v)) => Some((r, c, v)),
-                    _ => None,
-                };
-                Ok(HistoryRow {
-                    revision: row.get(0)?,
-                    key: row.get(1)?,
-                    create_revision: row.get(2)?,
-                    deleted: row.get(3)?,
-                    value: row.get(4)?,
-                    prev,
-                })
-            },
-        )
+        .query_map(params![after, upto, prefix.as_bytes(), prefix_end(prefix)], |row| {
+            let prev = match (row.get(5)?, row.get(6)?, row.get(7)?) {
+                (Some(r), Some(c), Some(v)) => Some((r, c, v)),
+                _ => None,
+            };
+            Ok(HistoryRow {
+                revision: row.get(0)?,
+                key: row.get(1)?,
+                create_revision: row.get(2)?,
+                deleted: row.get(3)?,
+                value: row.get(4)?,
+                prev,
+            })
+        })
         .map_err(db_err)?;
     let mut events = Vec::new();
     for row in rows {
@@ -441,16 +366,10 @@ impl Memory {
 
     fn check_read(&self, revision: Revision) -> Result<(), StoreError> {
         if revision > self.current {
-            return Err(StoreError::FutureRevision {
-                requested: revision,
-                current: self.current,
-            });
+            return Err(StoreError::FutureRevision { requested: revision, current: self.current });
         }
         if revision <= self.compacted {
-            return Err(StoreError::Compacted {
-                requested: revision,
-                compacted: self.compacted,
-            });
+            return Err(StoreError::Compacted { requested: revision, compacted: self.compacted });
         }
         Ok(())
     }
@@ -533,28 +452,11 @@ impl Inner {
             }
             mem.current + 1
         };
-        let kv = KeyValue {
-            key,
-            value,
-            create_revision: revision,
-            mod_revision: revision,
-        };
-        self.commit(
-            &mut w,
-            WatchEvent {
-                kind: EventKind::Created,
-                kv,
-                prev: None,
-            },
-        )
+        let kv = KeyValue { key, value, create_revision: revision, mod_revision: revision };
+        self.commit(&mut w, WatchEvent { kind: EventKind::Created, kv, prev: None })
     }
 
-    fn update(
-        &self,
-        key: String,
-        value: Vec<u8>,
-        expected: Revision,
-    ) -> Result<KeyValue, StoreError> {
+    fn update(&self, key: String, value: Vec<u8>, expected: Revision) -> Result<KeyValue, StoreError> {
         let mut w = self.writer()?;
         let event = {
             let mem = self.mem()?;
@@ -562,23 +464,10 @@ impl Inner {
                 return Err(StoreError::NotFound { key });
             };
             if prev.mod_revision != expected {
-                return Err(StoreError::Conflict {
-                    key,
-                    expected,
-                    actual: prev.mod_revision,
-                });
+                return Err(StoreError::Conflict { key, expected, actual: prev.mod_revision });
             }
-            let kv = KeyValue {
-                key,
-                value,
-                create_revision: prev.create_revision,
-                mod_revision: mem.current + 1,
-            };
-            WatchEvent {
-                kind: EventKind::Updated,
-                kv,
-                prev: Some(prev.clone()),
-            }
+            let kv = KeyValue { key, value, create_revision: prev.create_revision, mod_revision: mem.current + 1 };
+            WatchEvent { kind: EventKind::Updated, kv, prev: Some(prev.clone()) }
         };
         self.commit(&mut w, event)
     }
@@ -593,11 +482,7 @@ impl Inner {
             if let Some(expected) = expected
                 && prev.mod_revision != expected
             {
-                return Err(StoreError::Conflict {
-                    key,
-                    expected,
-                    actual: prev.mod_revision,
-                });
+                return Err(StoreError::Conflict { key, expected, actual: prev.mod_revision });
             }
             let kv = KeyValue {
                 key,
@@ -605,20 +490,13 @@ impl Inner {
                 create_revision: prev.create_revision,
                 mod_revision: mem.current + 1,
             };
-            WatchEvent {
-                kind: EventKind::Deleted,
-                kv,
-                prev: Some(prev.clone()),
-            }
+            WatchEvent { kind: EventKind::Deleted, kv, prev: Some(prev.clone()) }
         };
         self.commit(&mut w, event)
     }
 
     /// Runs `f` on a pooled read connection.
-    fn with_reader<T>(
-        &self,
-        f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
+    fn with_reader<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
         let pooled = self.readers.lock().map_err(poisoned)?.pop();
         let mut conn = match pooled {
             Some(conn) => conn,
@@ -639,10 +517,7 @@ impl Inner {
             let tx = conn.transaction().map_err(db_err)?;
             let compacted = read_compacted(&tx)?;
             if revision <= compacted {
-                return Err(StoreError::Compacted {
-                    requested: revision,
-                    compacted,
-                });
+                return Err(StoreError::Compacted { requested: revision, compacted });
             }
             list_from_log(&tx, prefix, revision)
         })
@@ -659,10 +534,7 @@ impl Inner {
                 let tx = conn.transaction().map_err(db_err)?;
                 let compacted = read_compacted(&tx)?;
                 if from < compacted {
-                    return Err(StoreError::Compacted {
-                        requested: from,
-                        compacted,
-                    });
+                    return Err(StoreError::Compacted { requested: from, compacted });
                 }
                 history_from_log(&tx, &prefix, from, snapshot)
             })?;
@@ -676,10 +548,7 @@ impl Inner {
         // Rows after `from` survive any compaction at or below `from`; a later one may have
         // removed rows this watch still needs.
         if from < compacted {
-            return Err(StoreError::Compacted {
-                requested: from,
-                compacted,
-            });
+            return Err(StoreError::Compacted { requested: from, compacted });
         }
         let after = from.max(snapshot);
         if after < current {
@@ -688,17 +557,8 @@ impl Inner {
         let (tx, rx) = mpsc::channel(self.watch_capacity);
         let lagged = Arc::new(AtomicBool::new(false));
         w.watchers.retain(|w| !w.tx.is_closed());
-        w.watchers.push(Watcher {
-            prefix,
-            from,
-            tx,
-            lagged: Arc::clone(&lagged),
-        });
-        Ok(WatchStart {
-            history,
-            rx,
-            lagged,
-        })
+        w.watchers.push(Watcher { prefix, from, tx, lagged: Arc::clone(&lagged) });
+        Ok(WatchStart { history, rx, lagged })
     }
 
     fn compact(&self, revision: Revision) -> Result<(), StoreError> {
@@ -707,25 +567,14 @@ impl Inner {
             let w = self.writer()?;
             let mut mem = self.mem_mut()?;
             if revision > mem.current {
-                return Err(StoreError::FutureRevision {
-                    requested: revision,
-                    current: mem.current,
-                });
+                return Err(StoreError::FutureRevision { requested: revision, current: mem.current });
             }
             if revision <= mem.compacted {
-                return Err(StoreError::Compacted {
-                    requested: revision,
-                    compacted: mem.compacted,
-                });
+                return Err(StoreError::Compacted { requested: revision, compacted: mem.compacted });
             }
             // Recorded before any row goes, so a reader either sees the old bound and all rows
             // (its snapshot predates this) or the new bound and refuses the revision.
-            w.conn
-                .execute(
-                    "UPDATE meta SET value = ?1 WHERE name = 'compacted'",
-                    [revision],
-                )
-                .map_err(db_err)?;
+            w.conn.execute("UPDATE meta SET value = ?1 WHERE name = 'compacted'", [revision]).map_err(db_err)?;
             std::mem::replace(&mut mem.compacted, revision)
         };
 
@@ -749,11 +598,8 @@ impl Inner {
                 [low, high],
             )
             .map_err(db_err)?;
-            tx.execute(
-                "DELETE FROM log WHERE deleted = 1 AND revision > ?1 AND revision <= ?2",
-                [low, high],
-            )
-            .map_err(db_err)?;
+            tx.execute("DELETE FROM log WHERE deleted = 1 AND revision > ?1 AND revision <= ?2", [low, high])
+                .map_err(db_err)?;
             tx.commit().map_err(db_err)?;
             low = high;
         }
@@ -778,9 +624,7 @@ impl SqliteStore {
             .truncate(false)
             .write(true)
             .open(&lock_path)
-            .map_err(|e| {
-                StoreError::Backend(format!("cannot open {}: {e}", lock_path.display()))
-            })?;
+            .map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", lock_path.display())))?;
         match lock.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
@@ -791,10 +635,7 @@ impl SqliteStore {
                 )));
             }
             Err(TryLockError::Error(e)) => {
-                return Err(StoreError::Backend(format!(
-                    "cannot lock {}: {e}",
-                    lock_path.display()
-                )));
+                return Err(StoreError::Backend(format!("cannot lock {}: {e}", lock_path.display())));
             }
         }
 
@@ -811,10 +652,7 @@ impl SqliteStore {
         );
         Ok(Self {
             inner: Arc::new(Inner {
-                writer: Mutex::new(Writer {
-                    conn,
-                    watchers: Vec::new(),
-                }),
+                writer: Mutex::new(Writer { conn, watchers: Vec::new() }),
                 mem: RwLock::new(mem),
                 readers: Mutex::new(Vec::new()),
                 compacting: Mutex::new(()),
@@ -847,21 +685,14 @@ impl Store for SqliteStore {
         Ok(self.inner.mem()?.kvs.get(key).cloned())
     }
 
-    async fn list(
-        &self,
-        prefix: &str,
-        revision: Option<Revision>,
-    ) -> Result<ListResult, StoreError> {
+    async fn list(&self, prefix: &str, revision: Option<Revision>) -> Result<ListResult, StoreError> {
         {
             let mem = self.inner.mem()?;
             if let Some(revision) = revision {
                 mem.check_read(revision)?;
             }
             if revision.is_none_or(|r| r == mem.current) {
-                return Ok(ListResult {
-                    items: mem.range(prefix).cloned().collect(),
-                    revision: mem.current,
-                });
+                return Ok(ListResult { items: mem.range(prefix).cloned().collect(), revision: mem.current });
             }
         }
         let inner = Arc::clone(&self.inner);
@@ -881,22 +712,13 @@ impl Store for SqliteStore {
         blocking(move || inner.create(key, value)).await
     }
 
-    async fn update(
-        &self,
-        key: &str,
-        value: Vec<u8>,
-        expected_mod_revision: Revision,
-    ) -> Result<KeyValue, StoreError> {
+    async fn update(&self, key: &str, value: Vec<u8>, expected_mod_revision: Revision) -> Result<KeyValue, StoreError> {
         let inner = Arc::clone(&self.inner);
         let key = key.to_owned();
         blocking(move || inner.update(key, value, expected_mod_revision)).await
     }
 
-    async fn delete(
-        &self,
-        key: &str,
-        expected_mod_revision: Option<Revision>,
-    ) -> Result<KeyValue, StoreError> {
+    async fn delete(&self, key: &str, expected_mod_revision: Option<Revision>) -> Result<KeyValue, StoreError> {
         let inner = Arc::clone(&self.inner);
         let key = key.to_owned();
         blocking(move || inner.delete(key, expected_mod_revision)).await
@@ -904,40 +726,25 @@ impl Store for SqliteStore {
 
     /// See [`SqliteStore`] for the start-revision rules: a start above the current revision
     /// waits; a start below the compacted revision fails.
-    async fn watch(
-        &self,
-        prefix: &str,
-        from_revision: Revision,
-    ) -> Result<WatchStream, StoreError> {
+    async fn watch(&self, prefix: &str, from_revision: Revision) -> Result<WatchStream, StoreError> {
         {
             let mem = self.inner.mem()?;
             if from_revision < mem.compacted {
-                return Err(StoreError::Compacted {
-                    requested: from_revision,
-                    compacted: mem.compacted,
-                });
+                return Err(StoreError::Compacted { requested: from_revision, compacted: mem.compacted });
             }
         }
         let inner = Arc::clone(&self.inner);
         let prefix = prefix.to_owned();
-        let WatchStart {
-            history,
-            rx,
-            lagged,
-        } = blocking(move || inner.start_watch(prefix, from_revision)).await?;
+        let WatchStart { history, rx, lagged } = blocking(move || inner.start_watch(prefix, from_revision)).await?;
         let live = futures::stream::unfold(Some((rx, lagged)), |state| async move {
             let (mut rx, lagged) = state?;
             match rx.recv().await {
                 Some(event) => Some((Ok(event), Some((rx, lagged)))),
-                None if lagged.load(Ordering::SeqCst) => {
-                    Some((Err(StoreError::WatcherLagged), None))
-                }
+                None if lagged.load(Ordering::SeqCst) => Some((Err(StoreError::WatcherLagged), None)),
                 None => None,
             }
         });
-        Ok(Box::pin(
-            futures::stream::iter(history.into_iter().map(Ok)).chain(live),
-        ))
+        Ok(Box::pin(futures::stream::iter(history.into_iter().map(Ok)).chain(live)))
     }
 
     async fn compact(&self, revision: Revision) -> Result<(), StoreError> {

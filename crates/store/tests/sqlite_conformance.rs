@@ -21,9 +21,7 @@ struct SqliteFactory {
 
 impl SqliteFactory {
     fn new() -> Self {
-        Self {
-            dir: tempfile::tempdir().unwrap(),
-        }
+        Self { dir: tempfile::tempdir().unwrap() }
     }
 }
 
@@ -54,11 +52,7 @@ fn kill_9_child_writer() {
         return;
     };
     let round = std::env::var(CHILD_ROUND_ENV).unwrap();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     runtime.block_on(async move {
         let store = Arc::new(SqliteStore::open(Path::new(&path)).unwrap());
         let mut tasks = Vec::new();
@@ -70,10 +64,7 @@ fn kill_9_child_writer() {
                     let key = format!("/kill/{round}/{t}/{i}");
                     let kv = store.create(&key, key.as_bytes().to_vec()).await.unwrap();
                     // Also rewrite an existing key, so updates are covered too.
-                    let kv = store
-                        .update(&key, format!("{key}!").into_bytes(), kv.mod_revision)
-                        .await
-                        .unwrap();
+                    let kv = store.update(&key, format!("{key}!").into_bytes(), kv.mod_revision).await.unwrap();
                     let mut out = std::io::stdout().lock();
                     writeln!(out, "ack {key} {}", kv.mod_revision).unwrap();
                     out.flush().unwrap();
@@ -96,12 +87,7 @@ async fn acknowledged_writes_survive_kill_9() {
     let mut acked = Vec::new();
     for (round, kill_after) in [300usize, 1_000, 2_000].into_iter().enumerate() {
         let mut child = Command::new(&exe)
-            .args([
-                "kill_9_child_writer",
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-            ])
+            .args(["kill_9_child_writer", "--exact", "--nocapture", "--test-threads=1"])
             .env(CHILD_DB_ENV, &path)
             .env(CHILD_ROUND_ENV, round.to_string())
             .stdout(Stdio::piped())
@@ -130,23 +116,13 @@ async fn acknowledged_writes_survive_kill_9() {
         })
         .await
         .unwrap();
-        assert!(
-            killed_at.is_some(),
-            "round {round}: the child stopped before {kill_after} acks"
-        );
-        println!(
-            "round {round}: killed after {kill_after} acks, {} acks read in total",
-            acks.len()
-        );
+        assert!(killed_at.is_some(), "round {round}: the child stopped before {kill_after} acks");
+        println!("round {round}: killed after {kill_after} acks, {} acks read in total", acks.len());
         acked.extend(acks);
 
         let store = SqliteStore::open(&path).unwrap();
         for (key, revision) in &acked {
-            let kv = store
-                .get(key)
-                .await
-                .unwrap()
-                .unwrap_or_else(|| panic!("acknowledged {key} is lost"));
+            let kv = store.get(key).await.unwrap().unwrap_or_else(|| panic!("acknowledged {key} is lost"));
             assert_eq!(kv.value, format!("{key}!").into_bytes());
             assert_eq!(kv.mod_revision, *revision);
         }
@@ -155,10 +131,7 @@ async fn acknowledged_writes_survive_kill_9() {
         let mut history = store.watch("", 0).await.unwrap();
         for expected in 1..=current {
             let event = history.next().await.unwrap().unwrap();
-            assert_eq!(
-                event.kv.mod_revision, expected,
-                "history has a gap after the kill"
-            );
+            assert_eq!(event.kv.mod_revision, expected, "history has a gap after the kill");
         }
     }
 }
@@ -169,10 +142,7 @@ async fn a_second_open_of_the_same_file_fails_until_the_first_is_dropped() {
     let first = SqliteStore::open(&db_path(&dir)).unwrap();
     first.create("/a", b"1".to_vec()).await.unwrap();
     let err = SqliteStore::open(&db_path(&dir)).unwrap_err();
-    assert!(
-        matches!(err, StoreError::Backend(ref m) if m.contains("already open")),
-        "{err}"
-    );
+    assert!(matches!(err, StoreError::Backend(ref m) if m.contains("already open")), "{err}");
     drop(first);
     let second = SqliteStore::open(&db_path(&dir)).unwrap();
     assert_eq!(second.current_revision().await.unwrap(), 1);
@@ -181,48 +151,21 @@ async fn a_second_open_of_the_same_file_fails_until_the_first_is_dropped() {
 #[tokio::test]
 async fn a_watcher_that_falls_behind_is_dropped_with_an_error() {
     let dir = tempfile::tempdir().unwrap();
-    let options = SqliteOptions {
-        watch_channel_capacity: 8,
-    };
+    let options = SqliteOptions { watch_channel_capacity: 8 };
     let store = SqliteStore::open_with_options(&db_path(&dir), options).unwrap();
     let mut slow = store.watch("/", 0).await.unwrap();
     let mut fast = store.watch("/", 0).await.unwrap();
-    let mut revision = store
-        .create("/k", b"0".to_vec())
-        .await
-        .unwrap()
-        .mod_revision;
-    assert_eq!(
-        fast.next().await.unwrap().unwrap().kv.mod_revision,
-        revision
-    );
+    let mut revision = store.create("/k", b"0".to_vec()).await.unwrap().mod_revision;
+    assert_eq!(fast.next().await.unwrap().unwrap().kv.mod_revision, revision);
     for i in 1..20u8 {
-        revision = store
-            .update("/k", vec![i], revision)
-            .await
-            .unwrap()
-            .mod_revision;
-        assert_eq!(
-            fast.next().await.unwrap().unwrap().kv.mod_revision,
-            revision,
-            "a reader keeps up"
-        );
+        revision = store.update("/k", vec![i], revision).await.unwrap().mod_revision;
+        assert_eq!(fast.next().await.unwrap().unwrap().kv.mod_revision, revision, "a reader keeps up");
     }
-    assert_eq!(
-        store.watcher_count().unwrap(),
-        1,
-        "the slow watcher was dropped"
-    );
+    assert_eq!(store.watcher_count().unwrap(), 1, "the slow watcher was dropped");
     for expected in 1..=8 {
-        assert_eq!(
-            slow.next().await.unwrap().unwrap().kv.mod_revision,
-            expected
-        );
+        assert_eq!(slow.next().await.unwrap().unwrap().kv.mod_revision, expected);
     }
-    assert!(matches!(
-        slow.next().await,
-        Some(Err(StoreError::WatcherLagged))
-    ));
+    assert!(matches!(slow.next().await, Some(Err(StoreError::WatcherLagged))));
     assert!(slow.next().await.is_none());
 }
 
@@ -230,13 +173,12 @@ async fn a_watcher_that_falls_behind_is_dropped_with_an_error() {
 async fn dropped_watchers_are_cleaned_up() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&db_path(&dir)).unwrap();
-    let watches: Vec<_> = futures::future::join_all(
-        (0..10).map(|i| store.watch(if i % 2 == 0 { "/a/" } else { "/b/" }, 0)),
-    )
-    .await
-    .into_iter()
-    .map(Result::unwrap)
-    .collect();
+    let watches: Vec<_> =
+        futures::future::join_all((0..10).map(|i| store.watch(if i % 2 == 0 { "/a/" } else { "/b/" }, 0)))
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
     assert_eq!(store.watcher_count().unwrap(), 10);
     drop(watches);
     // A write to a prefix none of them watched still sweeps them all.
@@ -256,18 +198,9 @@ async fn a_corrupt_file_is_an_error_not_a_panic() {
 
     // A well-formed database holding rows this code never writes.
     for (name, row) in [
-        (
-            "bad key",
-            "INSERT INTO log VALUES (1, x'fffe', 1, 0, 0, x'00')",
-        ),
-        (
-            "text value",
-            "INSERT INTO log VALUES (1, x'2f61', 1, 0, 0, 'text')",
-        ),
-        (
-            "null-ish revision",
-            "INSERT INTO log VALUES (1, x'2f61', 'one', 0, 0, x'00')",
-        ),
+        ("bad key", "INSERT INTO log VALUES (1, x'fffe', 1, 0, 0, x'00')"),
+        ("text value", "INSERT INTO log VALUES (1, x'2f61', 1, 0, 0, 'text')"),
+        ("null-ish revision", "INSERT INTO log VALUES (1, x'2f61', 'one', 0, 0, x'00')"),
     ] {
         let dir = tempfile::tempdir().unwrap();
         let path = db_path(&dir);
@@ -283,14 +216,8 @@ async fn a_corrupt_file_is_an_error_not_a_panic() {
     let dir = tempfile::tempdir().unwrap();
     let path = db_path(&dir);
     drop(SqliteStore::open(&path).unwrap());
-    rusqlite::Connection::open(&path)
-        .unwrap()
-        .pragma_update(None, "user_version", 99)
-        .unwrap();
-    assert!(matches!(
-        SqliteStore::open(&path),
-        Err(StoreError::Backend(_))
-    ));
+    rusqlite::Connection::open(&path).unwrap().pragma_update(None, "user_version", 99).unwrap();
+    assert!(matches!(SqliteStore::open(&path), Err(StoreError::Backend(_))));
 }
 
 /// Compaction works in chunks; this spans several and checks nothing older resurfaces.
@@ -308,11 +235,7 @@ async fn compaction_across_many_chunks() {
                 match store.get(&key).await.unwrap() {
                     None => drop(store.create(&key, vec![1]).await),
                     Some(kv) if i % 5 == 0 => drop(store.delete(&key, Some(kv.mod_revision)).await),
-                    Some(kv) => drop(
-                        store
-                            .update(&key, i.to_string().into_bytes(), kv.mod_revision)
-                            .await,
-                    ),
+                    Some(kv) => drop(store.update(&key, i.to_string().into_bytes(), kv.mod_revision).await),
                 }
             }
         }));
@@ -322,46 +245,27 @@ async fn compaction_across_many_chunks() {
     }
     let current = store.current_revision().await.unwrap();
     let checkpoints: Vec<i64> = [current - 2_000, current - 500, current - 1].to_vec();
-    let before: Vec<_> =
-        futures::future::join_all(checkpoints.iter().map(|r| store.list("/many/", Some(*r))))
-            .await
-            .into_iter()
-            .map(Result::unwrap)
-            .collect();
+    let before: Vec<_> = futures::future::join_all(checkpoints.iter().map(|r| store.list("/many/", Some(*r))))
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
     let compact_to = current - 2_001;
     let started = Instant::now();
     store.compact(compact_to).await.unwrap();
-    println!(
-        "compacted {compact_to} revisions of {keys} keys in {:?}",
-        started.elapsed()
-    );
+    println!("compacted {compact_to} revisions of {keys} keys in {:?}", started.elapsed());
     for (r, expected) in checkpoints.iter().zip(before) {
-        assert_eq!(
-            store.list("/many/", Some(*r)).await.unwrap(),
-            expected,
-            "list at {r}"
-        );
+        assert_eq!(store.list("/many/", Some(*r)).await.unwrap(), expected, "list at {r}");
     }
     let conn = rusqlite::Connection::open(store.path()).unwrap();
-    let old_rows: i64 = conn
-        .query_row(
-            "SELECT COUNT(*) FROM log WHERE revision <= ?1",
-            [compact_to],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert!(
-        old_rows <= keys as i64,
-        "at most one row per key is left at or below the compacted revision"
-    );
+    let old_rows: i64 =
+        conn.query_row("SELECT COUNT(*) FROM log WHERE revision <= ?1", [compact_to], |r| r.get(0)).unwrap();
+    assert!(old_rows <= keys as i64, "at most one row per key is left at or below the compacted revision");
 }
 
 /// Half the keys under `/bench/a/`, half under `/bench/b/`.
 fn bench_key(task: usize, i: usize) -> String {
-    format!(
-        "/bench/{}/{task:03}-{i:04}",
-        if task < 25 { 'a' } else { 'b' }
-    )
+    format!("/bench/{}/{task:03}-{i:04}", if task < 25 { 'a' } else { 'b' })
 }
 
 /// Prints write and list throughput; asserts correctness only, not timing.
@@ -388,10 +292,7 @@ async fn throughput() {
     }
     let n = tasks * per_task;
     let elapsed = started.elapsed();
-    println!(
-        "creates: {n} from {tasks} tasks in {elapsed:?} = {:.0}/s",
-        n as f64 / elapsed.as_secs_f64()
-    );
+    println!("creates: {n} from {tasks} tasks in {elapsed:?} = {:.0}/s", n as f64 / elapsed.as_secs_f64());
 
     let started = Instant::now();
     let mut handles = Vec::new();
@@ -402,10 +303,7 @@ async fn throughput() {
             for i in 0..per_task {
                 let key = bench_key(t, i);
                 let kv = store.get(&key).await.unwrap().unwrap();
-                store
-                    .update(&key, value.clone(), kv.mod_revision)
-                    .await
-                    .unwrap();
+                store.update(&key, value.clone(), kv.mod_revision).await.unwrap();
             }
         }));
     }
@@ -413,10 +311,7 @@ async fn throughput() {
         h.await.unwrap();
     }
     let elapsed = started.elapsed();
-    println!(
-        "updates: {n} from {tasks} tasks in {elapsed:?} = {:.0}/s",
-        n as f64 / elapsed.as_secs_f64()
-    );
+    println!("updates: {n} from {tasks} tasks in {elapsed:?} = {:.0}/s", n as f64 / elapsed.as_secs_f64());
 
     for (prefix, expected) in [("/bench/a/", 10_000), ("/bench/", 20_000)] {
         let started = Instant::now();
@@ -432,11 +327,7 @@ async fn throughput() {
     let old = store.current_revision().await.unwrap() - n as i64;
     let started = Instant::now();
     let list = store.list("/bench/a/", Some(old)).await.unwrap();
-    println!(
-        "list of {} keys at an old revision (from SQLite): {:?}",
-        list.items.len(),
-        started.elapsed()
-    );
+    println!("list of {} keys at an old revision (from SQLite): {:?}", list.items.len(), started.elapsed());
     assert!(list.items.iter().all(|kv| kv.mod_revision <= old));
 
     let mut w = store.watch("/bench/", 0).await.unwrap();
@@ -444,14 +335,7 @@ async fn throughput() {
     let mut seen = 0;
     while seen < 2 * n {
         let event = w.next().await.unwrap().unwrap();
-        assert_eq!(
-            event.kind,
-            if seen < n {
-                EventKind::Created
-            } else {
-                EventKind::Updated
-            }
-        );
+        assert_eq!(event.kind, if seen < n { EventKind::Created } else { EventKind::Updated });
         seen += 1;
     }
     println!("watch replay of {seen} events: {:?}", started.elapsed());

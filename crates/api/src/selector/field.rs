@@ -73,19 +73,14 @@ impl FieldSelector {
     /// The value an `=`/`==` term requires for `field`, if any (`RequiresExactMatch`; used to
     /// narrow a list to one name or namespace).
     pub fn requires_exact_match(&self, field: &str) -> Option<&str> {
-        self.terms
-            .iter()
-            .find(|t| t.field == field && t.operator == FieldOperator::Equals)
-            .map(|t| t.value.as_str())
+        self.terms.iter().find(|t| t.field == field && t.operator == FieldOperator::Equals).map(|t| t.value.as_str())
     }
 
     /// Whether an object of `kind` (its stored JSON) satisfies every term. A field the kind does
     /// not expose reads as the empty string, as upstream's `fields.Set.Get` does; call
     /// [`check_supported`] first to reject such selectors the way the API server does.
     pub fn matches(&self, kind: &str, obj: &Value) -> bool {
-        self.terms
-            .iter()
-            .all(|t| t.matches(&field_value(kind, obj, &t.field)))
+        self.terms.iter().all(|t| t.matches(&field_value(kind, obj, &t.field)))
     }
 }
 
@@ -126,9 +121,7 @@ fn unescape_value(s: &str) -> Result<String, String> {
             match c {
                 '\\' | ',' | '=' => out.push(c),
                 _ => {
-                    return Err(format!(
-                        "invalid field selector: invalid escape sequence: \\{c}"
-                    ));
+                    return Err(format!("invalid field selector: invalid escape sequence: \\{c}"));
                 }
             }
             in_slash = false;
@@ -138,10 +131,7 @@ fn unescape_value(s: &str) -> Result<String, String> {
             '\\' => in_slash = true,
             // Upstream formats the rune with %v, which prints its code point.
             ',' | '=' => {
-                return Err(format!(
-                    "invalid field selector: unescaped character in value: {}",
-                    c as u32
-                ));
+                return Err(format!("invalid field selector: unescaped character in value: {}", c as u32));
             }
             _ => out.push(c),
         }
@@ -178,11 +168,9 @@ fn split_terms(selector: &str) -> Vec<&str> {
 fn split_term(term: &str) -> Option<(&str, FieldOperator, &str)> {
     for (i, _) in term.char_indices() {
         let rest = &term[i..];
-        for (op, operator) in [
-            ("!=", FieldOperator::NotEquals),
-            ("==", FieldOperator::Equals),
-            ("=", FieldOperator::Equals),
-        ] {
+        for (op, operator) in
+            [("!=", FieldOperator::NotEquals), ("==", FieldOperator::Equals), ("=", FieldOperator::Equals)]
+        {
             if let Some(rhs) = rest.strip_prefix(op) {
                 return Some((&term[..i], operator, rhs));
             }
@@ -193,10 +181,7 @@ fn split_term(term: &str) -> Option<(&str, FieldOperator, &str)> {
 
 /// Parses a `fieldSelector` query parameter exactly as `fields.ParseSelector` does.
 pub fn parse_field_selector(selector: &str) -> Result<FieldSelector, SelectorError> {
-    let invalid = |message: String| SelectorError::InvalidFieldSelector {
-        selector: selector.to_string(),
-        message,
-    };
+    let invalid = |message: String| SelectorError::InvalidFieldSelector { selector: selector.to_string(), message };
     let mut parts = split_terms(selector);
     parts.sort_unstable();
     let mut terms = Vec::new();
@@ -205,16 +190,10 @@ pub fn parse_field_selector(selector: &str) -> Result<FieldSelector, SelectorErr
             continue;
         }
         let Some((lhs, operator, rhs)) = split_term(part) else {
-            return Err(invalid(format!(
-                "invalid selector: '{selector}'; can't understand '{part}'"
-            )));
+            return Err(invalid(format!("invalid selector: '{selector}'; can't understand '{part}'")));
         };
         let value = unescape_value(rhs).map_err(invalid)?;
-        terms.push(FieldTerm {
-            field: lhs.to_string(),
-            operator,
-            value,
-        });
+        terms.push(FieldTerm { field: lhs.to_string(), operator, value });
     }
     Ok(FieldSelector { terms })
 }
@@ -279,11 +258,7 @@ pub fn check_supported(kind: &str, selector: &FieldSelector) -> Result<(), Selec
                 go_quote(field)
             ),
         };
-        return Err(SelectorError::UnsupportedField {
-            kind: kind.to_string(),
-            field: field.to_string(),
-            message,
-        });
+        return Err(SelectorError::UnsupportedField { kind: kind.to_string(), field: field.to_string(), message });
     }
     Ok(())
 }
@@ -329,10 +304,7 @@ pub fn field_value(kind: &str, obj: &Value, field: &str) -> String {
         ("Pod", "status.podIP") => {
             let ip = str_at(obj, &["status", "podIP"]);
             if ip.is_empty() {
-                obj.pointer("/status/podIPs/0/ip")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string()
+                obj.pointer("/status/podIPs/0/ip").and_then(Value::as_str).unwrap_or("").to_string()
             } else {
                 ip.to_string()
             }
@@ -349,21 +321,15 @@ pub fn field_value(kind: &str, obj: &Value, field: &str) -> String {
         ("Event", "reportingComponent") => s(&["reportingComponent"]),
         ("Event", "source") => {
             let component = str_at(obj, &["source", "component"]);
-            if component.is_empty() {
-                s(&["reportingComponent"])
-            } else {
-                component.to_string()
-            }
+            if component.is_empty() { s(&["reportingComponent"]) } else { component.to_string() }
         }
         ("Event", "type") => s(&["type"]),
         ("Secret", "type") => s(&["type"]),
         ("Node", "spec.unschedulable") => bool_at(obj, &["spec", "unschedulable"]).to_string(),
         ("Namespace", "status.phase") => s(&["status", "phase"]),
-        ("ReplicaSet", "status.replicas") => obj
-            .pointer("/status/replicas")
-            .and_then(Value::as_i64)
-            .unwrap_or(0)
-            .to_string(),
+        ("ReplicaSet", "status.replicas") => {
+            obj.pointer("/status/replicas").and_then(Value::as_i64).unwrap_or(0).to_string()
+        }
         _ => String::new(),
     }
 }

@@ -123,20 +123,12 @@ impl Requirement {
         for (i, v) in values.iter().enumerate() {
             let msgs = validation::is_valid_label_value(v);
             if !msgs.is_empty() {
-                errs.push(validation::invalid(
-                    &format!("values[{i}][{key}]"),
-                    BadValue::Str(v),
-                    &msgs.join("; "),
-                ));
+                errs.push(validation::invalid(&format!("values[{i}][{key}]"), BadValue::Str(v), &msgs.join("; ")));
             }
         }
         match validation::aggregate(errs) {
             Some(message) => Err(message),
-            None => Ok(Requirement {
-                key: key.to_string(),
-                operator,
-                values,
-            }),
+            None => Ok(Requirement { key: key.to_string(), operator, values }),
         }
     }
 
@@ -162,9 +154,7 @@ impl Requirement {
             Operator::In | Operator::Equals | Operator::DoubleEquals => {
                 lookup(&self.key).is_some_and(|v| self.has_value(v))
             }
-            Operator::NotIn | Operator::NotEquals => {
-                lookup(&self.key).is_none_or(|v| !self.has_value(v))
-            }
+            Operator::NotIn | Operator::NotEquals => lookup(&self.key).is_none_or(|v| !self.has_value(v)),
             Operator::Exists => lookup(&self.key).is_some(),
             Operator::DoesNotExist => lookup(&self.key).is_none(),
             Operator::GreaterThan | Operator::LessThan => {
@@ -180,11 +170,7 @@ impl Requirement {
                 let Ok(value) = value.parse::<i64>() else {
                     return false;
                 };
-                if self.operator == Operator::GreaterThan {
-                    label > value
-                } else {
-                    label < value
-                }
+                if self.operator == Operator::GreaterThan { label > value } else { label < value }
             }
         }
     }
@@ -246,35 +232,22 @@ impl LabelSelector {
 
     /// The selector that matches nothing (`labels.Nothing()`).
     pub fn nothing() -> Self {
-        LabelSelector {
-            requirements: Vec::new(),
-            nothing: true,
-        }
+        LabelSelector { requirements: Vec::new(), nothing: true }
     }
 
     /// A selector from requirements (sorted by key, stably, as `Selector.Add` does).
     pub fn from_requirements(mut requirements: Vec<Requirement>) -> Self {
         requirements.sort_by(|a, b| a.key.cmp(&b.key));
-        LabelSelector {
-            requirements,
-            nothing: false,
-        }
+        LabelSelector { requirements, nothing: false }
     }
 
     /// `labels.SelectorFromSet`: `key=value` for every entry, without validation (as upstream).
     pub fn from_map(labels: &BTreeMap<String, String>) -> Self {
         let requirements = labels
             .iter()
-            .map(|(k, v)| Requirement {
-                key: k.clone(),
-                operator: Operator::Equals,
-                values: vec![v.clone()],
-            })
+            .map(|(k, v)| Requirement { key: k.clone(), operator: Operator::Equals, values: vec![v.clone()] })
             .collect();
-        LabelSelector {
-            requirements,
-            nothing: false,
-        }
+        LabelSelector { requirements, nothing: false }
     }
 
     /// `metav1.LabelSelectorAsSelector` for a present selector: matchLabels become `key=value`,
@@ -290,8 +263,7 @@ impl LabelSelector {
         let invalid = |message: String| SelectorError::InvalidLabelSelectorObject { message };
         let mut requirements = Vec::new();
         for (k, v) in labels.into_iter().flatten() {
-            requirements
-                .push(Requirement::new(k, Operator::Equals, vec![v.clone()]).map_err(invalid)?);
+            requirements.push(Requirement::new(k, Operator::Equals, vec![v.clone()]).map_err(invalid)?);
         }
         for expr in exprs {
             let operator = match expr.operator.as_str() {
@@ -338,27 +310,17 @@ impl LabelSelector {
 
     /// Whether the labels satisfy every requirement.
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        !self.nothing
-            && self
-                .requirements
-                .iter()
-                .all(|r| r.matches(|k| labels.get(k).map(String::as_str)))
+        !self.nothing && self.requirements.iter().all(|r| r.matches(|k| labels.get(k).map(String::as_str)))
     }
 
     /// [`LabelSelector::matches`] on raw JSON labels (`metadata.labels`); absent labels are an
     /// empty set and non-string values are ignored.
-    pub fn matches_json(
-        &self,
-        labels: Option<&serde_json::Map<String, serde_json::Value>>,
-    ) -> bool {
+    pub fn matches_json(&self, labels: Option<&serde_json::Map<String, serde_json::Value>>) -> bool {
         !self.nothing
-            && self.requirements.iter().all(|r| {
-                r.matches(|k| {
-                    labels
-                        .and_then(|m| m.get(k))
-                        .and_then(serde_json::Value::as_str)
-                })
-            })
+            && self
+                .requirements
+                .iter()
+                .all(|r| r.matches(|k| labels.and_then(|m| m.get(k)).and_then(serde_json::Value::as_str)))
     }
 }
 
@@ -377,16 +339,10 @@ impl fmt::Display for LabelSelector {
 
 /// Parses a `labelSelector` query parameter exactly as `labels.Parse` does.
 pub fn parse_label_selector(selector: &str) -> Result<LabelSelector, SelectorError> {
-    let mut parser = Parser {
-        items: Lexer::new(selector).scan_all(),
-        position: 0,
-    };
+    let mut parser = Parser { items: Lexer::new(selector).scan_all(), position: 0 };
     match parser.parse() {
         Ok(requirements) => Ok(LabelSelector::from_requirements(requirements)),
-        Err(message) => Err(SelectorError::InvalidLabelSelector {
-            selector: selector.to_string(),
-            message,
-        }),
+        Err(message) => Err(SelectorError::InvalidLabelSelector { selector: selector.to_string(), message }),
     }
 }
 
@@ -394,15 +350,7 @@ pub fn parse_label_selector(selector: &str) -> Result<LabelSelector, SelectorErr
 /// validates the key, `key` inside `NewRequirement`).
 fn validate_label_key(key: &str, path: &str) -> Option<String> {
     let errs = validation::is_qualified_name(key);
-    if errs.is_empty() {
-        None
-    } else {
-        Some(validation::invalid(
-            path,
-            BadValue::Str(key),
-            &errs.join("; "),
-        ))
-    }
+    if errs.is_empty() { None } else { Some(validation::invalid(path, BadValue::Str(key), &errs.join("; "))) }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -456,10 +404,7 @@ struct Lexer<'a> {
 
 impl<'a> Lexer<'a> {
     fn new(s: &'a str) -> Self {
-        Lexer {
-            s: s.as_bytes(),
-            pos: 0,
-        }
+        Lexer { s: s.as_bytes(), pos: 0 }
     }
 
     fn read(&mut self) -> u8 {
@@ -514,13 +459,7 @@ impl<'a> Lexer<'a> {
             }
         }
         last.unwrap_or_else(|| {
-            (
-                Token::Error,
-                format!(
-                    "error expected: keyword found '{}'",
-                    String::from_utf8_lossy(&buffer)
-                ),
-            )
+            (Token::Error, format!("error expected: keyword found '{}'", String::from_utf8_lossy(&buffer)))
         })
     }
 
@@ -533,11 +472,7 @@ impl<'a> Lexer<'a> {
             return (Token::EndOfString, String::new());
         }
         self.unread();
-        if is_special_symbol(c) {
-            self.scan_special_symbol()
-        } else {
-            self.scan_id_or_keyword()
-        }
+        if is_special_symbol(c) { self.scan_special_symbol() } else { self.scan_id_or_keyword() }
     }
 
     fn scan_all(mut self) -> Vec<(Token, String)> {
@@ -567,11 +502,7 @@ struct Parser {
 
 impl Parser {
     fn at(&self, position: usize, context: Context) -> (Token, String) {
-        let (tok, lit) = self
-            .items
-            .get(position)
-            .cloned()
-            .unwrap_or((Token::EndOfString, String::new()));
+        let (tok, lit) = self.items.get(position).cloned().unwrap_or((Token::EndOfString, String::new()));
         let tok = match tok {
             Token::In | Token::NotIn if context == Context::Values => Token::Identifier,
             other => other,
@@ -595,9 +526,7 @@ impl Parser {
             let (tok, lit) = self.lookahead(Context::Values);
             match tok {
                 Token::Identifier | Token::DoesNotExist => {
-                    let r = self
-                        .parse_requirement()
-                        .map_err(|e| format!("unable to parse requirement: {e}"))?;
+                    let r = self.parse_requirement().map_err(|e| format!("unable to parse requirement: {e}"))?;
                     requirements.push(r);
                     let (t, l) = self.consume(Context::Values);
                     match t {
@@ -605,9 +534,7 @@ impl Parser {
                         Token::Comma => {
                             let (t2, l2) = self.lookahead(Context::Values);
                             if t2 != Token::Identifier && t2 != Token::DoesNotExist {
-                                return Err(format!(
-                                    "found '{l2}', expected: identifier after ','"
-                                ));
+                                return Err(format!("found '{l2}', expected: identifier after ','"));
                             }
                         }
                         _ => return Err(format!("found '{l}', expected: ',' or 'end of string'")),
@@ -615,9 +542,7 @@ impl Parser {
                 }
                 Token::EndOfString => return Ok(requirements),
                 _ => {
-                    return Err(format!(
-                        "found '{lit}', expected: !, identifier, or 'end of string'"
-                    ));
+                    return Err(format!("found '{lit}', expected: !, identifier, or 'end of string'"));
                 }
             }
         }
@@ -650,9 +575,7 @@ impl Parser {
             return Err(e);
         }
         let (t, _) = self.lookahead(Context::Values);
-        if (t == Token::EndOfString || t == Token::Comma)
-            && operator != Some(Operator::DoesNotExist)
-        {
+        if (t == Token::EndOfString || t == Token::Comma) && operator != Some(Operator::DoesNotExist) {
             operator = Some(Operator::Exists);
         }
         Ok((literal, operator))
@@ -735,11 +658,7 @@ impl Parser {
             return Ok(vec![String::new()]);
         }
         let (tok, lit) = self.consume(Context::Values);
-        if tok == Token::Identifier {
-            Ok(vec![lit])
-        } else {
-            Err(format!("found '{lit}', expected: identifier"))
-        }
+        if tok == Token::Identifier { Ok(vec![lit]) } else { Err(format!("found '{lit}', expected: identifier")) }
     }
 }
 
@@ -751,10 +670,7 @@ fn sorted_set(mut values: Vec<String>) -> Vec<String> {
 
 /// `labels.FormatLabels`: `k=v` pairs sorted as strings and joined with `,`; `<none>` if empty.
 pub fn format_labels<'a>(labels: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
-    let mut pairs: Vec<String> = labels
-        .into_iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
+    let mut pairs: Vec<String> = labels.into_iter().map(|(k, v)| format!("{k}={v}")).collect();
     if pairs.is_empty() {
         return "<none>".to_string();
     }

@@ -23,8 +23,7 @@ mod validation;
 mod tests;
 
 pub use field::{
-    FieldOperator, FieldSelector, FieldTerm, check_supported, escape_value, field_value,
-    parse_field_selector,
+    FieldOperator, FieldSelector, FieldTerm, check_supported, escape_value, field_value, parse_field_selector,
 };
 pub use label::{LabelSelector, Operator, Requirement, format_labels, parse_label_selector};
 
@@ -42,9 +41,5 @@ pub enum SelectorError {
     InvalidFieldSelector { selector: String, message: String },
     /// A field selector naming a field the kind does not support.
     #[error("{message}")]
-    UnsupportedField {
-        kind: String,
-        field: String,
-        message: String,
-    },
+    UnsupportedField { kind: String, field: String, message: String },
 }

@@ -10,10 +10,7 @@ use serde_json::json;
 use super::*;
 
 fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
 fn parse(s: &str) -> LabelSelector {
@@ -133,67 +130,25 @@ fn whitespace_commas_and_order() {
 #[test]
 fn syntax_errors() {
     let cases = [
-        (
-            "a in",
-            "unable to parse requirement: found '' expected: '('",
-        ),
-        (
-            "a in (",
-            "unable to parse requirement: found '', expected: ',', ')' or identifier",
-        ),
-        (
-            "a in (b",
-            "unable to parse requirement: found '', expected: ',' or ')'",
-        ),
-        (
-            "a in (b c)",
-            "unable to parse requirement: found 'c', expected: ',' or ')'",
-        ),
-        (
-            "a in (=)",
-            "unable to parse requirement: found '=', expected: ',', ')' or identifier",
-        ),
-        (
-            "a in (b,=)",
-            "unable to parse requirement: found '=', expected: ',', or identifier",
-        ),
-        (
-            "a b",
-            "unable to parse requirement: found 'b', expected: in, notin, =, ==, !=, gt, lt",
-        ),
-        (
-            "a (",
-            "unable to parse requirement: found '(', expected: in, notin, =, ==, !=, gt, lt",
-        ),
-        (
-            "!",
-            "unable to parse requirement: found '', expected: identifier",
-        ),
-        (
-            "!=a",
-            "found '!=', expected: !, identifier, or 'end of string'",
-        ),
-        (
-            "!,a",
-            "unable to parse requirement: found ',', expected: identifier",
-        ),
-        (
-            "a=(",
-            "unable to parse requirement: found '(', expected: identifier",
-        ),
+        ("a in", "unable to parse requirement: found '' expected: '('"),
+        ("a in (", "unable to parse requirement: found '', expected: ',', ')' or identifier"),
+        ("a in (b", "unable to parse requirement: found '', expected: ',' or ')'"),
+        ("a in (b c)", "unable to parse requirement: found 'c', expected: ',' or ')'"),
+        ("a in (=)", "unable to parse requirement: found '=', expected: ',', ')' or identifier"),
+        ("a in (b,=)", "unable to parse requirement: found '=', expected: ',', or identifier"),
+        ("a b", "unable to parse requirement: found 'b', expected: in, notin, =, ==, !=, gt, lt"),
+        ("a (", "unable to parse requirement: found '(', expected: in, notin, =, ==, !=, gt, lt"),
+        ("!", "unable to parse requirement: found '', expected: identifier"),
+        ("!=a", "found '!=', expected: !, identifier, or 'end of string'"),
+        ("!,a", "unable to parse requirement: found ',', expected: identifier"),
+        ("a=(", "unable to parse requirement: found '(', expected: identifier"),
         ("a=b c", "found 'c', expected: ',' or 'end of string'"),
         ("a=b=c", "found '=', expected: ',' or 'end of string'"),
         ("!a=b", "found '=', expected: ',' or 'end of string'"),
         ("a,", "found '', expected: identifier after ','"),
         ("a,,b", "found ',', expected: identifier after ','"),
-        (
-            ",a",
-            "found ',', expected: !, identifier, or 'end of string'",
-        ),
-        (
-            "(a)",
-            "found '(', expected: !, identifier, or 'end of string'",
-        ),
+        (",a", "found ',', expected: !, identifier, or 'end of string'"),
+        ("(a)", "found '(', expected: !, identifier, or 'end of string'"),
     ];
     for (input, want) in cases {
         assert_eq!(parse_err(input), want, "for {input:?}");
@@ -204,15 +159,11 @@ fn syntax_errors() {
 fn validation_errors() {
     assert_eq!(
         parse_err("A@b=c"),
-        format!(
-            "unable to parse requirement: <nil>: Invalid value: \"A@b\": name part {QNAME_RULE}"
-        )
+        format!("unable to parse requirement: <nil>: Invalid value: \"A@b\": name part {QNAME_RULE}")
     );
     assert_eq!(
         parse_err("app=a/b"),
-        format!(
-            "unable to parse requirement: values[0][app]: Invalid value: \"a/b\": {VALUE_RULE}"
-        )
+        format!("unable to parse requirement: values[0][app]: Invalid value: \"a/b\": {VALUE_RULE}")
     );
     assert_eq!(
         parse_err("a>b"),
@@ -284,31 +235,20 @@ fn k8s_selector(value: serde_json::Value) -> metav1::LabelSelector {
     let labels = value
         .get("matchLabels")
         .and_then(|m| m.as_object())
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-                .collect()
-        });
-    let exprs = value
-        .get("matchExpressions")
-        .and_then(|e| e.as_array())
-        .map(|a| {
-            a.iter()
-                .map(|e| metav1::LabelSelectorRequirement {
-                    key: e["key"].as_str().unwrap_or_default().to_string(),
-                    operator: e["operator"].as_str().unwrap_or_default().to_string(),
-                    values: e.get("values").and_then(|v| v.as_array()).map(|v| {
-                        v.iter()
-                            .map(|s| s.as_str().unwrap_or_default().to_string())
-                            .collect()
-                    }),
-                })
-                .collect()
-        });
-    metav1::LabelSelector {
-        match_labels: labels,
-        match_expressions: exprs,
-    }
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())).collect());
+    let exprs = value.get("matchExpressions").and_then(|e| e.as_array()).map(|a| {
+        a.iter()
+            .map(|e| metav1::LabelSelectorRequirement {
+                key: e["key"].as_str().unwrap_or_default().to_string(),
+                operator: e["operator"].as_str().unwrap_or_default().to_string(),
+                values: e
+                    .get("values")
+                    .and_then(|v| v.as_array())
+                    .map(|v| v.iter().map(|s| s.as_str().unwrap_or_default().to_string()).collect()),
+            })
+            .collect()
+    });
+    metav1::LabelSelector { match_labels: labels, match_expressions: exprs }
 }
 
 #[test]
@@ -326,10 +266,7 @@ fn from_k8s_selector() {
         Ok(s) => s,
         Err(e) => panic!("{e}"),
     };
-    assert_eq!(
-        sel.to_string(),
-        "app=kubia,!canary,env notin (prod),tier in (a,b),zone"
-    );
+    assert_eq!(sel.to_string(), "app=kubia,!canary,env notin (prod),tier in (a,b),zone");
     assert!(sel.matches(&labels(&[("app", "kubia"), ("tier", "a"), ("zone", "z")])));
     assert!(!sel.matches(&labels(&[("app", "kubia"), ("tier", "a")])));
 
@@ -355,9 +292,7 @@ fn from_k8s_selector() {
         "values: Invalid value: []string{}: for 'in', 'notin' operators, values set can't be empty"
     );
     assert_eq!(
-        err(
-            json!({"matchExpressions": [{"key": "a", "operator": "Exists", "values": ["x", "y"]}]})
-        ),
+        err(json!({"matchExpressions": [{"key": "a", "operator": "Exists", "values": ["x", "y"]}]})),
         "values: Invalid value: []string{\"x\", \"y\"}: values set must be empty for exists and does not exist"
     );
     assert_eq!(
@@ -406,10 +341,7 @@ fn field_selector_operators() {
     assert_eq!(sel.to_string(), "metadata.name!=kubia");
     assert_eq!(sel.requires_exact_match("metadata.name"), None);
     let sel = fparse("status.phase=Running,metadata.namespace!=default");
-    assert_eq!(
-        sel.to_string(),
-        "metadata.namespace!=default,status.phase=Running"
-    );
+    assert_eq!(sel.to_string(), "metadata.namespace!=default,status.phase=Running");
     let sel = fparse("a=b\\,c\\=d\\\\");
     assert_eq!(sel.terms()[0].value, "b,c=d\\");
     assert_eq!(sel.to_string(), "a=b\\,c\\=d\\\\");
@@ -421,51 +353,24 @@ fn field_selector_operators() {
 
 #[test]
 fn field_selector_errors() {
-    assert_eq!(
-        fparse_err("foo"),
-        "invalid selector: 'foo'; can't understand 'foo'"
-    );
-    assert_eq!(
-        fparse_err("a=b,foo"),
-        "invalid selector: 'a=b,foo'; can't understand 'foo'"
-    );
-    assert_eq!(
-        fparse_err("a=b=c"),
-        "invalid field selector: unescaped character in value: 61"
-    );
-    assert_eq!(
-        fparse_err("a=b\\x"),
-        "invalid field selector: invalid escape sequence: \\x"
-    );
-    assert_eq!(
-        fparse_err("a=b\\"),
-        "invalid field selector: invalid escape sequence: \\"
-    );
+    assert_eq!(fparse_err("foo"), "invalid selector: 'foo'; can't understand 'foo'");
+    assert_eq!(fparse_err("a=b,foo"), "invalid selector: 'a=b,foo'; can't understand 'foo'");
+    assert_eq!(fparse_err("a=b=c"), "invalid field selector: unescaped character in value: 61");
+    assert_eq!(fparse_err("a=b\\x"), "invalid field selector: invalid escape sequence: \\x");
+    assert_eq!(fparse_err("a=b\\"), "invalid field selector: invalid escape sequence: \\");
 }
 
 #[test]
 fn field_selector_support() {
     let check = |kind: &str, s: &str| check_supported(kind, &fparse(s)).map_err(|e| e.to_string());
-    assert_eq!(
-        check("Pod", "spec.nodeName=n1,status.phase=Running"),
-        Ok(())
-    );
-    assert_eq!(
-        check("Pod", "foo=bar"),
-        Err("field label not supported: foo".to_string())
-    );
-    assert_eq!(
-        check("Service", "metadata.name=a,metadata.namespace=b"),
-        Ok(())
-    );
+    assert_eq!(check("Pod", "spec.nodeName=n1,status.phase=Running"), Ok(()));
+    assert_eq!(check("Pod", "foo=bar"), Err("field label not supported: foo".to_string()));
+    assert_eq!(check("Service", "metadata.name=a,metadata.namespace=b"), Ok(()));
     assert_eq!(
         check("Ingress", "foo.bar=baz"),
         Err("\"foo.bar\" is not a known field selector: only \"metadata.name\", \"metadata.namespace\"".to_string())
     );
-    assert_eq!(
-        check("Event", "message=whatever"),
-        Err("field label not supported: message".to_string())
-    );
+    assert_eq!(check("Event", "message=whatever"), Err("field label not supported: message".to_string()));
     assert_eq!(
         check(
             "Event",
@@ -474,21 +379,12 @@ fn field_selector_support() {
         Ok(())
     );
     assert_eq!(check("Secret", "type=Opaque"), Ok(()));
-    assert_eq!(
-        check("Node", "spec.unschedulable=true,metadata.name=n"),
-        Ok(())
-    );
-    assert_eq!(
-        check("Node", "metadata.namespace=x"),
-        Err("field label not supported: metadata.namespace".to_string())
-    );
+    assert_eq!(check("Node", "spec.unschedulable=true,metadata.name=n"), Ok(()));
+    assert_eq!(check("Node", "metadata.namespace=x"), Err("field label not supported: metadata.namespace".to_string()));
     assert_eq!(check("Namespace", "status.phase=Active"), Ok(()));
     assert_eq!(check("ReplicaSet", "status.replicas=3"), Ok(()));
     // The first unsupported term (in sorted order) is the one reported.
-    assert_eq!(
-        check("Pod", "z=1,b=2"),
-        Err("field label not supported: b".to_string())
-    );
+    assert_eq!(check("Pod", "z=1,b=2"), Err("field label not supported: b".to_string()));
     match check_supported("Pod", &fparse("x=1")) {
         Err(SelectorError::UnsupportedField { kind, field, .. }) => {
             assert_eq!((kind.as_str(), field.as_str()), ("Pod", "x"));
@@ -522,24 +418,14 @@ fn field_selector_matching() {
         "reason": "Started", "type": "Normal", "reportingComponent": "kubelet", "source": {}
     });
     let me = |s: &str| fparse(s).matches("Event", &event);
-    assert!(me(
-        "involvedObject.kind=Pod,involvedObject.name=kubia,involvedObject.uid=u1"
-    ));
-    assert!(
-        me("source=kubelet"),
-        "source falls back to reportingComponent"
-    );
+    assert!(me("involvedObject.kind=Pod,involvedObject.name=kubia,involvedObject.uid=u1"));
+    assert!(me("source=kubelet"), "source falls back to reportingComponent");
     assert!(me("reason=Started,type=Normal,reportingComponent=kubelet"));
 
     assert!(fparse("type=Opaque").matches("Secret", &json!({"type": "Opaque"})));
     assert!(fparse("spec.unschedulable=false").matches("Node", &json!({"spec": {}})));
-    assert!(
-        fparse("spec.unschedulable=true")
-            .matches("Node", &json!({"spec": {"unschedulable": true}}))
-    );
-    assert!(
-        fparse("status.phase=Active").matches("Namespace", &json!({"status": {"phase": "Active"}}))
-    );
+    assert!(fparse("spec.unschedulable=true").matches("Node", &json!({"spec": {"unschedulable": true}})));
+    assert!(fparse("status.phase=Active").matches("Namespace", &json!({"status": {"phase": "Active"}})));
     assert!(fparse("status.replicas=3").matches("ReplicaSet", &json!({"status": {"replicas": 3}})));
     assert!(fparse("status.replicas=0").matches("ReplicaSet", &json!({"status": {}})));
     assert_eq!(escape_value("a,b=c\\"), "a\\,b\\=c\\\\");
@@ -558,14 +444,10 @@ fn key_name() -> impl Strategy<Value = String> {
 }
 
 fn label_key() -> impl Strategy<Value = String> {
-    (
-        prop::option::of("[a-z0-9]{1,3}(\\.[a-z0-9]{1,3})?"),
-        key_name(),
-    )
-        .prop_map(|(p, n)| match p {
-            Some(p) => format!("{p}/{n}"),
-            None => n,
-        })
+    (prop::option::of("[a-z0-9]{1,3}(\\.[a-z0-9]{1,3})?"), key_name()).prop_map(|(p, n)| match p {
+        Some(p) => format!("{p}/{n}"),
+        None => n,
+    })
 }
 
 fn label_value() -> impl Strategy<Value = String> {
@@ -590,13 +472,9 @@ fn requirement() -> impl Strategy<Value = Requirement> {
         Operator::GreaterThan,
         Operator::LessThan,
     ]);
-    (
-        label_key(),
-        ops,
-        prop::collection::vec(label_value(), 1..4),
-        0u32..1000,
-    )
-        .prop_filter_map("valid requirement", |(key, op, mut values, n)| {
+    (label_key(), ops, prop::collection::vec(label_value(), 1..4), 0u32..1000).prop_filter_map(
+        "valid requirement",
+        |(key, op, mut values, n)| {
             let values = match op {
                 Operator::In | Operator::NotIn => {
                     values.sort();
@@ -608,7 +486,8 @@ fn requirement() -> impl Strategy<Value = Requirement> {
                 _ => vec![values.swap_remove(0)],
             };
             Requirement::new(&key, op, values).ok()
-        })
+        },
+    )
 }
 
 fn naive_matches(sel: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
@@ -634,20 +513,13 @@ fn naive_matches(sel: &LabelSelector, labels: &BTreeMap<String, String>) -> bool
 }
 
 fn field_term() -> impl Strategy<Value = FieldTerm> {
-    (
-        "[a-z]{1,4}(\\.[a-zA-Z]{1,5}){0,2}",
-        prop::bool::ANY,
-        "[a-z0-9!=,\\\\ ./-]{0,6}",
-    )
-        .prop_map(|(field, neg, value)| FieldTerm {
+    ("[a-z]{1,4}(\\.[a-zA-Z]{1,5}){0,2}", prop::bool::ANY, "[a-z0-9!=,\\\\ ./-]{0,6}").prop_map(
+        |(field, neg, value)| FieldTerm {
             field,
-            operator: if neg {
-                FieldOperator::NotEquals
-            } else {
-                FieldOperator::Equals
-            },
+            operator: if neg { FieldOperator::NotEquals } else { FieldOperator::Equals },
             value,
-        })
+        },
+    )
 }
 
 proptest! {

@@ -10,7 +10,8 @@ use super::TableColumnDefinition;
 const NAME: &str = "Name must be unique within a namespace. Is required when creating resources, although some resources may allow a client to request the generation of an appropriate name automatically. Name is primarily intended for creation idempotence and configuration definition. Cannot be updated. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/names#names";
 const CREATION_TIMESTAMP: &str = "CreationTimestamp is a timestamp representing the server time when this object was created. It is not guaranteed to be set in happens-before order across separate operations. Clients may not set this value. It is represented in RFC3339 form and is in UTC.\n\nPopulated by the system. Read-only. Null for lists. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata";
 
-const POD_IP: &str = "podIP address allocated to the pod. Routable at least within the cluster. Empty if not yet allocated.";
+const POD_IP: &str =
+    "podIP address allocated to the pod. Routable at least within the cluster. Empty if not yet allocated.";
 const POD_NODE_NAME: &str = "NodeName indicates in which node this pod is scheduled. If empty, this pod is a candidate for scheduling by the scheduler defined in schedulerName. Once this field is set, the kubelet for this node becomes responsible for the lifecycle of this pod. This field should not be used to express a desire for the pod to be scheduled on a specific node. https://kubernetes.io/docs/concepts/scheduling-eviction/assign-pod-node/#nodename";
 const POD_NOMINATED_NODE_NAME: &str = "nominatedNodeName is set only when this pod preempts other pods on the node, but it cannot be scheduled right away as preemption victims receive their graceful termination periods. This field does not guarantee that the pod will be scheduled on this node. Scheduler may decide to place the pod elsewhere if other nodes become available sooner. Scheduler may also decide to give the resources on this node to a higher priority pod that is created after preemption. As a result, this field may be different than PodSpec.nodeName when the pod is scheduled.";
 const POD_READINESS_GATES: &str = "If specified, all readiness gates will be evaluated for pod readiness. A pod is ready when all its containers are ready AND all conditions specified in the readiness gates have status equal to \"True\" More info: https://git.k8s.io/enhancements/keps/sig-network/580-pod-readiness-gates";
@@ -33,21 +34,17 @@ const ENDPOINTS_SUBSETS: &str = "The set of all endpoints is the union of all su
 
 const NODE_KUBELET_VERSION: &str = "Kubelet Version reported by the node.";
 const NODE_ADDRESSES: &str = "List of addresses reachable to the node. Queried from cloud provider, if available. More info: https://kubernetes.io/docs/reference/node/node-status/#addresses Note: This field is declared as mergeable, but the merge key is not sufficiently unique, which can cause data corruption when it is merged. Callers should instead use a full-replacement patch. See https://pr.k8s.io/79391 for an example. Consumers should assume that addresses can change during the lifetime of a Node. However, there are some exceptions where this may not be possible, such as Pods that inherit a Node's address in its own status or consumers of the downward API (status.hostIP).";
-const NODE_OS_IMAGE: &str =
-    "OS Image reported by the node from /etc/os-release (e.g. Debian GNU/Linux 7 (wheezy)).";
-const NODE_KERNEL_VERSION: &str =
-    "Kernel Version reported by the node from 'uname -r' (e.g. 3.16.0-0.bpo.4-amd64).";
-const NODE_CONTAINER_RUNTIME: &str = "ContainerRuntime Version reported by the node through runtime remote API (e.g. containerd://1.4.2).";
+const NODE_OS_IMAGE: &str = "OS Image reported by the node from /etc/os-release (e.g. Debian GNU/Linux 7 (wheezy)).";
+const NODE_KERNEL_VERSION: &str = "Kernel Version reported by the node from 'uname -r' (e.g. 3.16.0-0.bpo.4-amd64).";
+const NODE_CONTAINER_RUNTIME: &str =
+    "ContainerRuntime Version reported by the node through runtime remote API (e.g. containerd://1.4.2).";
 
-const EVENT_LAST_TIMESTAMP: &str =
-    "The time at which the most recent occurrence of this event was recorded.";
-const EVENT_TYPE: &str =
-    "Type of this event (Normal, Warning), new types could be added in the future";
+const EVENT_LAST_TIMESTAMP: &str = "The time at which the most recent occurrence of this event was recorded.";
+const EVENT_TYPE: &str = "Type of this event (Normal, Warning), new types could be added in the future";
 const EVENT_REASON: &str = "This should be a short, machine understandable string that gives the reason for the transition into the object's current status.";
 const EVENT_INVOLVED_OBJECT: &str = "The object that this event is about.";
 const EVENT_FIELD_PATH: &str = "If referring to a piece of an object instead of an entire object, this string should contain a valid JSON/Go field access statement, such as desiredState.manifest.containers[2]. For example, if the object reference is to a container within a pod, this would take on a value like: \"spec.containers{name}\" (where \"name\" refers to the name of the container that triggered the event) or if no container name is specified \"spec.containers[2]\" (container with index 2 in this pod). This syntax is chosen only to have some well-defined way of referencing a part of an object.";
-const EVENT_SOURCE: &str =
-    "The component reporting this event. Should be a short machine understandable string.";
+const EVENT_SOURCE: &str = "The component reporting this event. Should be a short machine understandable string.";
 const EVENT_MESSAGE: &str = "A human-readable description of the status of this operation.";
 const EVENT_FIRST_TIMESTAMP: &str =
     "The time at which the event was first recorded. (Time of server receipt is in TypeMeta.)";
@@ -58,21 +55,18 @@ const SECRET_DATA: &str = "Data contains the secret data. Each key must consist 
 const SA_SECRETS: &str = "Secrets is a list of the secrets in the same namespace that pods running using this ServiceAccount are allowed to use. Pods are only limited to this list if this service account has a \"kubernetes.io/enforce-mountable-secrets\" annotation set to \"true\". The \"kubernetes.io/enforce-mountable-secrets\" annotation is deprecated since v1.32. Prefer separate namespaces to isolate access to mounted secrets. This field should not be used to find auto-generated service account token secrets for use outside of pods. Instead, tokens can be requested directly using the TokenRequest API, or service account token secrets can be manually created. More info: https://kubernetes.io/docs/concepts/configuration/secret";
 const CONFIGMAP_DATA: &str = "Data contains the configuration data. Each key must consist of alphanumeric characters, '-', '_' or '.'. Values with non-UTF-8 byte sequences must use the BinaryData field. The keys stored in Data must not overlap with the keys in the BinaryData field, this is enforced during validation process.";
 
-const DEPLOY_UPDATED: &str = "Total number of non-terminating pods targeted by this deployment that have the desired template spec.";
-const DEPLOY_AVAILABLE: &str = "Total number of available non-terminating pods (ready for at least minReadySeconds) targeted by this deployment.";
+const DEPLOY_UPDATED: &str =
+    "Total number of non-terminating pods targeted by this deployment that have the desired template spec.";
+const DEPLOY_AVAILABLE: &str =
+    "Total number of available non-terminating pods (ready for at least minReadySeconds) targeted by this deployment.";
 const DEPLOY_SELECTOR: &str = "Label selector for pods. Existing ReplicaSets whose pods are selected by this will be the ones affected by this deployment. It must match the pod template's labels.";
 
 const SLICE_ADDRESS_TYPE: &str = "addressType specifies the type of address carried by this EndpointSlice. All addresses in this slice must be the same type. This field is immutable after creation. The following address types are currently supported: * IPv4: Represents an IPv4 Address. * IPv6: Represents an IPv6 Address. * FQDN: Represents a Fully Qualified Domain Name. (Deprecated) The EndpointSlice controller only generates, and kube-proxy only processes, slices of addressType \"IPv4\" and \"IPv6\". No semantics are defined for the \"FQDN\" type.";
 const SLICE_PORTS: &str = "ports specifies the list of network ports exposed by each endpoint in this slice. Each port must have a unique name. Each slice may include a maximum of 100 ports. Services always have at least 1 port, so EndpointSlices generated by the EndpointSlice controller will likewise always have at least 1 port. EndpointSlices used for other purposes may have an empty ports list.";
-const SLICE_ENDPOINTS: &str = "endpoints is a list of unique endpoints in this slice. Each slice may include a maximum of 1000 endpoints.";
+const SLICE_ENDPOINTS: &str =
+    "endpoints is a list of unique endpoints in this slice. Each slice may include a maximum of 1000 endpoints.";
 
-fn col(
-    name: &str,
-    type_: &str,
-    format: &str,
-    description: &str,
-    priority: i32,
-) -> TableColumnDefinition {
+fn col(name: &str, type_: &str, format: &str, description: &str, priority: i32) -> TableColumnDefinition {
     TableColumnDefinition {
         name: name.to_string(),
         type_: type_.to_string(),
@@ -109,14 +103,8 @@ pub fn column_definitions(kind: &str) -> Vec<TableColumnDefinition> {
     match kind {
         "Pod" => vec![
             name(),
-            s(
-                "Ready",
-                "The aggregate readiness state of this pod for accepting traffic.",
-            ),
-            s(
-                "Status",
-                "The aggregate status of the containers in this pod.",
-            ),
+            s("Ready", "The aggregate readiness state of this pod for accepting traffic."),
+            s("Status", "The aggregate status of the containers in this pod."),
             s(
                 "Restarts",
                 "The number of times the containers in this pod have been restarted and when the last container in this pod has restarted.",
@@ -148,31 +136,16 @@ pub fn column_definitions(kind: &str) -> Vec<TableColumnDefinition> {
         ],
         "Ingress" => vec![
             name(),
-            s(
-                "Class",
-                "The name of the IngressClass resource that should be used for additional configuration",
-            ),
-            s(
-                "Hosts",
-                "Hosts that incoming requests are matched against before the ingress rule",
-            ),
-            s(
-                "Address",
-                "Address is a list containing ingress points for the load-balancer",
-            ),
+            s("Class", "The name of the IngressClass resource that should be used for additional configuration"),
+            s("Hosts", "Hosts that incoming requests are matched against before the ingress rule"),
+            s("Address", "Address is a list containing ingress points for the load-balancer"),
             s("Ports", "Ports of TLS configurations that open"),
             age(),
         ],
         "IngressClass" => vec![
             name(),
-            s(
-                "Controller",
-                "Controller that is responsible for handling this class",
-            ),
-            s(
-                "Parameters",
-                "A reference to a resource with additional parameters",
-            ),
+            s("Controller", "Controller that is responsible for handling this class"),
+            s("Parameters", "A reference to a resource with additional parameters"),
             age(),
         ],
         "Endpoints" => vec![name(), s("Endpoints", ENDPOINTS_SUBSETS), age()],
@@ -201,12 +174,7 @@ pub fn column_definitions(kind: &str) -> Vec<TableColumnDefinition> {
             col("Name", "string", "name", NAME, 1),
         ],
         "Namespace" => vec![name(), s("Status", "The status of the namespace"), age()],
-        "Secret" => vec![
-            name(),
-            s("Type", SECRET_TYPE),
-            s("Data", SECRET_DATA),
-            age(),
-        ],
+        "Secret" => vec![name(), s("Type", SECRET_TYPE), s("Data", SECRET_DATA), age()],
         "ServiceAccount" => vec![name(), s("Secrets", SA_SECRETS), age()],
         "Deployment" => vec![
             name(),

@@ -40,11 +40,7 @@ pub struct Table {
     pub metadata: ListMeta,
     /// Empty when headers are omitted (watch events after the first); serialized as `null`
     /// then, as upstream's nil slice is.
-    #[serde(
-        serialize_with = "null_if_empty",
-        deserialize_with = "empty_if_null",
-        default
-    )]
+    #[serde(serialize_with = "null_if_empty", deserialize_with = "empty_if_null", default)]
     pub column_definitions: Vec<TableColumnDefinition>,
     #[serde(deserialize_with = "empty_if_null", default)]
     pub rows: Vec<TableRow>,
@@ -112,11 +108,7 @@ impl TableRowCondition {
 }
 
 fn null_if_empty<S: Serializer>(v: &[TableColumnDefinition], s: S) -> Result<S::Ok, S::Error> {
-    if v.is_empty() {
-        s.serialize_none()
-    } else {
-        v.serialize(s)
-    }
+    if v.is_empty() { s.serialize_none() } else { v.serialize(s) }
 }
 
 fn empty_if_null<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Vec<T>, D::Error> {
@@ -166,10 +158,7 @@ impl IncludeObject {
             IncludeObject::None => None,
             IncludeObject::Object => Some(obj.clone()),
             IncludeObject::Metadata => {
-                let metadata = obj
-                    .get("metadata")
-                    .cloned()
-                    .unwrap_or_else(|| Value::Object(Map::new()));
+                let metadata = obj.get("metadata").cloned().unwrap_or_else(|| Value::Object(Map::new()));
                 Some(json!({
                     "kind": "PartialObjectMetadata",
                     "apiVersion": TABLE_API_VERSION,
@@ -189,11 +178,7 @@ pub fn row_cells(kind: &str, obj: &Value, now: Timestamp) -> Vec<Value> {
 /// `Completed`) and the object chosen by `include`.
 pub fn build_row(kind: &str, obj: &Value, include: IncludeObject, now: Timestamp) -> TableRow {
     let (cells, conditions) = rows::row(kind, obj, now);
-    TableRow {
-        cells,
-        conditions,
-        object: include.row_object(obj),
-    }
+    TableRow { cells, conditions, object: include.row_object(obj) }
 }
 
 /// The `Table` for a list (or, with one object, a single GET or a watch event) of `kind`.
@@ -211,18 +196,8 @@ pub fn build_table(
     Table {
         kind: "Table".to_string(),
         api_version: TABLE_API_VERSION.to_string(),
-        metadata: ListMeta {
-            resource_version: resource_version.to_string(),
-            ..ListMeta::default()
-        },
-        column_definitions: if with_headers {
-            column_definitions(kind)
-        } else {
-            Vec::new()
-        },
-        rows: objects
-            .iter()
-            .map(|obj| build_row(kind, obj, include, now))
-            .collect(),
+        metadata: ListMeta { resource_version: resource_version.to_string(), ..ListMeta::default() },
+        column_definitions: if with_headers { column_definitions(kind) } else { Vec::new() },
+        rows: objects.iter().map(|obj| build_row(kind, obj, include, now)).collect(),
     }
 }

@@ -35,16 +35,11 @@ fn boolean(v: &Value, path: &[&str]) -> bool {
 }
 
 fn arr<'a>(v: &'a Value, path: &[&str]) -> &'a [Value] {
-    at(v, path)
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or(&[])
+    at(v, path).and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[])
 }
 
 fn map_len(v: &Value, path: &[&str]) -> i64 {
-    at(v, path)
-        .and_then(Value::as_object)
-        .map_or(0, |m| m.len() as i64)
+    at(v, path).and_then(Value::as_object).map_or(0, |m| m.len() as i64)
 }
 
 fn name(obj: &Value) -> Value {
@@ -52,10 +47,7 @@ fn name(obj: &Value) -> Value {
 }
 
 fn age(obj: &Value, now: Timestamp) -> Value {
-    json!(translate_timestamp_since(
-        at(obj, &["metadata", "creationTimestamp"]).and_then(Value::as_str),
-        now
-    ))
+    json!(translate_timestamp_since(at(obj, &["metadata", "creationTimestamp"]).and_then(Value::as_str), now))
 }
 
 fn time_at(v: &Value, path: &[&str]) -> Option<Timestamp> {
@@ -63,11 +55,7 @@ fn time_at(v: &Value, path: &[&str]) -> Option<Timestamp> {
 }
 
 fn or_none(s: &str) -> String {
-    if s.is_empty() {
-        "<none>".to_string()
-    } else {
-        s.to_string()
-    }
+    if s.is_empty() { "<none>".to_string() } else { s.to_string() }
 }
 
 /// `layoutContainerCells`: container names and images, each joined with `,`.
@@ -121,11 +109,7 @@ fn list_with_more(items: impl IntoIterator<Item = String>) -> String {
 
 /// `net.JoinHostPort`.
 fn join_host_port(host: &str, port: i64) -> String {
-    if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    }
+    if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -138,11 +122,7 @@ pub(super) fn row(kind: &str, obj: &Value, now: Timestamp) -> (Vec<Value>, Vec<T
         "Service" => service(obj, now),
         "Endpoints" => vec![name(obj), json!(format_endpoints(obj)), age(obj, now)],
         "EndpointSlice" => endpoint_slice(obj, now),
-        "Namespace" => vec![
-            name(obj),
-            json!(s(obj, &["status", "phase"])),
-            age(obj, now),
-        ],
+        "Namespace" => vec![name(obj), json!(s(obj, &["status", "phase"])), age(obj, now)],
         "Node" => node(obj, now),
         "Event" => event(obj, now),
         "ReplicaSet" => replica_set(obj, now),
@@ -153,18 +133,9 @@ pub(super) fn row(kind: &str, obj: &Value, now: Timestamp) -> (Vec<Value>, Vec<T
             let data = map_len(obj, &["data"]) + map_len(obj, &["binaryData"]);
             vec![name(obj), json!(data), age(obj, now)]
         }
-        "Secret" => vec![
-            name(obj),
-            json!(s(obj, &["type"])),
-            json!(map_len(obj, &["data"])),
-            age(obj, now),
-        ],
+        "Secret" => vec![name(obj), json!(s(obj, &["type"])), json!(map_len(obj, &["data"])), age(obj, now)],
         "ServiceAccount" => {
-            vec![
-                name(obj),
-                json!(arr(obj, &["secrets"]).len()),
-                age(obj, now),
-            ]
+            vec![name(obj), json!(arr(obj, &["secrets"]).len()), age(obj, now)]
         }
         _ => default_row(obj),
     };
@@ -196,33 +167,21 @@ fn pod(obj: &Value, now: Timestamp) -> (Vec<Value>, Vec<TableRowCondition>) {
         r => r.to_string(),
     };
     let conditions = arr(status, &["conditions"]);
-    if conditions
-        .iter()
-        .any(|c| s(c, &["type"]) == "PodScheduled" && s(c, &["reason"]) == "SchedulingGated")
-    {
+    if conditions.iter().any(|c| s(c, &["type"]) == "PodScheduled" && s(c, &["reason"]) == "SchedulingGated") {
         reason = "SchedulingGated".to_string();
     }
 
     let row_conditions = match phase {
-        "Succeeded" => vec![TableRowCondition::completed(
-            "Succeeded",
-            "The pod has completed successfully.",
-        )],
+        "Succeeded" => vec![TableRowCondition::completed("Succeeded", "The pod has completed successfully.")],
         "Failed" => vec![TableRowCondition::completed("Failed", "The pod failed.")],
         _ => Vec::new(),
     };
 
     let init_specs = arr(spec, &["initContainers"]);
     let restartable = |name: &str| {
-        init_specs
-            .iter()
-            .find(|c| s(c, &["name"]) == name)
-            .is_some_and(|c| s(c, &["restartPolicy"]) == "Always")
+        init_specs.iter().find(|c| s(c, &["name"]) == name).is_some_and(|c| s(c, &["restartPolicy"]) == "Always")
     };
-    total += init_specs
-        .iter()
-        .filter(|c| s(c, &["restartPolicy"]) == "Always")
-        .count();
+    total += init_specs.iter().filter(|c| s(c, &["restartPolicy"]) == "Always").count();
 
     let mut initializing = false;
     for (i, cs) in arr(status, &["initContainerStatuses"]).iter().enumerate() {
@@ -274,10 +233,8 @@ fn pod(obj: &Value, now: Timestamp) -> (Vec<Value>, Vec<TableRowCondition>) {
         break;
     }
 
-    let initialized = conditions
-        .iter()
-        .find(|c| s(c, &["type"]) == "Initialized")
-        .is_some_and(|c| s(c, &["status"]) == "True");
+    let initialized =
+        conditions.iter().find(|c| s(c, &["type"]) == "Initialized").is_some_and(|c| s(c, &["status"]) == "True");
     if !initializing || initialized {
         restarts = restartable_init_restarts;
         last_restart = last_restartable_init_restart;
@@ -308,9 +265,7 @@ fn pod(obj: &Value, now: Timestamp) -> (Vec<Value>, Vec<TableRowCondition>) {
             }
         }
         if reason == "Completed" && has_running {
-            let pod_ready = conditions
-                .iter()
-                .any(|c| s(c, &["type"]) == "Ready" && s(c, &["status"]) == "True");
+            let pod_ready = conditions.iter().any(|c| s(c, &["type"]) == "Ready" && s(c, &["status"]) == "True");
             reason = if pod_ready { "Running" } else { "NotReady" }.to_string();
         }
     }
@@ -329,9 +284,7 @@ fn pod(obj: &Value, now: Timestamp) -> (Vec<Value>, Vec<TableRowCondition>) {
 
     // The v1 → internal conversion makes podIP authoritative over podIPs[0].
     let pod_ip = match s(status, &["podIP"]) {
-        "" => arr(status, &["podIPs"])
-            .first()
-            .map_or("", |ip| s(ip, &["ip"])),
+        "" => arr(status, &["podIPs"]).first().map_or("", |ip| s(ip, &["ip"])),
         ip => ip,
     };
     let gates = arr(spec, &["readinessGates"]);
@@ -342,10 +295,7 @@ fn pod(obj: &Value, now: Timestamp) -> (Vec<Value>, Vec<TableRowCondition>) {
             .iter()
             .filter(|g| {
                 let t = s(g, &["conditionType"]);
-                conditions
-                    .iter()
-                    .find(|c| s(c, &["type"]) == t)
-                    .is_some_and(|c| s(c, &["status"]) == "True")
+                conditions.iter().find(|c| s(c, &["type"]) == t).is_some_and(|c| s(c, &["status"]) == "True")
             })
             .count();
         format!("{true_conditions}/{}", gates.len())
@@ -372,10 +322,7 @@ fn service(obj: &Value, now: Timestamp) -> Vec<Value> {
         Some(ip) => ip.to_string(),
         None => or_none(s(spec, &["clusterIP"])),
     };
-    let external_ips: Vec<&str> = arr(spec, &["externalIPs"])
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
+    let external_ips: Vec<&str> = arr(spec, &["externalIPs"]).iter().filter_map(Value::as_str).collect();
     let external = match svc_type {
         "ClusterIP" | "NodePort" => {
             if external_ips.is_empty() {
@@ -414,22 +361,13 @@ fn service(obj: &Value, now: Timestamp) -> Vec<Value> {
         })
         .collect();
     let selector = at(spec, &["selector"]).and_then(Value::as_object);
-    let selector = format_labels(
-        selector
-            .into_iter()
-            .flatten()
-            .map(|(k, v)| (k.as_str(), v.as_str().unwrap_or(""))),
-    );
+    let selector = format_labels(selector.into_iter().flatten().map(|(k, v)| (k.as_str(), v.as_str().unwrap_or(""))));
     vec![
         name(obj),
         json!(svc_type),
         json!(cluster_ip),
         json!(external),
-        json!(if ports.is_empty() {
-            "<none>".to_string()
-        } else {
-            ports.join(",")
-        }),
+        json!(if ports.is_empty() { "<none>".to_string() } else { ports.join(",") }),
         age(obj, now),
         json!(selector),
     ]
@@ -472,11 +410,7 @@ pub(super) fn format_endpoints(obj: &Value) -> String {
         }
     }
     let ret = list.join(",");
-    if more {
-        format!("{ret} + {} more...", count - MAX)
-    } else {
-        ret
-    }
+    if more { format!("{ret} + {} more...", count - MAX) } else { ret }
 }
 
 fn endpoint_slice(obj: &Value, now: Timestamp) -> Vec<Value> {
@@ -489,11 +423,9 @@ fn endpoint_slice(obj: &Value, now: Timestamp) -> Vec<Value> {
             "*".to_string()
         }
     });
-    let endpoints = arr(obj, &["endpoints"]).iter().flat_map(|e| {
-        arr(e, &["addresses"])
-            .iter()
-            .map(|a| a.as_str().unwrap_or("").to_string())
-    });
+    let endpoints = arr(obj, &["endpoints"])
+        .iter()
+        .flat_map(|e| arr(e, &["addresses"]).iter().map(|a| a.as_str().unwrap_or("").to_string()));
     vec![
         name(obj),
         json!(s(obj, &["addressType"])),
@@ -506,11 +438,7 @@ fn endpoint_slice(obj: &Value, now: Timestamp) -> Vec<Value> {
 fn node(obj: &Value, now: Timestamp) -> Vec<Value> {
     let status = at(obj, &["status"]).unwrap_or(&Value::Null);
     // Upstream builds a map by condition type, so the last Ready condition wins.
-    let mut state: Vec<String> = match arr(status, &["conditions"])
-        .iter()
-        .rev()
-        .find(|c| s(c, &["type"]) == "Ready")
-    {
+    let mut state: Vec<String> = match arr(status, &["conditions"]).iter().rev().find(|c| s(c, &["type"]) == "Ready") {
         Some(c) if s(c, &["status"]) == "True" => vec!["Ready".to_string()],
         Some(_) => vec!["NotReady".to_string()],
         None => vec!["Unknown".to_string()],
@@ -534,10 +462,7 @@ fn node(obj: &Value, now: Timestamp) -> Vec<Value> {
     }
     let roles = roles.into_iter().collect::<Vec<_>>().join(",");
     let address = |kind: &str| {
-        arr(status, &["addresses"])
-            .iter()
-            .find(|a| s(a, &["type"]) == kind)
-            .map_or("<none>", |a| s(a, &["address"]))
+        arr(status, &["addresses"]).iter().find(|a| s(a, &["type"]) == kind).map_or("<none>", |a| s(a, &["address"]))
     };
     let info = |field: &str| match s(status, &["nodeInfo", field]) {
         "" => "<unknown>",
@@ -558,8 +483,7 @@ fn node(obj: &Value, now: Timestamp) -> Vec<Value> {
 }
 
 fn event(obj: &Value, now: Timestamp) -> Vec<Value> {
-    let age_of =
-        |t: Option<Timestamp>| t.map_or_else(|| "<unknown>".to_string(), |t| since(t, now));
+    let age_of = |t: Option<Timestamp>| t.map_or_else(|| "<unknown>".to_string(), |t| since(t, now));
     let first = match time_at(obj, &["firstTimestamp"]) {
         Some(t) => since(t, now),
         None => age_of(time_at(obj, &["eventTime"])),
@@ -578,11 +502,7 @@ fn event(obj: &Value, now: Timestamp) -> Vec<Value> {
     }
     let kind = s(obj, &["involvedObject", "kind"]).to_lowercase();
     let involved = s(obj, &["involvedObject", "name"]);
-    let target = if involved.is_empty() {
-        kind
-    } else {
-        format!("{kind}/{involved}")
-    };
+    let target = if involved.is_empty() { kind } else { format!("{kind}/{involved}") };
     let component = match s(obj, &["source", "component"]) {
         "" => s(obj, &["reportingComponent"]),
         c => c,
@@ -591,11 +511,7 @@ fn event(obj: &Value, now: Timestamp) -> Vec<Value> {
         "" => s(obj, &["reportingInstance"]),
         h => h,
     };
-    let source = if instance.is_empty() {
-        component.to_string()
-    } else {
-        format!("{component}, {instance}")
-    };
+    let source = if instance.is_empty() { component.to_string() } else { format!("{component}, {instance}") };
     vec![
         json!(last),
         json!(s(obj, &["type"])),
@@ -612,16 +528,12 @@ fn event(obj: &Value, now: Timestamp) -> Vec<Value> {
 
 fn replicas(obj: &Value) -> i64 {
     // Defaulted to 1 by the API; a stored object always has it.
-    at(obj, &["spec", "replicas"])
-        .and_then(Value::as_i64)
-        .unwrap_or(1)
+    at(obj, &["spec", "replicas"]).and_then(Value::as_i64).unwrap_or(1)
 }
 
 fn spec_selector(obj: &Value) -> Option<Result<LabelSelector, ()>> {
     at(obj, &["spec", "selector"]).map(|v| {
-        serde_json::from_value(v.clone())
-            .map_err(|_| ())
-            .and_then(|sel| LabelSelector::from_k8s(&sel).map_err(|_| ()))
+        serde_json::from_value(v.clone()).map_err(|_| ()).and_then(|sel| LabelSelector::from_k8s(&sel).map_err(|_| ()))
     })
 }
 
@@ -655,11 +567,7 @@ fn deployment(obj: &Value, now: Timestamp) -> Vec<Value> {
     };
     vec![
         name(obj),
-        json!(format!(
-            "{}/{}",
-            int(obj, &["status", "readyReplicas"]),
-            replicas(obj)
-        )),
+        json!(format!("{}/{}", int(obj, &["status", "readyReplicas"]), replicas(obj))),
         json!(int(obj, &["status", "updatedReplicas"])),
         json!(int(obj, &["status", "availableReplicas"])),
         age(obj, now),
@@ -687,22 +595,12 @@ fn format_hosts(rules: &[Value]) -> String {
         return "*".to_string();
     }
     let ret = list.join(",");
-    if more {
-        format!("{ret} + {} more...", rules.len() - MAX)
-    } else {
-        ret
-    }
+    if more { format!("{ret} + {} more...", rules.len() - MAX) } else { ret }
 }
 
 fn ingress(obj: &Value, now: Timestamp) -> Vec<Value> {
-    let class = at(obj, &["spec", "ingressClassName"])
-        .and_then(Value::as_str)
-        .unwrap_or("<none>");
-    let ports = if arr(obj, &["spec", "tls"]).is_empty() {
-        "80"
-    } else {
-        "80, 443"
-    };
+    let class = at(obj, &["spec", "ingressClassName"]).and_then(Value::as_str).unwrap_or("<none>");
+    let ports = if arr(obj, &["spec", "tls"]).is_empty() { "80" } else { "80, 443" };
     vec![
         name(obj),
         json!(class),
@@ -727,10 +625,5 @@ fn ingress_class(obj: &Value, now: Timestamp) -> Vec<Value> {
         }
         None => "<none>".to_string(),
     };
-    vec![
-        name(obj),
-        json!(s(obj, &["spec", "controller"])),
-        json!(parameters),
-        age(obj, now),
-    ]
+    vec![name(obj), json!(s(obj, &["spec", "controller"])), json!(parameters), age(obj, now)]
 }

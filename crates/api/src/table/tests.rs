@@ -16,9 +16,7 @@ fn now() -> Timestamp {
 
 /// The RFC 3339 time `secs` seconds before [`now`].
 fn ago(secs: i64) -> String {
-    (now() - SignedDuration::from_secs(secs))
-        .strftime("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
+    (now() - SignedDuration::from_secs(secs)).strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 fn meta(name: &str, age_secs: i64) -> Value {
@@ -28,19 +26,12 @@ fn meta(name: &str, age_secs: i64) -> Value {
 
 fn cells(kind: &str, obj: &Value) -> Vec<Value> {
     let cells = row_cells(kind, obj, now());
-    assert_eq!(
-        cells.len(),
-        column_definitions(kind).len(),
-        "one cell per column for {kind}"
-    );
+    assert_eq!(cells.len(), column_definitions(kind).len(), "one cell per column for {kind}");
     cells
 }
 
 fn names(kind: &str) -> Vec<(String, i32)> {
-    column_definitions(kind)
-        .into_iter()
-        .map(|c| (c.name, c.priority))
-        .collect()
+    column_definitions(kind).into_iter().map(|c| (c.name, c.priority)).collect()
 }
 
 fn cols(list: &[(&str, i32)]) -> Vec<(String, i32)> {
@@ -87,25 +78,13 @@ fn human_duration_thresholds() {
 #[test]
 fn translate_timestamps() {
     assert_eq!(translate_timestamp_since(Some(&ago(300)), now()), "5m");
-    assert_eq!(
-        translate_timestamp_since(Some("2024-06-01T11:59:59.5Z"), now()),
-        "0s"
-    );
+    assert_eq!(translate_timestamp_since(Some("2024-06-01T11:59:59.5Z"), now()), "0s");
     assert_eq!(translate_timestamp_since(None, now()), "<unknown>");
-    assert_eq!(
-        translate_timestamp_since(Some("yesterday"), now()),
-        "<unknown>"
-    );
-    assert_eq!(
-        translate_timestamp_since(Some("0001-01-01T00:00:00Z"), now()),
-        "<unknown>"
-    );
+    assert_eq!(translate_timestamp_since(Some("yesterday"), now()), "<unknown>");
+    assert_eq!(translate_timestamp_since(Some("0001-01-01T00:00:00Z"), now()), "<unknown>");
     // Clock skew: up to a second in the future is "now", beyond that invalid.
     assert_eq!(translate_timestamp_since(Some(&ago(-1)), now()), "0s");
-    assert_eq!(
-        translate_timestamp_since(Some(&ago(-2)), now()),
-        "<invalid>"
-    );
+    assert_eq!(translate_timestamp_since(Some(&ago(-2)), now()), "<invalid>");
 }
 
 fn service(name: &str, spec: Value, status: Value) -> Value {
@@ -135,18 +114,10 @@ fn service_rows() {
     );
     assert_eq!(
         cells("Service", &cluster_ip),
-        json!([
-            "kubia",
-            "ClusterIP",
-            "10.96.0.10",
-            "<none>",
-            "80/TCP",
-            "5m",
-            "app=kubia"
-        ])
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
+        json!(["kubia", "ClusterIP", "10.96.0.10", "<none>", "80/TCP", "5m", "app=kubia"])
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
     );
 
     let node_port = service(
@@ -178,15 +149,7 @@ fn service_rows() {
     );
     assert_eq!(
         Value::from(cells("Service", &headless)),
-        json!([
-            "kubia-headless",
-            "ClusterIP",
-            "None",
-            "<none>",
-            "80/TCP",
-            "5m",
-            "app=kubia"
-        ])
+        json!(["kubia-headless", "ClusterIP", "None", "<none>", "80/TCP", "5m", "app=kubia"])
     );
 
     let pending = service(
@@ -197,38 +160,21 @@ fn service_rows() {
     );
     assert_eq!(
         Value::from(cells("Service", &pending)),
-        json!([
-            "kubia-loadbalancer",
-            "LoadBalancer",
-            "10.111.241.153",
-            "<pending>",
-            "80:32143/TCP",
-            "5m",
-            "app=kubia"
-        ])
+        json!(["kubia-loadbalancer", "LoadBalancer", "10.111.241.153", "<pending>", "80:32143/TCP", "5m", "app=kubia"])
     );
 
     let mut ready = pending.clone();
     ready["status"] = json!({"loadBalancer": {"ingress": [{"ip": "130.211.53.173"}, {"hostname": "lb.example.com"}]}});
-    assert_eq!(
-        cells("Service", &ready)[3],
-        json!("130.211.53.173,lb.example.com")
-    );
+    assert_eq!(cells("Service", &ready)[3], json!("130.211.53.173,lb.example.com"));
     ready["spec"]["externalIPs"] = json!(["1.2.3.4"]);
-    assert_eq!(
-        cells("Service", &ready)[3],
-        json!("130.211.53.173,lb.example.com,1.2.3.4")
-    );
+    assert_eq!(cells("Service", &ready)[3], json!("130.211.53.173,lb.example.com,1.2.3.4"));
     let mut ext_only = pending.clone();
     ext_only["spec"]["externalIPs"] = json!(["1.2.3.4", "5.6.7.8"]);
     assert_eq!(cells("Service", &ext_only)[3], json!("1.2.3.4,5.6.7.8"));
 
     let mut with_external_ips = cluster_ip.clone();
     with_external_ips["spec"]["externalIPs"] = json!(["192.168.1.10"]);
-    assert_eq!(
-        cells("Service", &with_external_ips)[3],
-        json!("192.168.1.10")
-    );
+    assert_eq!(cells("Service", &with_external_ips)[3], json!("192.168.1.10"));
 
     let external_name = service(
         "external-service",
@@ -237,27 +183,12 @@ fn service_rows() {
     );
     assert_eq!(
         Value::from(cells("Service", &external_name)),
-        json!([
-            "external-service",
-            "ExternalName",
-            "<none>",
-            "api.somecompany.com",
-            "80/TCP",
-            "5m",
-            "<none>"
-        ])
+        json!(["external-service", "ExternalName", "<none>", "api.somecompany.com", "80/TCP", "5m", "<none>"])
     );
 
-    let no_ports = service(
-        "np",
-        json!({"type": "ClusterIP", "clusterIP": "10.0.0.1"}),
-        json!({}),
-    );
+    let no_ports = service("np", json!({"type": "ClusterIP", "clusterIP": "10.0.0.1"}), json!({}));
     let c = cells("Service", &no_ports);
-    assert_eq!(
-        (c[2].clone(), c[4].clone(), c[6].clone()),
-        (json!("10.0.0.1"), json!("<none>"), json!("<none>"))
-    );
+    assert_eq!((c[2].clone(), c[4].clone(), c[6].clone()), (json!("10.0.0.1"), json!("<none>"), json!("<none>")));
 
     let udp = service(
         "dns",
@@ -266,10 +197,7 @@ fn service_rows() {
         json!({}),
     );
     let c = cells("Service", &udp);
-    assert_eq!(
-        (c[2].clone(), c[4].clone()),
-        (json!("10.96.0.10"), json!("53/UDP,53/TCP"))
-    );
+    assert_eq!((c[2].clone(), c[4].clone()), (json!("10.96.0.10"), json!("53/UDP,53/TCP")));
 }
 
 fn endpoints(subsets: Value) -> Value {
@@ -278,35 +206,21 @@ fn endpoints(subsets: Value) -> Value {
 
 #[test]
 fn endpoints_rows() {
-    assert_eq!(
-        names("Endpoints"),
-        cols(&[("Name", 0), ("Endpoints", 0), ("Age", 0)])
-    );
-    let one = endpoints(
-        json!([{"addresses": [{"ip": "10.244.1.22"}], "ports": [{"port": 6379, "protocol": "TCP"}]}]),
-    );
-    assert_eq!(
-        Value::from(cells("Endpoints", &one)),
-        json!(["kubia", "10.244.1.22:6379", "10m"])
-    );
+    assert_eq!(names("Endpoints"), cols(&[("Name", 0), ("Endpoints", 0), ("Age", 0)]));
+    let one = endpoints(json!([{"addresses": [{"ip": "10.244.1.22"}], "ports": [{"port": 6379, "protocol": "TCP"}]}]));
+    assert_eq!(Value::from(cells("Endpoints", &one)), json!(["kubia", "10.244.1.22:6379", "10m"]));
 
     let four = endpoints(json!([{
         "addresses": [{"ip": "10.244.1.101"}, {"ip": "10.244.1.102"}, {"ip": "10.244.2.35"}, {"ip": "10.244.2.36"}],
         "ports": [{"port": 80, "protocol": "TCP"}]
     }]));
-    assert_eq!(
-        cells("Endpoints", &four)[1],
-        json!("10.244.1.101:80,10.244.1.102:80,10.244.2.35:80 + 1 more...")
-    );
+    assert_eq!(cells("Endpoints", &four)[1], json!("10.244.1.101:80,10.244.1.102:80,10.244.2.35:80 + 1 more..."));
 
     let two_ports = endpoints(json!([{
         "addresses": [{"ip": "10.0.0.1"}, {"ip": "10.0.0.2"}],
         "ports": [{"name": "http", "port": 80}, {"name": "https", "port": 443}]
     }]));
-    assert_eq!(
-        cells("Endpoints", &two_ports)[1],
-        json!("10.0.0.1:80,10.0.0.2:80,10.0.0.1:443 + 1 more...")
-    );
+    assert_eq!(cells("Endpoints", &two_ports)[1], json!("10.0.0.1:80,10.0.0.2:80,10.0.0.1:443 + 1 more..."));
 
     let headless = endpoints(json!([{"addresses": [{"ip": "10.0.0.1"}, {"ip": "10.0.0.2"}]}]));
     assert_eq!(cells("Endpoints", &headless)[1], json!("10.0.0.1,10.0.0.2"));
@@ -314,12 +228,8 @@ fn endpoints_rows() {
     let v6 = endpoints(json!([{"addresses": [{"ip": "fd00::1"}], "ports": [{"port": 80}]}]));
     assert_eq!(cells("Endpoints", &v6)[1], json!("[fd00::1]:80"));
 
-    assert_eq!(
-        cells("Endpoints", &endpoints(json!([])))[1],
-        json!("<none>")
-    );
-    let not_ready_only =
-        endpoints(json!([{"notReadyAddresses": [{"ip": "10.0.0.9"}], "ports": [{"port": 80}]}]));
+    assert_eq!(cells("Endpoints", &endpoints(json!([])))[1], json!("<none>"));
+    let not_ready_only = endpoints(json!([{"notReadyAddresses": [{"ip": "10.0.0.9"}], "ports": [{"port": 80}]}]));
     assert_eq!(cells("Endpoints", &not_ready_only)[1], json!(""));
     let no_subsets = json!({"kind": "Endpoints", "metadata": meta("kubia", 600)});
     assert_eq!(cells("Endpoints", &no_subsets)[1], json!("<none>"));
@@ -353,72 +263,41 @@ fn pod_rows() {
             ("Readiness Gates", 1)
         ])
     );
-    let ok = pod(
-        json!({"phase": "Running", "podIP": "10.244.1.5", "podIPs": [{"ip": "10.244.1.5"}],
-                        "conditions": [{"type": "Ready", "status": "True"}], "containerStatuses": [running(true)]}),
-    );
+    let ok = pod(json!({"phase": "Running", "podIP": "10.244.1.5", "podIPs": [{"ip": "10.244.1.5"}],
+                        "conditions": [{"type": "Ready", "status": "True"}], "containerStatuses": [running(true)]}));
     assert_eq!(
         Value::from(cells("Pod", &ok)),
-        json!([
-            "kubia-abcde",
-            "1/1",
-            "Running",
-            "0",
-            "60m",
-            "10.244.1.5",
-            "node1",
-            "<none>",
-            "<none>"
-        ])
+        json!(["kubia-abcde", "1/1", "Running", "0", "60m", "10.244.1.5", "node1", "<none>", "<none>"])
     );
-    assert!(
-        build_row("Pod", &ok, IncludeObject::None, now())
-            .conditions
-            .is_empty()
-    );
+    assert!(build_row("Pod", &ok, IncludeObject::None, now()).conditions.is_empty());
 
     let pending = json!({"kind": "Pod", "metadata": meta("p", 30),
                          "spec": {"containers": [{"name": "a"}, {"name": "b"}]}, "status": {"phase": "Pending"}});
     assert_eq!(
         Value::from(cells("Pod", &pending)),
-        json!([
-            "p", "0/2", "Pending", "0", "30s", "<none>", "<none>", "<none>", "<none>"
-        ])
+        json!(["p", "0/2", "Pending", "0", "30s", "<none>", "<none>", "<none>", "<none>"])
     );
 
     let creating = pod(json!({"phase": "Pending", "containerStatuses": [
         {"name": "kubia", "ready": false, "restartCount": 0, "state": {"waiting": {"reason": "ContainerCreating"}}}]}));
-    assert_eq!(
-        cells("Pod", &creating)[1..4],
-        [json!("0/1"), json!("ContainerCreating"), json!("0")]
-    );
+    assert_eq!(cells("Pod", &creating)[1..4], [json!("0/1"), json!("ContainerCreating"), json!("0")]);
 
     let crashing = pod(json!({"phase": "Running", "containerStatuses": [
         {"name": "kubia", "ready": false, "restartCount": 5,
          "state": {"waiting": {"reason": "CrashLoopBackOff"}},
          "lastState": {"terminated": {"exitCode": 1, "reason": "Error", "finishedAt": ago(300)}}}]}));
-    assert_eq!(
-        cells("Pod", &crashing)[1..4],
-        [json!("0/1"), json!("CrashLoopBackOff"), json!("5 (5m ago)")]
-    );
+    assert_eq!(cells("Pod", &crashing)[1..4], [json!("0/1"), json!("CrashLoopBackOff"), json!("5 (5m ago)")]);
 
-    let restarted = pod(
-        json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}], "containerStatuses": [
+    let restarted =
+        pod(json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}], "containerStatuses": [
         {"name": "kubia", "ready": true, "restartCount": 2, "state": {"running": {}},
-         "lastState": {"terminated": {"exitCode": 137, "finishedAt": ago(7200)}}}]}),
-    );
-    assert_eq!(
-        cells("Pod", &restarted)[1..4],
-        [json!("1/1"), json!("Running"), json!("2 (120m ago)")]
-    );
+         "lastState": {"terminated": {"exitCode": 137, "finishedAt": ago(7200)}}}]}));
+    assert_eq!(cells("Pod", &restarted)[1..4], [json!("1/1"), json!("Running"), json!("2 (120m ago)")]);
 
     let completed = pod(json!({"phase": "Succeeded", "containerStatuses": [
         {"name": "kubia", "ready": false, "restartCount": 0,
          "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}]}));
-    assert_eq!(
-        cells("Pod", &completed)[1..4],
-        [json!("0/1"), json!("Completed"), json!("0")]
-    );
+    assert_eq!(cells("Pod", &completed)[1..4], [json!("0/1"), json!("Completed"), json!("0")]);
     let row = build_row("Pod", &completed, IncludeObject::None, now());
     assert_eq!(
         serde_json::to_value(&row.conditions).ok(),
@@ -430,10 +309,7 @@ fn pod_rows() {
     let failed = pod(json!({"phase": "Failed", "containerStatuses": [
         {"name": "kubia", "restartCount": 0, "state": {"terminated": {"exitCode": 2}}}]}));
     assert_eq!(cells("Pod", &failed)[2], json!("ExitCode:2"));
-    assert_eq!(
-        build_row("Pod", &failed, IncludeObject::None, now()).conditions[0].reason,
-        "Failed"
-    );
+    assert_eq!(build_row("Pod", &failed, IncludeObject::None, now()).conditions[0].reason, "Failed");
     let killed = pod(json!({"phase": "Failed", "containerStatuses": [
         {"name": "kubia", "state": {"terminated": {"exitCode": 137, "signal": 9}}}]}));
     assert_eq!(cells("Pod", &killed)[2], json!("Signal:9"));
@@ -463,18 +339,12 @@ fn pod_init_containers_and_deletion() {
         "initContainerStatuses": [{"name": "init", "ready": false, "restartCount": 0, "state": {"running": {}}}],
         "containerStatuses": [{"name": "kubia", "ready": false, "restartCount": 0, "state": {"waiting": {"reason": "PodInitializing"}}}]}));
     p["spec"]["initContainers"] = json!([{"name": "init", "image": "busybox"}]);
-    assert_eq!(
-        cells("Pod", &p)[1..4],
-        [json!("0/1"), json!("Init:0/1"), json!("0")]
-    );
+    assert_eq!(cells("Pod", &p)[1..4], [json!("0/1"), json!("Init:0/1"), json!("0")]);
 
     p["status"]["initContainerStatuses"] = json!([
         {"name": "init", "restartCount": 3, "state": {"waiting": {"reason": "CrashLoopBackOff"}},
          "lastState": {"terminated": {"exitCode": 1, "finishedAt": ago(60)}}}]);
-    assert_eq!(
-        cells("Pod", &p)[2..4],
-        [json!("Init:CrashLoopBackOff"), json!("3 (60s ago)")]
-    );
+    assert_eq!(cells("Pod", &p)[2..4], [json!("Init:CrashLoopBackOff"), json!("3 (60s ago)")]);
 
     p["status"]["initContainerStatuses"] = json!([
         {"name": "init", "restartCount": 0, "state": {"terminated": {"exitCode": 1, "reason": "Error"}}}]);
@@ -496,10 +366,7 @@ fn pod_init_containers_and_deletion() {
         "initContainerStatuses": [{"name": "proxy", "ready": true, "started": true, "restartCount": 1, "state": {"running": {}}}],
         "containerStatuses": [running(true)]}));
     sidecar["spec"]["initContainers"] = json!([{"name": "proxy", "restartPolicy": "Always"}]);
-    assert_eq!(
-        cells("Pod", &sidecar)[1..4],
-        [json!("2/2"), json!("Running"), json!("1")]
-    );
+    assert_eq!(cells("Pod", &sidecar)[1..4], [json!("2/2"), json!("Running"), json!("1")]);
 
     let mut deleting = pod(json!({"phase": "Running", "containerStatuses": [running(true)]}));
     deleting["metadata"]["deletionTimestamp"] = json!(ago(5));
@@ -513,40 +380,23 @@ fn pod_init_containers_and_deletion() {
 
 #[test]
 fn pod_wide_cells() {
-    let mut p = pod(
-        json!({"phase": "Running", "podIPs": [{"ip": "10.244.2.7"}, {"ip": "fd00::7"}],
+    let mut p = pod(json!({"phase": "Running", "podIPs": [{"ip": "10.244.2.7"}, {"ip": "fd00::7"}],
         "nominatedNodeName": "node2",
         "conditions": [{"type": "example.com/feature-1", "status": "True"}, {"type": "example.com/feature-2", "status": "False"}],
-        "containerStatuses": [running(true)]}),
-    );
-    p["spec"]["readinessGates"] = json!([{"conditionType": "example.com/feature-1"}, {"conditionType": "example.com/feature-2"}]);
-    assert_eq!(
-        cells("Pod", &p)[5..],
-        [
-            json!("10.244.2.7"),
-            json!("node1"),
-            json!("node2"),
-            json!("1/2")
-        ]
-    );
+        "containerStatuses": [running(true)]}));
+    p["spec"]["readinessGates"] =
+        json!([{"conditionType": "example.com/feature-1"}, {"conditionType": "example.com/feature-2"}]);
+    assert_eq!(cells("Pod", &p)[5..], [json!("10.244.2.7"), json!("node1"), json!("node2"), json!("1/2")]);
 }
 
 #[test]
 fn namespace_and_node_rows() {
-    assert_eq!(
-        names("Namespace"),
-        cols(&[("Name", 0), ("Status", 0), ("Age", 0)])
-    );
+    assert_eq!(names("Namespace"), cols(&[("Name", 0), ("Status", 0), ("Age", 0)]));
     let ns = json!({"kind": "Namespace", "metadata": {"name": "default", "creationTimestamp": ago(86400 * 3)}, "status": {"phase": "Active"}});
-    assert_eq!(
-        Value::from(cells("Namespace", &ns)),
-        json!(["default", "Active", "3d"])
-    );
-    let terminating = json!({"metadata": {"name": "old", "creationTimestamp": ago(45)}, "status": {"phase": "Terminating"}});
-    assert_eq!(
-        Value::from(cells("Namespace", &terminating)),
-        json!(["old", "Terminating", "45s"])
-    );
+    assert_eq!(Value::from(cells("Namespace", &ns)), json!(["default", "Active", "3d"]));
+    let terminating =
+        json!({"metadata": {"name": "old", "creationTimestamp": ago(45)}, "status": {"phase": "Terminating"}});
+    assert_eq!(Value::from(cells("Namespace", &terminating)), json!(["old", "Terminating", "45s"]));
 
     assert_eq!(
         names("Node"),
@@ -607,10 +457,7 @@ fn namespace_and_node_rows() {
         ])
     );
     let bare = json!({"metadata": {"name": "n"}});
-    assert_eq!(
-        cells("Node", &bare)[1..4],
-        [json!("Unknown"), json!("<none>"), json!("<unknown>")]
-    );
+    assert_eq!(cells("Node", &bare)[1..4], [json!("Unknown"), json!("<none>"), json!("<unknown>")]);
 }
 
 #[test]
@@ -657,18 +504,7 @@ fn event_rows() {
         "reportingComponent": "kube-proxy", "reportingInstance": "node1", "message": "m"});
     assert_eq!(
         Value::from(cells("Event", &new_style)),
-        json!([
-            "60m",
-            "Warning",
-            "Starting",
-            "node",
-            "",
-            "kube-proxy, node1",
-            "m",
-            "60m",
-            1,
-            "e2"
-        ])
+        json!(["60m", "Warning", "Starting", "node", "", "kube-proxy, node1", "m", "60m", 1, "e2"])
     );
     let mut series = new_style.clone();
     series["series"] = json!({"count": 4, "lastObservedTime": "2024-06-01T11:59:00.000000Z"});
@@ -705,31 +541,16 @@ fn replica_set_and_deployment_rows() {
     let rs = workload("ReplicaSet", 3, json!({"replicas": 3, "readyReplicas": 2}));
     assert_eq!(
         Value::from(cells("ReplicaSet", &rs)),
-        json!([
-            "kubia",
-            3,
-            3,
-            2,
-            "10m",
-            "kubia,sidecar",
-            "luksa/kubia:v1,envoy:1.30",
-            "app=kubia"
-        ])
+        json!(["kubia", 3, 3, 2, "10m", "kubia,sidecar", "luksa/kubia:v1,envoy:1.30", "app=kubia"])
     );
     let mut rs_expr = workload("ReplicaSet", 0, json!({}));
-    rs_expr["spec"]["selector"] = json!({"matchExpressions": [{"key": "app", "operator": "In", "values": ["kubia", "kubia-v2"]}]});
-    assert_eq!(
-        cells("ReplicaSet", &rs_expr)[1..4],
-        [json!(0), json!(0), json!(0)]
-    );
-    assert_eq!(
-        cells("ReplicaSet", &rs_expr)[7],
-        json!("app in (kubia,kubia-v2)")
-    );
+    rs_expr["spec"]["selector"] =
+        json!({"matchExpressions": [{"key": "app", "operator": "In", "values": ["kubia", "kubia-v2"]}]});
+    assert_eq!(cells("ReplicaSet", &rs_expr)[1..4], [json!(0), json!(0), json!(0)]);
+    assert_eq!(cells("ReplicaSet", &rs_expr)[7], json!("app in (kubia,kubia-v2)"));
     rs_expr["spec"]["selector"] = json!({});
     assert_eq!(cells("ReplicaSet", &rs_expr)[7], json!("<none>"));
-    rs_expr["spec"]["selector"] =
-        json!({"matchExpressions": [{"key": "app", "operator": "Bogus"}]});
+    rs_expr["spec"]["selector"] = json!({"matchExpressions": [{"key": "app", "operator": "Bogus"}]});
     assert_eq!(cells("ReplicaSet", &rs_expr)[7], json!("<error>"));
 
     assert_eq!(
@@ -752,22 +573,10 @@ fn replica_set_and_deployment_rows() {
     );
     assert_eq!(
         Value::from(cells("Deployment", &deploy)),
-        json!([
-            "kubia",
-            "2/3",
-            3,
-            2,
-            "10m",
-            "kubia,sidecar",
-            "luksa/kubia:v1,envoy:1.30",
-            "app=kubia"
-        ])
+        json!(["kubia", "2/3", 3, 2, "10m", "kubia,sidecar", "luksa/kubia:v1,envoy:1.30", "app=kubia"])
     );
     let fresh = workload("Deployment", 1, json!({}));
-    assert_eq!(
-        cells("Deployment", &fresh)[1..4],
-        [json!("0/1"), json!(0), json!(0)]
-    );
+    assert_eq!(cells("Deployment", &fresh)[1..4], [json!("0/1"), json!(0), json!(0)]);
     let mut empty_sel = fresh.clone();
     empty_sel["spec"]["selector"] = json!({});
     assert_eq!(cells("Deployment", &empty_sel)[7], json!(""));
@@ -777,71 +586,38 @@ fn replica_set_and_deployment_rows() {
 fn endpoint_slice_rows() {
     assert_eq!(
         names("EndpointSlice"),
-        cols(&[
-            ("Name", 0),
-            ("AddressType", 0),
-            ("Ports", 0),
-            ("Endpoints", 0),
-            ("Age", 0)
-        ])
+        cols(&[("Name", 0), ("AddressType", 0), ("Ports", 0), ("Endpoints", 0), ("Age", 0)])
     );
     let slice = json!({"kind": "EndpointSlice", "metadata": meta("kubia-x7k2p", 90), "addressType": "IPv4",
         "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
         "endpoints": [{"addresses": ["10.244.1.5"]}, {"addresses": ["10.244.2.6"]}]});
     assert_eq!(
         Value::from(cells("EndpointSlice", &slice)),
-        json!([
-            "kubia-x7k2p",
-            "IPv4",
-            "8080",
-            "10.244.1.5,10.244.2.6",
-            "90s"
-        ])
+        json!(["kubia-x7k2p", "IPv4", "8080", "10.244.1.5,10.244.2.6", "90s"])
     );
     let many = json!({"metadata": meta("s", 90), "addressType": "IPv6",
         "ports": [{"port": 1}, {"name": "named"}, {}, {"port": 4}],
         "endpoints": [{"addresses": ["fd00::1", "fd00::2"]}, {"addresses": ["fd00::3", "fd00::4", "fd00::5"]}]});
     assert_eq!(
         cells("EndpointSlice", &many)[1..4],
-        [
-            json!("IPv6"),
-            json!("1,named,* + 1 more..."),
-            json!("fd00::1,fd00::2,fd00::3 + 2 more...")
-        ]
+        [json!("IPv6"), json!("1,named,* + 1 more..."), json!("fd00::1,fd00::2,fd00::3 + 2 more...")]
     );
     let empty = json!({"metadata": meta("e", 90), "addressType": "IPv4"});
-    assert_eq!(
-        cells("EndpointSlice", &empty)[2..4],
-        [json!("<unset>"), json!("<unset>")]
-    );
+    assert_eq!(cells("EndpointSlice", &empty)[2..4], [json!("<unset>"), json!("<unset>")]);
 }
 
 #[test]
 fn ingress_rows() {
     assert_eq!(
         names("Ingress"),
-        cols(&[
-            ("Name", 0),
-            ("Class", 0),
-            ("Hosts", 0),
-            ("Address", 0),
-            ("Ports", 0),
-            ("Age", 0)
-        ])
+        cols(&[("Name", 0), ("Class", 0), ("Hosts", 0), ("Address", 0), ("Ports", 0), ("Age", 0)])
     );
     let ing = json!({"kind": "Ingress", "metadata": meta("kubia", 86400 * 2),
         "spec": {"rules": [{"host": "kubia.example.com", "http": {"paths": []}}]},
         "status": {"loadBalancer": {"ingress": [{"ip": "192.168.49.2"}]}}});
     assert_eq!(
         Value::from(cells("Ingress", &ing)),
-        json!([
-            "kubia",
-            "<none>",
-            "kubia.example.com",
-            "192.168.49.2",
-            "80",
-            "2d"
-        ])
+        json!(["kubia", "<none>", "kubia.example.com", "192.168.49.2", "80", "2d"])
     );
     let tls = json!({"metadata": meta("t", 60),
         "spec": {"ingressClassName": "nginx", "tls": [{"hosts": ["a.example.com"]}],
@@ -849,81 +625,36 @@ fn ingress_rows() {
         "status": {}});
     assert_eq!(
         Value::from(cells("Ingress", &tls)),
-        json!([
-            "t",
-            "nginx",
-            "a.example.com,b.example.com,c.example.com + 2 more...",
-            "",
-            "80, 443",
-            "60s"
-        ])
+        json!(["t", "nginx", "a.example.com,b.example.com,c.example.com + 2 more...", "", "80, 443", "60s"])
     );
-    let default_backend =
-        json!({"metadata": meta("d", 60), "spec": {"defaultBackend": {"service": {"name": "s"}}}});
+    let default_backend = json!({"metadata": meta("d", 60), "spec": {"defaultBackend": {"service": {"name": "s"}}}});
     assert_eq!(cells("Ingress", &default_backend)[2], json!("*"));
 
-    assert_eq!(
-        names("IngressClass"),
-        cols(&[
-            ("Name", 0),
-            ("Controller", 0),
-            ("Parameters", 0),
-            ("Age", 0)
-        ])
-    );
+    assert_eq!(names("IngressClass"), cols(&[("Name", 0), ("Controller", 0), ("Parameters", 0), ("Age", 0)]));
     let class = json!({"metadata": {"name": "nginx", "creationTimestamp": ago(60)}, "spec": {"controller": "k8s.io/ingress-nginx"}});
-    assert_eq!(
-        Value::from(cells("IngressClass", &class)),
-        json!(["nginx", "k8s.io/ingress-nginx", "<none>", "60s"])
-    );
+    assert_eq!(Value::from(cells("IngressClass", &class)), json!(["nginx", "k8s.io/ingress-nginx", "<none>", "60s"]));
     let with_params = json!({"metadata": {"name": "lb"}, "spec": {"controller": "example.com/lb",
         "parameters": {"apiGroup": "k8s.example.com", "kind": "IngressParameters", "name": "external-lb"}}});
-    assert_eq!(
-        cells("IngressClass", &with_params)[2],
-        json!("IngressParameters.k8s.example.com/external-lb")
-    );
+    assert_eq!(cells("IngressClass", &with_params)[2], json!("IngressParameters.k8s.example.com/external-lb"));
     let core_params = json!({"metadata": {"name": "lb"}, "spec": {"parameters": {"kind": "ConfigMap", "name": "cfg"}}});
-    assert_eq!(
-        cells("IngressClass", &core_params)[2..4],
-        [json!("ConfigMap/cfg"), json!("<unknown>")]
-    );
+    assert_eq!(cells("IngressClass", &core_params)[2..4], [json!("ConfigMap/cfg"), json!("<unknown>")]);
 }
 
 #[test]
 fn config_rows() {
-    assert_eq!(
-        names("ConfigMap"),
-        cols(&[("Name", 0), ("Data", 0), ("Age", 0)])
-    );
-    let cm = json!({"metadata": meta("fortune-config", 120), "data": {"a": "1", "b": "2"}, "binaryData": {"c": "AA=="}});
-    assert_eq!(
-        Value::from(cells("ConfigMap", &cm)),
-        json!(["fortune-config", 3, "2m"])
-    );
-    assert_eq!(
-        cells("ConfigMap", &json!({"metadata": meta("e", 1)}))[1],
-        json!(0)
-    );
+    assert_eq!(names("ConfigMap"), cols(&[("Name", 0), ("Data", 0), ("Age", 0)]));
+    let cm =
+        json!({"metadata": meta("fortune-config", 120), "data": {"a": "1", "b": "2"}, "binaryData": {"c": "AA=="}});
+    assert_eq!(Value::from(cells("ConfigMap", &cm)), json!(["fortune-config", 3, "2m"]));
+    assert_eq!(cells("ConfigMap", &json!({"metadata": meta("e", 1)}))[1], json!(0));
 
-    assert_eq!(
-        names("Secret"),
-        cols(&[("Name", 0), ("Type", 0), ("Data", 0), ("Age", 0)])
-    );
+    assert_eq!(names("Secret"), cols(&[("Name", 0), ("Type", 0), ("Data", 0), ("Age", 0)]));
     let secret = json!({"metadata": meta("fortune-https", 120), "type": "Opaque", "data": {"https.cert": "", "https.key": "", "foo": ""}});
-    assert_eq!(
-        Value::from(cells("Secret", &secret)),
-        json!(["fortune-https", "Opaque", 3, "2m"])
-    );
+    assert_eq!(Value::from(cells("Secret", &secret)), json!(["fortune-https", "Opaque", 3, "2m"]));
 
-    assert_eq!(
-        names("ServiceAccount"),
-        cols(&[("Name", 0), ("Secrets", 0), ("Age", 0)])
-    );
+    assert_eq!(names("ServiceAccount"), cols(&[("Name", 0), ("Secrets", 0), ("Age", 0)]));
     let sa = json!({"metadata": meta("default", 86400 * 800)});
-    assert_eq!(
-        Value::from(cells("ServiceAccount", &sa)),
-        json!(["default", 0, "2y70d"])
-    );
+    assert_eq!(Value::from(cells("ServiceAccount", &sa)), json!(["default", 0, "2y70d"]));
     let sa2 = json!({"metadata": meta("builder", 5), "secrets": [{"name": "builder-token"}]});
     assert_eq!(cells("ServiceAccount", &sa2)[1], json!(1));
 }
@@ -932,19 +663,10 @@ fn config_rows() {
 fn default_rows() {
     let defs = column_definitions("Lease");
     assert_eq!(names("Lease"), cols(&[("Name", 0), ("Created At", 0)]));
-    assert_eq!(
-        (defs[0].format.as_str(), defs[1].type_.as_str()),
-        ("name", "date")
-    );
+    assert_eq!((defs[0].format.as_str(), defs[1].type_.as_str()), ("name", "date"));
     let lease = json!({"metadata": meta("holder", 300)});
-    assert_eq!(
-        Value::from(cells("Lease", &lease)),
-        json!(["holder", "2024-06-01T11:55:00Z"])
-    );
-    assert_eq!(
-        cells("Lease", &json!({"metadata": {"name": "x"}}))[1],
-        json!("0001-01-01T00:00:00Z")
-    );
+    assert_eq!(Value::from(cells("Lease", &lease)), json!(["holder", "2024-06-01T11:55:00Z"]));
+    assert_eq!(cells("Lease", &json!({"metadata": {"name": "x"}}))[1], json!("0001-01-01T00:00:00Z"));
 }
 
 #[test]
@@ -955,14 +677,7 @@ fn table_json_shape() {
                "ports": [{"port": 80, "protocol": "TCP"}], "selector": {"app": "kubia"}}),
         json!({}),
     );
-    let table = build_table(
-        "Service",
-        std::slice::from_ref(&svc),
-        "107",
-        IncludeObject::Metadata,
-        now(),
-        true,
-    );
+    let table = build_table("Service", std::slice::from_ref(&svc), "107", IncludeObject::Metadata, now(), true);
     let v = serde_json::to_value(&table).unwrap_or_default();
     assert_eq!(v["kind"], json!("Table"));
     assert_eq!(v["apiVersion"], json!("meta.k8s.io/v1"));
@@ -981,38 +696,18 @@ fn table_json_shape() {
     let text = serde_json::to_string(&table).unwrap_or_default();
     assert!(text.starts_with(r#"{"kind":"Table","apiVersion":"meta.k8s.io/v1","metadata":{"resourceVersion":"107"},"columnDefinitions":[{"name":"Name","type":"string","format":"name","description":"#));
 
-    let none = build_table(
-        "Service",
-        std::slice::from_ref(&svc),
-        "107",
-        IncludeObject::None,
-        now(),
-        true,
-    );
+    let none = build_table("Service", std::slice::from_ref(&svc), "107", IncludeObject::None, now(), true);
     let v = serde_json::to_value(&none).unwrap_or_default();
     assert_eq!(
-        v["rows"][0]
-            .as_object()
-            .map(|o| o.keys().cloned().collect::<Vec<_>>()),
+        v["rows"][0].as_object().map(|o| o.keys().cloned().collect::<Vec<_>>()),
         Some(vec!["cells".to_string()])
     );
 
-    let full = build_table(
-        "Service",
-        std::slice::from_ref(&svc),
-        "",
-        IncludeObject::Object,
-        now(),
-        false,
-    );
+    let full = build_table("Service", std::slice::from_ref(&svc), "", IncludeObject::Object, now(), false);
     let v = serde_json::to_value(&full).unwrap_or_default();
     assert_eq!(v["rows"][0]["object"], svc);
     assert_eq!(v["metadata"], json!({}));
-    assert_eq!(
-        v["columnDefinitions"],
-        Value::Null,
-        "no headers serialize as null"
-    );
+    assert_eq!(v["columnDefinitions"], Value::Null, "no headers serialize as null");
 
     let empty = build_table("Pod", &[], "5", IncludeObject::Metadata, now(), true);
     let v = serde_json::to_value(&empty).unwrap_or_default();
@@ -1020,26 +715,20 @@ fn table_json_shape() {
     assert_eq!(v["columnDefinitions"].as_array().map(Vec::len), Some(9));
 
     // Round trip, including a null columnDefinitions.
-    let back: Result<Table, _> =
-        serde_json::from_str(&serde_json::to_string(&full).unwrap_or_default());
+    let back: Result<Table, _> = serde_json::from_str(&serde_json::to_string(&full).unwrap_or_default());
     assert_eq!(back.ok(), Some(full));
 
     let metadata_only = IncludeObject::Metadata.row_object(&json!({"kind": "X"}));
     assert_eq!(
         metadata_only,
-        Some(
-            json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": {}})
-        )
+        Some(json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": {}}))
     );
 }
 
 #[test]
 fn include_object_parsing() {
     assert_eq!(IncludeObject::from_query(None), Ok(IncludeObject::Metadata));
-    assert_eq!(
-        IncludeObject::from_query(Some("")),
-        Ok(IncludeObject::Metadata)
-    );
+    assert_eq!(IncludeObject::from_query(Some("")), Ok(IncludeObject::Metadata));
     assert_eq!("None".parse(), Ok(IncludeObject::None));
     assert_eq!("Metadata".parse(), Ok(IncludeObject::Metadata));
     assert_eq!("Object".parse(), Ok(IncludeObject::Object));

@@ -82,7 +82,11 @@ fn spec(obj: &Value) -> &Value {
 }
 
 fn nonneg(path: &str, v: i64) -> Vec<FieldError> {
-    if v < 0 { vec![FieldError::invalid(path, v.to_string(), "must be greater than or equal to 0")] } else { Vec::new() }
+    if v < 0 {
+        vec![FieldError::invalid(path, v.to_string(), "must be greater than or equal to 0")]
+    } else {
+        Vec::new()
+    }
 }
 
 /// The selector checks shared by Deployments and ReplicaSets: required, valid, non-empty.
@@ -92,7 +96,11 @@ fn selector_errors(sel: Option<&Value>) -> Vec<FieldError> {
         Some(sel) => {
             let mut errs = meta::validate_label_selector("spec.selector", Some(sel));
             if value::str_pairs(sel, "matchLabels").is_empty() && value::arr(sel, "matchExpressions").is_empty() {
-                errs.push(FieldError::invalid("spec.selector", render::label_selector(Some(sel)), "empty selector is invalid for deployment"));
+                errs.push(FieldError::invalid(
+                    "spec.selector",
+                    render::label_selector(Some(sel)),
+                    "empty selector is invalid for deployment",
+                ));
             }
             errs
         }
@@ -159,7 +167,11 @@ fn deployment_spec(obj: &Value) -> Vec<FieldError> {
     if let Some(pds) = value::opt_i(sp, "progressDeadlineSeconds") {
         errs.extend(nonneg("spec.progressDeadlineSeconds", pds));
         if pds <= min_ready {
-            errs.push(FieldError::invalid("spec.progressDeadlineSeconds", pds.to_string(), "must be greater than minReadySeconds"));
+            errs.push(FieldError::invalid(
+                "spec.progressDeadlineSeconds",
+                pds.to_string(),
+                "must be greater than minReadySeconds",
+            ));
         }
     }
     errs
@@ -173,16 +185,25 @@ fn strategy_errors(strategy: Option<&Value>) -> Vec<FieldError> {
     match s(strategy, "type") {
         "Recreate" => {
             if rolling.is_some() {
-                return vec![FieldError::forbidden("spec.strategy.rollingUpdate", "may not be specified when strategy `type` is 'Recreate'")];
+                return vec![FieldError::forbidden(
+                    "spec.strategy.rollingUpdate",
+                    "may not be specified when strategy `type` is 'Recreate'",
+                )];
             }
             Vec::new()
         }
         "RollingUpdate" => match rolling {
-            None => vec![FieldError::required("spec.strategy.rollingUpdate", "this should be defaulted and never be nil")],
+            None => {
+                vec![FieldError::required("spec.strategy.rollingUpdate", "this should be defaulted and never be nil")]
+            }
             Some(ru) => rolling_update_errors(ru),
         },
         other => {
-            let ru = if rolling.is_some() { "(*apps.RollingUpdateDeployment)(0xc000000000)" } else { "(*apps.RollingUpdateDeployment)(nil)" };
+            let ru = if rolling.is_some() {
+                "(*apps.RollingUpdateDeployment)(0xc000000000)"
+            } else {
+                "(*apps.RollingUpdateDeployment)(nil)"
+            };
             vec![FieldError::not_supported(
                 "spec.strategy",
                 format!("apps.DeploymentStrategy{{Type:{}, RollingUpdate:{ru}}}", quote(other)),
@@ -210,7 +231,9 @@ fn rolling_update_errors(ru: &Value) -> Vec<FieldError> {
         let path = format!("spec.strategy.rollingUpdate.{field}");
         match v {
             Some(Value::String(p)) => {
-                errs.extend(names::percent(p).into_iter().map(|m| FieldError::invalid(&path, render::int_or_string(v), m)));
+                errs.extend(
+                    names::percent(p).into_iter().map(|m| FieldError::invalid(&path, render::int_or_string(v), m)),
+                );
             }
             _ => errs.extend(nonneg(&path, int_or_percent_value(v))),
         }
@@ -296,7 +319,11 @@ fn status_counts(status: &Value, fields: &[&str], labeled: &str) -> Vec<FieldErr
         }
     }
     if available > ready {
-        errs.push(FieldError::invalid("status.availableReplicas", available.to_string(), "cannot be greater than readyReplicas"));
+        errs.push(FieldError::invalid(
+            "status.availableReplicas",
+            available.to_string(),
+            "cannot be greater than readyReplicas",
+        ));
     }
     errs
 }
@@ -314,7 +341,11 @@ fn collision_count(new: &Value, old: &Value) -> Vec<FieldError> {
         _ => false,
     };
     if decremented {
-        errs.push(FieldError::invalid("status.collisionCount", n.unwrap_or_default().to_string(), "cannot be decremented"));
+        errs.push(FieldError::invalid(
+            "status.collisionCount",
+            n.unwrap_or_default().to_string(),
+            "cannot be decremented",
+        ));
     }
     errs
 }
@@ -326,7 +357,14 @@ pub fn validate_deployment_status(new: &Value, old: &Value) -> Vec<FieldError> {
     let status = get(new, "status").unwrap_or(&null);
     errs.extend(status_counts(
         status,
-        &["observedGeneration", "replicas", "updatedReplicas", "readyReplicas", "availableReplicas", "unavailableReplicas"],
+        &[
+            "observedGeneration",
+            "replicas",
+            "updatedReplicas",
+            "readyReplicas",
+            "availableReplicas",
+            "unavailableReplicas",
+        ],
         "updatedReplicas",
     ));
     errs.extend(collision_count(new, old));

@@ -46,7 +46,11 @@ pub fn validate_object_meta(meta: Option<&Value>, namespaced: bool, kind: NameKi
     }
     let generation = value::i(meta, "generation");
     if generation < 0 {
-        errs.push(FieldError::invalid(pc(path, "generation"), generation.to_string(), "must be greater than or equal to 0"));
+        errs.push(FieldError::invalid(
+            pc(path, "generation"),
+            generation.to_string(),
+            "must be greater than or equal to 0",
+        ));
     }
     errs.extend(common(meta, path));
     errs.extend(finalizers(meta, path));
@@ -86,7 +90,11 @@ pub fn kube_finalizer_names(path: &str, list: &[String]) -> Vec<FieldError> {
         .enumerate()
         .filter(|(_, f)| !f.contains('/') && !STANDARD_FINALIZERS.contains(&f.as_str()))
         .map(|(i, f)| {
-            FieldError::invalid(pi(path, i), quote(f), "name is neither a standard finalizer name nor is it fully qualified")
+            FieldError::invalid(
+                pi(path, i),
+                quote(f),
+                "name is neither a standard finalizer name nor is it fully qualified",
+            )
         })
         .collect()
 }
@@ -106,7 +114,9 @@ pub fn validate_annotations(path: &str, annotations: Option<&Value>) -> Vec<Fiel
     let mut errs = Vec::new();
     let mut total = 0usize;
     for (k, v) in m {
-        errs.extend(names::qualified_name(&k.to_lowercase()).into_iter().map(|msg| FieldError::invalid(path, quote(k), msg)));
+        errs.extend(
+            names::qualified_name(&k.to_lowercase()).into_iter().map(|msg| FieldError::invalid(path, quote(k), msg)),
+        );
         total += k.len() + v.as_str().map(str::len).unwrap_or_default();
     }
     if total > TOTAL_ANNOTATION_SIZE {
@@ -142,7 +152,11 @@ fn owner_references(meta: &Value, path: &str) -> Vec<FieldError> {
             errs.push(FieldError::invalid(pc(path, "uid"), quote(uid), "must not be empty"));
         }
         if api_version == "v1" && kind == "Event" {
-            errs.push(FieldError::invalid(path, owner_reference_repr(r), "/v1, Kind=Event is disallowed from being an owner"));
+            errs.push(FieldError::invalid(
+                path,
+                owner_reference_repr(r),
+                "/v1, Kind=Event is disallowed from being an owner",
+            ));
         }
         if value::b(r, "controller") {
             let this = format!("{kind}/{name}");
@@ -183,7 +197,8 @@ pub fn validate_object_meta_update(new: Option<&Value>, old: Option<&Value>, pat
     let mut errs = Vec::new();
     if get(old, "deletionTimestamp").is_some() {
         let old_f = value::str_list(old, "finalizers");
-        let mut extra: Vec<String> = value::str_list(new, "finalizers").into_iter().filter(|f| !old_f.contains(f)).collect();
+        let mut extra: Vec<String> =
+            value::str_list(new, "finalizers").into_iter().filter(|f| !old_f.contains(f)).collect();
         extra.sort();
         extra.dedup();
         if !extra.is_empty() {
@@ -222,7 +237,10 @@ pub fn validate_label_selector(path: &str, sel: Option<&Value>) -> Vec<FieldErro
         match op {
             "In" | "NotIn" => {
                 if values.is_empty() {
-                    errs.push(FieldError::required(pc(&epath, "values"), "must be specified when `operator` is 'In' or 'NotIn'"));
+                    errs.push(FieldError::required(
+                        pc(&epath, "values"),
+                        "must be specified when `operator` is 'In' or 'NotIn'",
+                    ));
                 }
             }
             "Exists" | "DoesNotExist" => {
@@ -238,7 +256,11 @@ pub fn validate_label_selector(path: &str, sel: Option<&Value>) -> Vec<FieldErro
         let key = s(expr, "key");
         errs.extend(names::qualified_name_errors(&pc(&epath, "key"), key));
         for (vi, v) in values.iter().enumerate() {
-            errs.extend(names::label_value(v).into_iter().map(|m| FieldError::invalid(pi(&pc(&epath, "values"), vi), quote(v), m)));
+            errs.extend(
+                names::label_value(v)
+                    .into_iter()
+                    .map(|m| FieldError::invalid(pi(&pc(&epath, "values"), vi), quote(v), m)),
+            );
         }
     }
     errs
@@ -264,7 +286,8 @@ pub fn as_selector(sel: Option<&Value>) -> Selector<'_> {
     if labels.is_empty() && exprs.is_empty() {
         return Selector::Everything;
     }
-    let bad_labels = labels.iter().any(|(k, v)| !names::qualified_name(k).is_empty() || !names::label_value(v).is_empty());
+    let bad_labels =
+        labels.iter().any(|(k, v)| !names::qualified_name(k).is_empty() || !names::label_value(v).is_empty());
     let bad_exprs = exprs.iter().any(|e| {
         let values = value::str_list(e, "values");
         let op_ok = match s(e, "operator") {
@@ -272,7 +295,9 @@ pub fn as_selector(sel: Option<&Value>) -> Selector<'_> {
             "Exists" | "DoesNotExist" => values.is_empty(),
             _ => false,
         };
-        !op_ok || !names::qualified_name(s(e, "key")).is_empty() || values.iter().any(|v| !names::label_value(v).is_empty())
+        !op_ok
+            || !names::qualified_name(s(e, "key")).is_empty()
+            || values.iter().any(|v| !names::label_value(v).is_empty())
     });
     if bad_labels || bad_exprs { Selector::Invalid } else { Selector::Match(sel) }
 }

@@ -38,7 +38,7 @@ use serde_json::Value;
 
 pub use defaults::default_object;
 pub use names::{dns1035_label, dns1123_label, dns1123_subdomain, iana_svc_name, label_value, qualified_name};
-pub use service::{IpFamily, default_service_ip_families, CLUSTER_IP_FAMILIES};
+pub use service::{CLUSTER_IP_FAMILIES, IpFamily, default_service_ip_families};
 
 /// The kind of a field error; the same set as upstream's `field.ErrorType`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -102,7 +102,12 @@ pub struct FieldError {
 }
 
 impl FieldError {
-    fn new(error_type: ErrorType, field: impl Into<String>, bad_value: Option<String>, detail: impl Into<String>) -> Self {
+    fn new(
+        error_type: ErrorType,
+        field: impl Into<String>,
+        bad_value: Option<String>,
+        detail: impl Into<String>,
+    ) -> Self {
         FieldError { error_type, field: field.into(), bad_value, detail: detail.into() }
     }
 

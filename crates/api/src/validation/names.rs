@@ -61,10 +61,7 @@ fn lower_alnum(b: u8) -> bool {
 /// `^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
 fn matches_dns1123_label(s: &str) -> bool {
     let b = s.as_bytes();
-    !b.is_empty()
-        && b.iter().all(|&c| lower_alnum(c) || c == b'-')
-        && lower_alnum(b[0])
-        && lower_alnum(b[b.len() - 1])
+    !b.is_empty() && b.iter().all(|&c| lower_alnum(c) || c == b'-') && lower_alnum(b[0]) && lower_alnum(b[b.len() - 1])
 }
 
 /// `^<label>(\.<label>)*$`
@@ -236,9 +233,7 @@ pub fn config_map_key(s: &str) -> Vec<String> {
 
 /// IsValidPercent.
 pub fn percent(s: &str) -> Vec<String> {
-    let ok = s
-        .strip_suffix('%')
-        .is_some_and(|digits| !digits.is_empty() && digits.bytes().all(|c| c.is_ascii_digit()));
+    let ok = s.strip_suffix('%').is_some_and(|digits| !digits.is_empty() && digits.bytes().all(|c| c.is_ascii_digit()));
     if ok { Vec::new() } else { vec![regex_error(PERCENT_MSG, PERCENT_FMT, &["1%", "93%"])] }
 }
 
@@ -249,7 +244,10 @@ pub fn env_var_name(s: &str) -> Vec<String> {
         errs.push("environment variable name must be non-empty".to_string());
     }
     if s.chars().any(|c| !c.is_ascii() || c.is_ascii_control() || c == '=') {
-        errs.push("a valid environment variable name must consist only of printable ASCII characters other than '='".to_string());
+        errs.push(
+            "a valid environment variable name must consist only of printable ASCII characters other than '='"
+                .to_string(),
+        );
     }
     errs
 }
@@ -305,7 +303,11 @@ pub fn fully_qualified_domain_name(path: &str, name: &str) -> Vec<FieldError> {
         return vec![FieldError::invalid(path, quote(name), errs.join(","))];
     }
     if name.split('.').count() < 2 {
-        return vec![FieldError::invalid(path, quote(name), "should be a domain with at least two segments separated by dots")];
+        return vec![FieldError::invalid(
+            path,
+            quote(name),
+            "should be a domain with at least two segments separated by dots",
+        )];
     }
     for label in name.split('.') {
         let errs = dns1123_label(label);
@@ -365,7 +367,9 @@ pub fn qualified_name_errors(path: &str, s: &str) -> Vec<FieldError> {
 /// ValidatePortNumOrName for an int-or-string JSON value at `path`.
 pub fn port_num_or_name(path: &str, v: Option<&serde_json::Value>) -> Vec<FieldError> {
     match v {
-        Some(serde_json::Value::String(s)) => iana_svc_name(s).into_iter().map(|m| FieldError::invalid(path, quote(s), m)).collect(),
+        Some(serde_json::Value::String(s)) => {
+            iana_svc_name(s).into_iter().map(|m| FieldError::invalid(path, quote(s), m)).collect()
+        }
         Some(serde_json::Value::Number(n)) => {
             let p = n.as_i64().unwrap_or_default();
             port_num(p).into_iter().map(|m| FieldError::invalid(path, p.to_string(), m)).collect()

@@ -136,7 +136,11 @@ pub fn non_special_ip_errors(path: &str, s: &str) -> Vec<FieldError> {
         errs.push(FieldError::invalid(path, quote(s), "may not be in the loopback range (127.0.0.0/8, ::1/128)"));
     }
     if link_local {
-        errs.push(FieldError::invalid(path, quote(s), "may not be in the link-local range (169.254.0.0/16, fe80::/10)"));
+        errs.push(FieldError::invalid(
+            path,
+            quote(s),
+            "may not be in the link-local range (169.254.0.0/16, fe80::/10)",
+        ));
     }
     if link_local_multicast {
         errs.push(FieldError::invalid(

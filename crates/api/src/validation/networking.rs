@@ -67,7 +67,10 @@ pub fn validate_ingress_update(new: &Value, old: &Value) -> Vec<FieldError> {
 /// ValidateIngressStatusUpdate.
 pub fn validate_ingress_status(new: &Value, old: &Value) -> Vec<FieldError> {
     let mut errs = meta::validate_object_meta_update(get(new, "metadata"), get(old, "metadata"), "metadata");
-    let ingress = value::at(new, &["status", "loadBalancer", "ingress"]).and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    let ingress = value::at(new, &["status", "loadBalancer", "ingress"])
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
     for (i, ing) in ingress.iter().enumerate() {
         let path = pi("status.loadBalancer.ingress", i);
         let ip = s(ing, "ip");
@@ -99,10 +102,18 @@ fn validate_ingress(ing: &Value, opts: Opts) -> Vec<FieldError> {
         let mut wildcard = false;
         if !host.is_empty() {
             if net::parse_ip(host).is_some() {
-                errs.push(FieldError::invalid(pc(&rpath, "host"), quote(host), "must be a DNS name, not an IP address"));
+                errs.push(FieldError::invalid(
+                    pc(&rpath, "host"),
+                    quote(host),
+                    "must be a DNS name, not an IP address",
+                ));
             }
             if host.contains('*') {
-                errs.extend(names::wildcard_dns1123_subdomain(host).into_iter().map(|m| FieldError::invalid(pc(&rpath, "host"), quote(host), m)));
+                errs.extend(
+                    names::wildcard_dns1123_subdomain(host)
+                        .into_iter()
+                        .map(|m| FieldError::invalid(pc(&rpath, "host"), quote(host), m)),
+                );
                 wildcard = true;
             } else {
                 errs.extend(names::subdomain_errors(&pc(&rpath, "host"), host));
@@ -117,14 +128,22 @@ fn validate_ingress(ing: &Value, opts: Opts) -> Vec<FieldError> {
         for (hi, host) in value::str_list(tls, "hosts").iter().enumerate() {
             let hpath = pi(&pc(&tpath, "hosts"), hi);
             if host.contains('*') {
-                errs.extend(names::wildcard_dns1123_subdomain(host).into_iter().map(|m| FieldError::invalid(&hpath, quote(host), m)));
+                errs.extend(
+                    names::wildcard_dns1123_subdomain(host)
+                        .into_iter()
+                        .map(|m| FieldError::invalid(&hpath, quote(host), m)),
+                );
             } else {
                 errs.extend(names::subdomain_errors(&hpath, host));
             }
         }
         if !opts.allow_invalid_secret_name {
             let secret = s(tls, "secretName");
-            errs.extend(tls_secret_name_errors(secret).into_iter().map(|m| FieldError::invalid(pc(&tpath, "secretName"), quote(secret), m)));
+            errs.extend(
+                tls_secret_name_errors(secret)
+                    .into_iter()
+                    .map(|m| FieldError::invalid(pc(&tpath, "secretName"), quote(secret), m)),
+            );
         }
     }
     if let Some(class) = value::opt_s(spec, "ingressClassName") {
@@ -162,12 +181,20 @@ fn rule_value_errors(rule: &Value, rpath: &str) -> Vec<FieldError> {
                 if !path.is_empty() {
                     for seq in INVALID_PATH_SEQUENCES {
                         if path.contains(seq) {
-                            errs.push(FieldError::invalid(pc(&ppath, "path"), quote(path), format!("must not contain '{seq}'")));
+                            errs.push(FieldError::invalid(
+                                pc(&ppath, "path"),
+                                quote(path),
+                                format!("must not contain '{seq}'"),
+                            ));
                         }
                     }
                     for suffix in INVALID_PATH_SUFFIXES {
                         if path.ends_with(suffix) {
-                            errs.push(FieldError::invalid(pc(&ppath, "path"), quote(path), format!("cannot end with '{suffix}'")));
+                            errs.push(FieldError::invalid(
+                                pc(&ppath, "path"),
+                                quote(path),
+                                format!("cannot end with '{suffix}'"),
+                            ));
                         }
                     }
                 }
@@ -193,7 +220,9 @@ fn backend_errors(b: &Value, path: &str) -> Vec<FieldError> {
     let resource = get(b, "resource");
     let service = get(b, "service");
     match (resource, service) {
-        (Some(_), Some(_)) => vec![FieldError::invalid(path, quote(""), "cannot set both resource and service backends")],
+        (Some(_), Some(_)) => {
+            vec![FieldError::invalid(path, quote(""), "cannot set both resource and service backends")]
+        }
         (Some(r), None) => typed_reference_errors(r, &pc(path, "resource")),
         (None, Some(svc)) => {
             let mut errs = Vec::new();
@@ -202,7 +231,12 @@ fn backend_errors(b: &Value, path: &str) -> Vec<FieldError> {
             if name.is_empty() {
                 errs.push(FieldError::required(npath, ""));
             } else {
-                errs.extend(NameKind::Dns1035.check(name, false).into_iter().map(|m| FieldError::invalid(&npath, quote(name), m)));
+                errs.extend(
+                    NameKind::Dns1035
+                        .check(name, false)
+                        .into_iter()
+                        .map(|m| FieldError::invalid(&npath, quote(name), m)),
+                );
             }
             let port = get(svc, "port").unwrap_or(&Value::Null);
             let port_name = s(port, "name");
@@ -211,9 +245,17 @@ fn backend_errors(b: &Value, path: &str) -> Vec<FieldError> {
             if !port_name.is_empty() && number != 0 {
                 errs.push(FieldError::invalid(path, quote(""), "cannot set both port name & port number"));
             } else if !port_name.is_empty() {
-                errs.extend(names::iana_svc_name(port_name).into_iter().map(|m| FieldError::invalid(pc(&port_path, "name"), quote(port_name), m)));
+                errs.extend(
+                    names::iana_svc_name(port_name)
+                        .into_iter()
+                        .map(|m| FieldError::invalid(pc(&port_path, "name"), quote(port_name), m)),
+                );
             } else if number != 0 {
-                errs.extend(names::port_num(number).into_iter().map(|m| FieldError::invalid(pc(&port_path, "number"), number.to_string(), m)));
+                errs.extend(
+                    names::port_num(number)
+                        .into_iter()
+                        .map(|m| FieldError::invalid(pc(&port_path, "number"), number.to_string(), m)),
+                );
             } else {
                 errs.push(FieldError::required(path, "port name or number is required"));
             }
@@ -234,7 +276,9 @@ fn typed_reference_errors(r: &Value, path: &str) -> Vec<FieldError> {
         if v.is_empty() {
             errs.push(FieldError::required(pc(path, field), required_msg));
         } else {
-            errs.extend(names::path_segment_name(v).into_iter().map(|m| FieldError::invalid(pc(path, field), quote(v), m)));
+            errs.extend(
+                names::path_segment_name(v).into_iter().map(|m| FieldError::invalid(pc(path, field), quote(v), m)),
+            );
         }
     }
     errs
@@ -262,8 +306,15 @@ pub fn validate_ingress_class(ic: &Value) -> Vec<FieldError> {
                 let ns = value::opt_s(params, "namespace");
                 if scope == "Namespace" {
                     match ns {
-                        None => errs.push(FieldError::required(pc(path, "namespace"), "`parameters.scope` is set to 'Namespace'")),
-                        Some(ns) => errs.extend(names::dns1123_label(ns).into_iter().map(|m| FieldError::invalid(pc(path, "namespace"), quote(ns), m))),
+                        None => errs.push(FieldError::required(
+                            pc(path, "namespace"),
+                            "`parameters.scope` is set to 'Namespace'",
+                        )),
+                        Some(ns) => errs.extend(
+                            names::dns1123_label(ns)
+                                .into_iter()
+                                .map(|m| FieldError::invalid(pc(path, "namespace"), quote(ns), m)),
+                        ),
                     }
                 }
                 if scope == "Cluster" && ns.is_some() {

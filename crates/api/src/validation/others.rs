@@ -63,7 +63,11 @@ fn endpoint_address(addr: &Value, path: &str) -> Vec<FieldError> {
         errs.extend(names::label_errors(&pc(path, "hostname"), hostname));
     }
     if let Some(node) = value::opt_s(addr, "nodeName") {
-        errs.extend(names::dns1123_subdomain(node).into_iter().map(|m| FieldError::invalid(pc(path, "nodeName"), quote(node), m)));
+        errs.extend(
+            names::dns1123_subdomain(node)
+                .into_iter()
+                .map(|m| FieldError::invalid(pc(path, "nodeName"), quote(node), m)),
+        );
     }
     errs.extend(net::non_special_ip_errors(&ip_path, ip));
     errs
@@ -82,7 +86,9 @@ fn endpoint_port(port: &Value, require_name: bool, path: &str) -> Vec<FieldError
     errs.extend(names::port_num(p).into_iter().map(|m| FieldError::invalid(pc(path, "port"), p.to_string(), m)));
     match s(port, "protocol") {
         "" => errs.push(FieldError::required(pc(path, "protocol"), "")),
-        proto if !PROTOCOLS.contains(&proto) => errs.push(FieldError::not_supported(pc(path, "protocol"), quote(proto), PROTOCOLS)),
+        proto if !PROTOCOLS.contains(&proto) => {
+            errs.push(FieldError::not_supported(pc(path, "protocol"), quote(proto), PROTOCOLS))
+        }
         _ => {}
     }
     if let Some(app) = value::opt_s(port, "appProtocol") {
@@ -175,7 +181,11 @@ fn slice_endpoint(ep: &Value, address_type: &str, path: &str) -> Vec<FieldError>
         }
     }
     if let Some(node) = value::opt_s(ep, "nodeName") {
-        errs.extend(names::dns1123_subdomain(node).into_iter().map(|m| FieldError::invalid(pc(path, "nodeName"), quote(node), m)));
+        errs.extend(
+            names::dns1123_subdomain(node)
+                .into_iter()
+                .map(|m| FieldError::invalid(pc(path, "nodeName"), quote(node), m)),
+        );
     }
     let tpath = pc(path, "deprecatedTopology");
     let topology = value::str_pairs(ep, "deprecatedTopology");
@@ -229,7 +239,11 @@ pub fn validate_namespace(ns: &Value) -> Vec<FieldError> {
     for f in value::at(ns, &["spec", "finalizers"]).and_then(|v| value::as_str_list(Some(v))).unwrap_or_default() {
         errs.extend(names::qualified_name_errors(path, &f));
         if !f.contains('/') && f != "kubernetes" && f != "orphan" && f != "foregroundDeletion" {
-            errs.push(FieldError::invalid(path, quote(&f), "name is neither a standard finalizer name nor is it fully qualified"));
+            errs.push(FieldError::invalid(
+                path,
+                quote(&f),
+                "name is neither a standard finalizer name nor is it fully qualified",
+            ));
         }
     }
     errs
@@ -246,9 +260,17 @@ pub fn validate_namespace_status(new: &Value, old: &Value) -> Vec<FieldError> {
     let phase = value::at(new, &["status", "phase"]).and_then(Value::as_str).unwrap_or_default();
     let deleting = value::at(new, &["metadata", "deletionTimestamp"]).is_some();
     if !deleting && phase != "Active" {
-        errs.push(FieldError::invalid("status.Phase", quote(phase), "may only be 'Active' if `deletionTimestamp` is empty"));
+        errs.push(FieldError::invalid(
+            "status.Phase",
+            quote(phase),
+            "may only be 'Active' if `deletionTimestamp` is empty",
+        ));
     } else if deleting && phase != "Terminating" {
-        errs.push(FieldError::invalid("status.Phase", quote(phase), "may only be 'Terminating' if `deletionTimestamp` is not empty"));
+        errs.push(FieldError::invalid(
+            "status.Phase",
+            quote(phase),
+            "may only be 'Terminating' if `deletionTimestamp` is not empty",
+        ));
     }
     errs
 }
@@ -351,12 +373,21 @@ fn node_taints(node: &Value) -> Vec<FieldError> {
         match effect {
             "" => errs.push(FieldError::required(pc(&tpath, "effect"), "")),
             "NoSchedule" | "PreferNoSchedule" | "NoExecute" => {}
-            other => errs.push(FieldError::not_supported(pc(&tpath, "effect"), quote(other), &["NoSchedule", "PreferNoSchedule", "NoExecute"])),
+            other => errs.push(FieldError::not_supported(
+                pc(&tpath, "effect"),
+                quote(other),
+                &["NoSchedule", "PreferNoSchedule", "NoExecute"],
+            )),
         }
         if seen.contains(&(key, effect)) {
             let mut e = FieldError::duplicate(
                 &tpath,
-                format!("core.Taint{{Key:{}, Value:{}, Effect:{}, TimeAdded:(*v1.Time)(nil)}}", quote(key), quote(val), quote(effect)),
+                format!(
+                    "core.Taint{{Key:{}, Value:{}, Effect:{}, TimeAdded:(*v1.Time)(nil)}}",
+                    quote(key),
+                    quote(val),
+                    quote(effect)
+                ),
             );
             e.detail = "taints must be unique by key and effect pair".to_string();
             errs.push(e);
@@ -388,7 +419,10 @@ pub fn validate_node_update(new: &Value, old: &Value) -> Vec<FieldError> {
     let old_provider = value::at(old, &["spec", "providerID"]).and_then(Value::as_str).unwrap_or_default();
     let new_provider = value::at(new, &["spec", "providerID"]).and_then(Value::as_str).unwrap_or_default();
     if !old_provider.is_empty() && old_provider != new_provider {
-        errs.push(FieldError::forbidden("spec.providerID", "node updates may not change providerID except from \"\" to valid"));
+        errs.push(FieldError::forbidden(
+            "spec.providerID",
+            "node updates may not change providerID except from \"\" to valid",
+        ));
     }
     errs
 }
@@ -416,7 +450,11 @@ pub fn validate_event(ev: &Value) -> Vec<FieldError> {
     if name.is_empty() {
         errs.push(FieldError::required("metadata.name", "name or generateName is required"));
     } else {
-        errs.extend(names::path_segment_name(name).into_iter().map(|msg| FieldError::invalid("metadata.name", quote(name), msg)));
+        errs.extend(
+            names::path_segment_name(name)
+                .into_iter()
+                .map(|msg| FieldError::invalid("metadata.name", quote(name), msg)),
+        );
     }
     if s(m, "namespace").is_empty() {
         errs.push(FieldError::required("metadata.namespace", ""));
@@ -429,7 +467,8 @@ fn legacy_validate_event(ev: &Value) -> Vec<FieldError> {
     let mut errs = Vec::new();
     let ns = value::at(ev, &["metadata", "namespace"]).and_then(Value::as_str).unwrap_or_default();
     let involved_ns = value::at(ev, &["involvedObject", "namespace"]).and_then(Value::as_str).unwrap_or_default();
-    let mismatch = || FieldError::invalid("involvedObject.namespace", quote(involved_ns), "does not match event.namespace");
+    let mismatch =
+        || FieldError::invalid("involvedObject.namespace", quote(involved_ns), "does not match event.namespace");
     if get(ev, "eventTime").is_none() {
         if involved_ns.is_empty() {
             if !ns.is_empty() && ns != "default" {
@@ -507,7 +546,9 @@ pub fn validate_config_map(cm: &Value) -> Vec<FieldError> {
         total += v.len();
     }
     for (k, v) in value::str_pairs(cm, "binaryData") {
-        errs.extend(names::config_map_key(k).into_iter().map(|m| FieldError::invalid(pk("binaryData", k), quote(k), m)));
+        errs.extend(
+            names::config_map_key(k).into_iter().map(|m| FieldError::invalid(pk("binaryData", k), quote(k), m)),
+        );
         total += base64_len(v);
     }
     if total > MAX_SECRET_SIZE {
@@ -557,7 +598,8 @@ pub fn validate_secret(secret: &Value) -> Vec<FieldError> {
     let decoded = |k: &str| data.iter().find(|(key, _)| *key == k).map(|(_, v)| base64_decode(v));
     match s(secret, "type") {
         "kubernetes.io/service-account-token" => {
-            let name = value::at(secret, &["metadata", "annotations", "kubernetes.io/service-account.name"]).and_then(Value::as_str);
+            let name = value::at(secret, &["metadata", "annotations", "kubernetes.io/service-account.name"])
+                .and_then(Value::as_str);
             if name.is_none_or(str::is_empty) {
                 errs.push(FieldError::required(pk("metadata.annotations", "kubernetes.io/service-account.name"), ""));
             }
@@ -602,10 +644,18 @@ fn json_object_error(bytes: &[u8]) -> Option<String> {
     }
     match serde_json::from_slice::<Value>(bytes) {
         Ok(Value::Object(_)) => None,
-        Ok(Value::Array(_)) => Some("json: cannot unmarshal array into Go value of type map[string]interface {}".to_string()),
-        Ok(Value::String(_)) => Some("json: cannot unmarshal string into Go value of type map[string]interface {}".to_string()),
-        Ok(Value::Number(_)) => Some("json: cannot unmarshal number into Go value of type map[string]interface {}".to_string()),
-        Ok(Value::Bool(_)) => Some("json: cannot unmarshal bool into Go value of type map[string]interface {}".to_string()),
+        Ok(Value::Array(_)) => {
+            Some("json: cannot unmarshal array into Go value of type map[string]interface {}".to_string())
+        }
+        Ok(Value::String(_)) => {
+            Some("json: cannot unmarshal string into Go value of type map[string]interface {}".to_string())
+        }
+        Ok(Value::Number(_)) => {
+            Some("json: cannot unmarshal number into Go value of type map[string]interface {}".to_string())
+        }
+        Ok(Value::Bool(_)) => {
+            Some("json: cannot unmarshal bool into Go value of type map[string]interface {}".to_string())
+        }
         Ok(Value::Null) => None,
         Err(_) => {
             let c = trimmed.chars().next().unwrap_or(' ');

@@ -203,7 +203,9 @@ fn apply_container_defaults(c: &mut Map<String, Value>) {
     }
     for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
         if let Some(p) = c.get_mut(probe).and_then(Value::as_object_mut) {
-            for (field, default) in [("timeoutSeconds", 1), ("periodSeconds", 10), ("successThreshold", 1), ("failureThreshold", 3)] {
+            for (field, default) in
+                [("timeoutSeconds", 1), ("periodSeconds", 10), ("successThreshold", 1), ("failureThreshold", 3)]
+            {
                 if value::zero_int(p, field) {
                     p.insert(field.into(), json!(default));
                 }
@@ -220,7 +222,8 @@ fn apply_container_defaults(c: &mut Map<String, Value>) {
     }
     if let Some(env) = c.get_mut("env").and_then(Value::as_array_mut) {
         for e in env.iter_mut() {
-            if let Some(field_ref) = e.get_mut("valueFrom").and_then(|v| v.get_mut("fieldRef")).and_then(Value::as_object_mut)
+            if let Some(field_ref) =
+                e.get_mut("valueFrom").and_then(|v| v.get_mut("fieldRef")).and_then(Value::as_object_mut)
                 && value::empty_str(field_ref, "apiVersion")
             {
                 field_ref.insert("apiVersion".into(), json!("v1"));
@@ -298,7 +301,11 @@ fn valid_repository(repo: &str) -> bool {
     let mut components: Vec<&str> = repo.split('/').collect();
     if components.len() > 1 {
         let first = components[0];
-        if first.contains('.') || first.contains(':') || first == "localhost" || first.chars().any(|c| c.is_ascii_uppercase()) {
+        if first.contains('.')
+            || first.contains(':')
+            || first == "localhost"
+            || first.chars().any(|c| c.is_ascii_uppercase())
+        {
             components.remove(0);
         }
     }
@@ -356,7 +363,10 @@ pub fn validate_pod_template_spec(template: &Value, path: &str) -> Vec<FieldErro
     let spec = get(template, "spec").unwrap_or(&Value::Null);
     errs.extend(validate_pod_spec(spec, &pc(path, "spec"), false));
     if !value::arr(spec, "ephemeralContainers").is_empty() {
-        errs.push(FieldError::forbidden(pc(&pc(path, "spec"), "ephemeralContainers"), "ephemeral containers not allowed in pod template"));
+        errs.push(FieldError::forbidden(
+            pc(&pc(path, "spec"), "ephemeralContainers"),
+            "ephemeral containers not allowed in pod template",
+        ));
     }
     errs
 }
@@ -372,7 +382,13 @@ pub fn validate_pod_spec(spec: &Value, path: &str, resource_is_pod: bool) -> Vec
     errs.extend(vol_errs);
     let containers = value::arr(spec, "containers");
     errs.extend(validate_containers(containers, &volumes, grace, &pc(path, "containers")));
-    errs.extend(validate_init_containers(value::arr(spec, "initContainers"), containers, &volumes, grace, &pc(path, "initContainers")));
+    errs.extend(validate_init_containers(
+        value::arr(spec, "initContainers"),
+        containers,
+        &volumes,
+        grace,
+        &pc(path, "initContainers"),
+    ));
 
     if value::b(spec, "hostNetwork") {
         for (i, c) in containers.iter().enumerate() {
@@ -393,7 +409,11 @@ pub fn validate_pod_spec(spec: &Value, path: &str, resource_is_pod: bool) -> Vec
     match restart {
         "Always" | "OnFailure" | "Never" => {}
         "" => errs.push(FieldError::required(pc(path, "restartPolicy"), "")),
-        other => errs.push(FieldError::not_supported(pc(path, "restartPolicy"), quote(other), &["Always", "OnFailure", "Never"])),
+        other => errs.push(FieldError::not_supported(
+            pc(path, "restartPolicy"),
+            quote(other),
+            &["Always", "OnFailure", "Never"],
+        )),
     }
     let dns_policy = s(spec, "dnsPolicy");
     match dns_policy {
@@ -408,7 +428,10 @@ pub fn validate_pod_spec(spec: &Value, path: &str, resource_is_pod: bool) -> Vec
     errs.extend(meta::validate_labels(&pc(path, "nodeSelector"), get(spec, "nodeSelector")));
     errs.extend(validate_dns_config(get(spec, "dnsConfig"), dns_policy, &pc(path, "dnsConfig")));
     for (i, g) in value::arr(spec, "readinessGates").iter().enumerate() {
-        errs.extend(names::qualified_name_errors(&pc(&pi(&pc(path, "readinessGates"), i), "conditionType"), s(g, "conditionType")));
+        errs.extend(names::qualified_name_errors(
+            &pc(&pi(&pc(path, "readinessGates"), i), "conditionType"),
+            s(g, "conditionType"),
+        ));
     }
     let mut gates_seen: Vec<&str> = Vec::new();
     for (i, g) in value::arr(spec, "schedulingGates").iter().enumerate() {
@@ -429,7 +452,11 @@ pub fn validate_pod_spec(spec: &Value, path: &str, resource_is_pod: bool) -> Vec
     if let Some(ads) = value::opt_i(spec, "activeDeadlineSeconds")
         && !(1..=MAX_INT32).contains(&ads)
     {
-        errs.push(FieldError::invalid(pc(path, "activeDeadlineSeconds"), ads.to_string(), names::inclusive_range_error(1, MAX_INT32)));
+        errs.push(FieldError::invalid(
+            pc(path, "activeDeadlineSeconds"),
+            ads.to_string(),
+            names::inclusive_range_error(1, MAX_INT32),
+        ));
     }
     for field in ["hostname", "subdomain"] {
         let v = s(spec, field);
@@ -456,7 +483,11 @@ pub fn validate_pod_spec(spec: &Value, path: &str, resource_is_pod: bool) -> Vec
         match pp {
             "PreemptLowerPriority" | "Never" => {}
             "" => errs.push(FieldError::required(pc(path, "preemptionPolicy"), "")),
-            other => errs.push(FieldError::not_supported(pc(path, "preemptionPolicy"), quote(other), &["PreemptLowerPriority", "Never"])),
+            other => errs.push(FieldError::not_supported(
+                pc(path, "preemptionPolicy"),
+                quote(other),
+                &["PreemptLowerPriority", "Never"],
+            )),
         }
     }
     if let Some(os) = get(spec, "os") {
@@ -551,7 +582,13 @@ fn validate_containers(containers: &[Value], volumes: &[&str], grace: Option<i64
 }
 
 /// validateInitContainers.
-fn validate_init_containers(inits: &[Value], regular: &[Value], volumes: &[&str], grace: Option<i64>, path: &str) -> Vec<FieldError> {
+fn validate_init_containers(
+    inits: &[Value],
+    regular: &[Value],
+    volumes: &[&str],
+    grace: Option<i64>,
+    path: &str,
+) -> Vec<FieldError> {
     let mut errs = Vec::new();
     let mut seen: Vec<&str> = regular.iter().map(|c| s(c, "name")).collect();
     for (i, c) in inits.iter().enumerate() {
@@ -579,7 +616,10 @@ fn validate_init_containers(inits: &[Value], regular: &[Value], volumes: &[&str]
         } else {
             for field in ["lifecycle", "livenessProbe", "readinessProbe", "startupProbe"] {
                 if get(c, field).is_some() {
-                    errs.push(FieldError::forbidden(pc(&cpath, field), "may not be set for init containers without restartPolicy=Always"));
+                    errs.push(FieldError::forbidden(
+                        pc(&cpath, field),
+                        "may not be set for init containers without restartPolicy=Always",
+                    ));
                 }
             }
         }
@@ -615,7 +655,11 @@ fn validate_container_common(c: &Value, volumes: &[&str], path: &str) -> Vec<Fie
     match s(c, "imagePullPolicy") {
         "Always" | "IfNotPresent" | "Never" => {}
         "" => errs.push(FieldError::required(pc(path, "imagePullPolicy"), "")),
-        other => errs.push(FieldError::not_supported(pc(path, "imagePullPolicy"), quote(other), &["Always", "IfNotPresent", "Never"])),
+        other => errs.push(FieldError::not_supported(
+            pc(path, "imagePullPolicy"),
+            quote(other),
+            &["Always", "IfNotPresent", "Never"],
+        )),
     }
     errs
 }
@@ -641,15 +685,23 @@ fn validate_container_ports(ports: &[Value], path: &str) -> Vec<FieldError> {
         if cp == 0 {
             errs.push(FieldError::required(pc(&ppath, "containerPort"), ""));
         } else {
-            errs.extend(names::port_num(cp).into_iter().map(|m| FieldError::invalid(pc(&ppath, "containerPort"), cp.to_string(), m)));
+            errs.extend(
+                names::port_num(cp)
+                    .into_iter()
+                    .map(|m| FieldError::invalid(pc(&ppath, "containerPort"), cp.to_string(), m)),
+            );
         }
         let hp = value::i(p, "hostPort");
         if hp != 0 {
-            errs.extend(names::port_num(hp).into_iter().map(|m| FieldError::invalid(pc(&ppath, "hostPort"), hp.to_string(), m)));
+            errs.extend(
+                names::port_num(hp).into_iter().map(|m| FieldError::invalid(pc(&ppath, "hostPort"), hp.to_string(), m)),
+            );
         }
         match s(p, "protocol") {
             "" => errs.push(FieldError::required(pc(&ppath, "protocol"), "")),
-            proto if !PROTOCOLS.contains(&proto) => errs.push(FieldError::not_supported(pc(&ppath, "protocol"), quote(proto), PROTOCOLS)),
+            proto if !PROTOCOLS.contains(&proto) => {
+                errs.push(FieldError::not_supported(pc(&ppath, "protocol"), quote(proto), PROTOCOLS))
+            }
             _ => {}
         }
     }
@@ -686,7 +738,9 @@ fn validate_env(env: &[Value], path: &str) -> Vec<FieldError> {
         if name.is_empty() {
             errs.push(FieldError::required(pc(&epath, "name"), ""));
         } else {
-            errs.extend(names::env_var_name(name).into_iter().map(|m| FieldError::invalid(pc(&epath, "name"), quote(name), m)));
+            errs.extend(
+                names::env_var_name(name).into_iter().map(|m| FieldError::invalid(pc(&epath, "name"), quote(name), m)),
+            );
         }
         let Some(from) = get(ev, "valueFrom") else { continue };
         let fpath = pc(&epath, "valueFrom");
@@ -706,12 +760,20 @@ fn validate_env(env: &[Value], path: &str) -> Vec<FieldError> {
                 sources += 1;
                 let kpath = pc(&fpath, key);
                 let n = s(kr, "name");
-                errs.extend(names::dns1123_subdomain(n).into_iter().map(|m| FieldError::invalid(pc(&kpath, "name"), quote(n), m)));
+                errs.extend(
+                    names::dns1123_subdomain(n)
+                        .into_iter()
+                        .map(|m| FieldError::invalid(pc(&kpath, "name"), quote(n), m)),
+                );
                 let k = s(kr, "key");
                 if k.is_empty() {
                     errs.push(FieldError::required(pc(&kpath, "key"), ""));
                 } else {
-                    errs.extend(names::config_map_key(k).into_iter().map(|m| FieldError::invalid(pc(&kpath, "key"), quote(k), m)));
+                    errs.extend(
+                        names::config_map_key(k)
+                            .into_iter()
+                            .map(|m| FieldError::invalid(pc(&kpath, "key"), quote(k), m)),
+                    );
                 }
             }
         }
@@ -751,7 +813,11 @@ fn validate_field_ref(fr: &Value, path: &str) -> Vec<FieldError> {
         Some(format!("field label not supported: {field_path}"))
     };
     if let Some(e) = convert_err {
-        return vec![FieldError::invalid(pc(path, "fieldPath"), quote(field_path), format!("error converting fieldPath: {e}"))];
+        return vec![FieldError::invalid(
+            pc(path, "fieldPath"),
+            quote(field_path),
+            format!("error converting fieldPath: {e}"),
+        )];
     }
     let internal = if field_path == "spec.host" { "spec.nodeName" } else { field_path };
     if let Some((base, subscript)) = split_subscript(internal) {
@@ -778,7 +844,11 @@ fn validate_env_from(list: &[Value], path: &str) -> Vec<FieldError> {
         let epath = pi(path, i);
         let prefix = s(ev, "prefix");
         if !prefix.is_empty() {
-            errs.extend(names::env_var_name(prefix).into_iter().map(|m| FieldError::invalid(pc(&epath, "prefix"), quote(prefix), m)));
+            errs.extend(
+                names::env_var_name(prefix)
+                    .into_iter()
+                    .map(|m| FieldError::invalid(pc(&epath, "prefix"), quote(prefix), m)),
+            );
         }
         let mut sources = 0;
         for key in ["configMapRef", "secretRef"] {
@@ -789,7 +859,12 @@ fn validate_env_from(list: &[Value], path: &str) -> Vec<FieldError> {
                 if n.is_empty() {
                     errs.push(FieldError::required(npath, ""));
                 } else {
-                    errs.extend(NameKind::Subdomain.check(n, true).into_iter().map(|m| FieldError::invalid(&npath, quote(n), m)));
+                    errs.extend(
+                        NameKind::Subdomain
+                            .check(n, true)
+                            .into_iter()
+                            .map(|m| FieldError::invalid(&npath, quote(n), m)),
+                    );
                 }
             }
         }
@@ -829,7 +904,11 @@ fn validate_volume_mounts(mounts: &[Value], volumes: &[&str], path: &str) -> Vec
                 continue;
             }
             if key == "subPathExpr" && !s(m, "subPath").is_empty() {
-                errs.push(FieldError::invalid(pc(&mpath, key), quote(sub), "subPathExpr and subPath are mutually exclusive"));
+                errs.push(FieldError::invalid(
+                    pc(&mpath, key),
+                    quote(sub),
+                    "subPathExpr and subPath are mutually exclusive",
+                ));
             }
             // Upstream reports these at the list's path, not the item's.
             let spath = pc(path, key);
@@ -854,7 +933,11 @@ fn validate_probes(c: &Value, grace: Option<i64>, cpath: &str) -> Vec<FieldError
         errs.extend(validate_probe(probe, grace, &path));
         if field == "readinessProbe" {
             if let Some(t) = value::opt_i(probe, "terminationGracePeriodSeconds") {
-                errs.push(FieldError::invalid(pc(&path, "terminationGracePeriodSeconds"), t.to_string(), "must not be set for readinessProbes"));
+                errs.push(FieldError::invalid(
+                    pc(&path, "terminationGracePeriodSeconds"),
+                    t.to_string(),
+                    "must not be set for readinessProbes",
+                ));
             }
         } else {
             let st = value::i(probe, "successThreshold");
@@ -878,7 +961,11 @@ fn validate_probe(probe: &Value, grace: Option<i64>, path: &str) -> Vec<FieldErr
     if let Some(t) = value::opt_i(probe, "terminationGracePeriodSeconds")
         && t <= 0
     {
-        errs.push(FieldError::invalid(pc(path, "terminationGracePeriodSeconds"), t.to_string(), "must be greater than 0"));
+        errs.push(FieldError::invalid(
+            pc(path, "terminationGracePeriodSeconds"),
+            t.to_string(),
+            "must be greater than 0",
+        ));
     }
     errs
 }
@@ -921,13 +1008,19 @@ fn validate_handler(h: &Value, kinds: &[&str], grace: Option<i64>, path: &str) -
                 }
                 for header in value::arr(action, "httpHeaders") {
                     let n = s(header, "name");
-                    errs.extend(names::http_header_name(n).into_iter().map(|m| FieldError::invalid(pc(&apath, "httpHeaders"), quote(n), m)));
+                    errs.extend(
+                        names::http_header_name(n)
+                            .into_iter()
+                            .map(|m| FieldError::invalid(pc(&apath, "httpHeaders"), quote(n), m)),
+                    );
                 }
             }
             "tcpSocket" => errs.extend(names::port_num_or_name(&pc(&apath, "port"), get(action, "port"))),
             "grpc" => {
                 let p = value::i(action, "port");
-                errs.extend(names::port_num(p).into_iter().map(|m| FieldError::invalid(pc(&apath, "port"), p.to_string(), m)));
+                errs.extend(
+                    names::port_num(p).into_iter().map(|m| FieldError::invalid(pc(&apath, "port"), p.to_string(), m)),
+                );
             }
             "sleep" => {
                 let secs = value::i(action, "seconds");
@@ -959,7 +1052,10 @@ fn validate_dns_config(config: Option<&Value>, policy: &str, path: &str) -> Vec<
             return vec![FieldError::required(path, "must provide `dnsConfig` when `dnsPolicy` is None")];
         };
         if value::arr(c, "nameservers").is_empty() {
-            return vec![FieldError::required(pc(path, "nameservers"), "must provide at least one DNS nameserver when `dnsPolicy` is None")];
+            return vec![FieldError::required(
+                pc(path, "nameservers"),
+                "must provide at least one DNS nameserver when `dnsPolicy` is None",
+            )];
         }
     }
     let Some(c) = config else { return Vec::new() };
@@ -1022,7 +1118,11 @@ fn validate_tolerations(tolerations: &[Value], path: &str) -> Vec<FieldError> {
             ));
         }
         if get(t, "tolerationSeconds").is_some() && effect != "NoExecute" {
-            errs.push(FieldError::invalid(pc(&tpath, "effect"), quote(effect), "effect must be 'NoExecute' when `tolerationSeconds` is set"));
+            errs.push(FieldError::invalid(
+                pc(&tpath, "effect"),
+                quote(effect),
+                "effect must be 'NoExecute' when `tolerationSeconds` is set",
+            ));
         }
         match op {
             "Equal" | "" => {
@@ -1033,13 +1133,21 @@ fn validate_tolerations(tolerations: &[Value], path: &str) -> Vec<FieldError> {
             }
             "Exists" => {
                 if !val.is_empty() {
-                    errs.push(FieldError::invalid(pc(&tpath, "operator"), quote(val), "value must be empty when `operator` is 'Exists'"));
+                    errs.push(FieldError::invalid(
+                        pc(&tpath, "operator"),
+                        quote(val),
+                        "value must be empty when `operator` is 'Exists'",
+                    ));
                 }
             }
             other => errs.push(FieldError::not_supported(pc(&tpath, "operator"), quote(other), &["Equal", "Exists"])),
         }
         if !effect.is_empty() && !["NoSchedule", "PreferNoSchedule", "NoExecute"].contains(&effect) {
-            errs.push(FieldError::not_supported(pc(&tpath, "effect"), quote(effect), &["NoSchedule", "PreferNoSchedule", "NoExecute"]));
+            errs.push(FieldError::not_supported(
+                pc(&tpath, "effect"),
+                quote(effect),
+                &["NoSchedule", "PreferNoSchedule", "NoExecute"],
+            ));
         }
     }
     errs
@@ -1066,21 +1174,37 @@ pub fn validate_pod_update(new: &Value, old: &Value) -> Vec<FieldError> {
                 errs.push(FieldError::required(pc(&pi(&lpath, i), "image"), ""));
             }
             if image.trim().len() != image.len() {
-                errs.push(FieldError::invalid(pc(&pi(&lpath, i), "image"), quote(image), "must not have leading or trailing whitespace"));
+                errs.push(FieldError::invalid(
+                    pc(&pi(&lpath, i), "image"),
+                    quote(image),
+                    "must not have leading or trailing whitespace",
+                ));
             }
         }
     }
     match (value::opt_i(new_spec, "activeDeadlineSeconds"), value::opt_i(old_spec, "activeDeadlineSeconds")) {
         (Some(n), _) if !(0..=MAX_INT32).contains(&n) => {
-            errs.push(FieldError::invalid("spec.activeDeadlineSeconds", n.to_string(), names::inclusive_range_error(0, MAX_INT32)));
+            errs.push(FieldError::invalid(
+                "spec.activeDeadlineSeconds",
+                n.to_string(),
+                names::inclusive_range_error(0, MAX_INT32),
+            ));
             return errs;
         }
         (Some(n), Some(o)) if o < n => {
-            errs.push(FieldError::invalid("spec.activeDeadlineSeconds", n.to_string(), "must be less than or equal to previous value"));
+            errs.push(FieldError::invalid(
+                "spec.activeDeadlineSeconds",
+                n.to_string(),
+                "must be less than or equal to previous value",
+            ));
             return errs;
         }
         (None, Some(_)) => {
-            errs.push(FieldError::invalid("spec.activeDeadlineSeconds", "null", "must not update from a positive integer to nil value"));
+            errs.push(FieldError::invalid(
+                "spec.activeDeadlineSeconds",
+                "null",
+                "must not update from a positive integer to nil value",
+            ));
         }
         _ => {}
     }
@@ -1099,7 +1223,10 @@ pub fn validate_pod_update(new: &Value, old: &Value) -> Vec<FieldError> {
     if all_kept {
         errs.extend(validate_tolerations(new_tol, "spec.tolerations"));
     } else {
-        errs.push(FieldError::forbidden("spec.tolerations", "existing toleration can not be modified except its tolerationSeconds"));
+        errs.push(FieldError::forbidden(
+            "spec.tolerations",
+            "existing toleration can not be modified except its tolerationSeconds",
+        ));
     }
     let old_gates: Vec<&str> = value::arr(old_spec, "schedulingGates").iter().map(|g| s(g, "name")).collect();
     for (i, g) in value::arr(new_spec, "schedulingGates").iter().enumerate() {
@@ -1149,7 +1276,9 @@ fn munge_pod_spec(new_spec: &Value, old_spec: &Value) -> Value {
             };
         }
         let old_grace = value::opt_i(old_spec, "terminationGracePeriodSeconds");
-        if old_grace.is_some_and(|g| g < 0) && obj.get("terminationGracePeriodSeconds").and_then(Value::as_i64) == Some(1) {
+        if old_grace.is_some_and(|g| g < 0)
+            && obj.get("terminationGracePeriodSeconds").and_then(Value::as_i64) == Some(1)
+        {
             obj.insert("terminationGracePeriodSeconds".into(), json!(old_grace));
         }
     }
@@ -1224,7 +1353,11 @@ fn status_ips(status: &Value, field: &str, go_type: &str) -> Vec<FieldError> {
     if ips.len() > 1 {
         if !net::is_dual_stack(&ips) || ips.len() > 2 {
             let repr: Vec<String> = ips.iter().map(|ip| format!("{go_type}{{IP:{}}}", quote(ip))).collect();
-            errs.push(FieldError::invalid(&path, format!("[]{go_type}{{{}}}", repr.join(", ")), "may specify no more than one IP for each IP family"));
+            errs.push(FieldError::invalid(
+                &path,
+                format!("[]{go_type}{{{}}}", repr.join(", ")),
+                "may specify no more than one IP for each IP family",
+            ));
         }
         let mut seen: Vec<&str> = Vec::new();
         for (i, ip) in ips.iter().enumerate() {

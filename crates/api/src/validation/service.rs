@@ -119,10 +119,8 @@ pub fn apply_defaults(svc: &mut Value) {
             spec.remove("sessionAffinityConfig");
         }
         Some("ClientIP") => {
-            let has_timeout = spec
-                .get("sessionAffinityConfig")
-                .and_then(|c| value::at(c, &["clientIP", "timeoutSeconds"]))
-                .is_some();
+            let has_timeout =
+                spec.get("sessionAffinityConfig").and_then(|c| value::at(c, &["clientIP", "timeoutSeconds"])).is_some();
             if !has_timeout {
                 spec.insert(
                     "sessionAffinityConfig".into(),
@@ -158,7 +156,8 @@ pub fn apply_defaults(svc: &mut Value) {
     if externally && value::empty_str(spec, "externalTrafficPolicy") {
         spec.insert("externalTrafficPolicy".into(), json!("Cluster"));
     }
-    if value::missing(spec, "internalTrafficPolicy") && matches!(ty.as_str(), "NodePort" | "LoadBalancer" | "ClusterIP") {
+    if value::missing(spec, "internalTrafficPolicy") && matches!(ty.as_str(), "NodePort" | "LoadBalancer" | "ClusterIP")
+    {
         spec.insert("internalTrafficPolicy".into(), json!("Cluster"));
     }
     if ty == "LoadBalancer" && value::missing(spec, "allocateLoadBalancerNodePorts") {
@@ -452,7 +451,9 @@ fn drop_type_dependent_fields(new: &mut Value, old: &Value) {
         if ip_families(old) == ip_families(new) {
             remove_spec(new, "ipFamilies");
         }
-        if value::opt_s(spec(old), "ipFamilyPolicy").unwrap_or_default() == value::opt_s(spec(new), "ipFamilyPolicy").unwrap_or_default() {
+        if value::opt_s(spec(old), "ipFamilyPolicy").unwrap_or_default()
+            == value::opt_s(spec(new), "ipFamilyPolicy").unwrap_or_default()
+        {
             remove_spec(new, "ipFamilyPolicy");
         }
     }
@@ -539,7 +540,10 @@ pub fn validate_status(new: &Value, old: &Value) -> Vec<FieldError> {
 /// ValidateLoadBalancerStatus for a Service (the LoadBalancerIPMode gate is on in v1.32).
 fn load_balancer_status(svc: &Value) -> Vec<FieldError> {
     let path = "status.loadBalancer.ingress";
-    let ingress = value::at(svc, &["status", "loadBalancer", "ingress"]).and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    let ingress = value::at(svc, &["status", "loadBalancer", "ingress"])
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
     if svc_type(svc) != "LoadBalancer" && !ingress.is_empty() {
         return vec![FieldError::forbidden(path, "may only be used when `spec.type` is 'LoadBalancer'")];
     }
@@ -551,9 +555,13 @@ fn load_balancer_status(svc: &Value) -> Vec<FieldError> {
             errs.extend(net::valid_ip_errors(&pc(&ipath, "ip"), ip));
         }
         match value::opt_s(ing, "ipMode") {
-            None if !ip.is_empty() => errs.push(FieldError::required(pc(&ipath, "ipMode"), "must be specified when `ip` is set")),
+            None if !ip.is_empty() => {
+                errs.push(FieldError::required(pc(&ipath, "ipMode"), "must be specified when `ip` is set"))
+            }
             None => {}
-            Some(_) if ip.is_empty() => errs.push(FieldError::forbidden(pc(&ipath, "ipMode"), "may not be specified when `ip` is not set")),
+            Some(_) if ip.is_empty() => {
+                errs.push(FieldError::forbidden(pc(&ipath, "ipMode"), "may not be specified when `ip` is not set"))
+            }
             Some(mode) if mode != "VIP" && mode != "Proxy" => {
                 errs.push(FieldError::not_supported(pc(&ipath, "ipMode"), quote(mode), &["Proxy", "VIP"]));
             }
@@ -612,11 +620,19 @@ pub fn validate_service(svc: &Value) -> Vec<FieldError> {
                 }
             }
             if headless {
-                errs.push(FieldError::invalid("spec.clusterIPs[0]", quote("None"), "may not be set to 'None' for LoadBalancer services"));
+                errs.push(FieldError::invalid(
+                    "spec.clusterIPs[0]",
+                    quote("None"),
+                    "may not be set to 'None' for LoadBalancer services",
+                ));
             }
         }
         "NodePort" if headless => {
-            errs.push(FieldError::invalid("spec.clusterIPs[0]", quote("None"), "may not be set to 'None' for NodePort services"));
+            errs.push(FieldError::invalid(
+                "spec.clusterIPs[0]",
+                quote("None"),
+                "may not be set to 'None' for NodePort services",
+            ));
         }
         "ExternalName" => {
             if !cluster_ips(svc).unwrap_or_default().is_empty() {
@@ -682,7 +698,10 @@ pub fn validate_service(svc: &Value) -> Vec<FieldError> {
     if ty == "ClusterIP" {
         for (i, p) in ports.iter().enumerate() {
             if value::i(p, "nodePort") != 0 {
-                errs.push(FieldError::forbidden(pc(&pi("spec.ports", i), "nodePort"), "may not be used when `type` is 'ClusterIP'"));
+                errs.push(FieldError::forbidden(
+                    pc(&pi("spec.ports", i), "nodePort"),
+                    "may not be used when `type` is 'ClusterIP'",
+                ));
             }
         }
     }
@@ -734,7 +753,10 @@ pub fn validate_service(svc: &Value) -> Vec<FieldError> {
 
     let allocate = get(sp, "allocateLoadBalancerNodePorts");
     if allocate.is_some() && ty != "LoadBalancer" {
-        errs.push(FieldError::forbidden("spec.allocateLoadBalancerNodePorts", "may only be used when `type` is 'LoadBalancer'"));
+        errs.push(FieldError::forbidden(
+            "spec.allocateLoadBalancerNodePorts",
+            "may only be used when `type` is 'LoadBalancer'",
+        ));
     }
     if ty == "LoadBalancer" && allocate.is_none() {
         // Upstream reports this one without the `spec.` prefix.
@@ -872,7 +894,11 @@ fn validate_cluster_ips_related(svc: &Value) -> Vec<FieldError> {
         return errs;
     }
     if ips.len() > 1 && !net::is_dual_stack(&ips) {
-        errs.push(FieldError::invalid("spec.clusterIPs", &ips_repr, "may specify no more than one IP for each IP family"));
+        errs.push(FieldError::invalid(
+            "spec.clusterIPs",
+            &ips_repr,
+            "may specify no more than one IP for each IP family",
+        ));
     }
     if !is_headless(svc) && !ips.is_empty() && !families.is_empty() {
         for (i, ip) in ips.iter().enumerate() {
@@ -987,8 +1013,12 @@ fn load_balancer_class(old: Option<&Value>, svc: &Value) -> Vec<FieldError> {
         errs.push(FieldError::invalid("spec.loadBalancerClass", render::opt_quote(class), "may not change once set"));
     }
     match class {
-        Some(c) if svc_type(svc) == "LoadBalancer" => errs.extend(names::qualified_name_errors("spec.loadBalancerClass", c)),
-        Some(_) => errs.push(FieldError::forbidden("spec.loadBalancerClass", "may only be used when `type` is 'LoadBalancer'")),
+        Some(c) if svc_type(svc) == "LoadBalancer" => {
+            errs.extend(names::qualified_name_errors("spec.loadBalancerClass", c))
+        }
+        Some(_) => {
+            errs.push(FieldError::forbidden("spec.loadBalancerClass", "may only be used when `type` is 'LoadBalancer'"))
+        }
         None => {}
     }
     errs
@@ -1023,7 +1053,9 @@ fn external_traffic_policy(svc: &Value) -> Vec<FieldError> {
             ));
         }
     } else if hc != 0 {
-        errs.extend(names::port_num(hc).into_iter().map(|m| FieldError::invalid("spec.healthCheckNodePort", hc.to_string(), m)));
+        errs.extend(
+            names::port_num(hc).into_iter().map(|m| FieldError::invalid("spec.healthCheckNodePort", hc.to_string(), m)),
+        );
     }
     errs
 }

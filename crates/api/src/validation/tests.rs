@@ -96,10 +96,22 @@ fn name_validators_return_upstream_messages() {
 #[test]
 fn field_error_formatting_matches_field_errors_go() {
     let cases = vec![
-        (FieldError::invalid("spec.ports[0].port", "0", "must be between 1 and 65535, inclusive"), "spec.ports[0].port: Invalid value: 0: must be between 1 and 65535, inclusive", "FieldValueInvalid"),
+        (
+            FieldError::invalid("spec.ports[0].port", "0", "must be between 1 and 65535, inclusive"),
+            "spec.ports[0].port: Invalid value: 0: must be between 1 and 65535, inclusive",
+            "FieldValueInvalid",
+        ),
         (FieldError::required("spec.ports[1].name", ""), "spec.ports[1].name: Required value", "FieldValueRequired"),
-        (FieldError::required("metadata.name", "name or generateName is required"), "metadata.name: Required value: name or generateName is required", "FieldValueRequired"),
-        (FieldError::duplicate("spec.ports[1].name", go_quote("http")), "spec.ports[1].name: Duplicate value: \"http\"", "FieldValueDuplicate"),
+        (
+            FieldError::required("metadata.name", "name or generateName is required"),
+            "metadata.name: Required value: name or generateName is required",
+            "FieldValueRequired",
+        ),
+        (
+            FieldError::duplicate("spec.ports[1].name", go_quote("http")),
+            "spec.ports[1].name: Duplicate value: \"http\"",
+            "FieldValueDuplicate",
+        ),
         (
             FieldError::not_supported("spec.type", go_quote("Foo"), &["ClusterIP", "NodePort"]),
             "spec.type: Unsupported value: \"Foo\": supported values: \"ClusterIP\", \"NodePort\"",
@@ -107,8 +119,16 @@ fn field_error_formatting_matches_field_errors_go() {
         ),
         (FieldError::forbidden("spec.x", "nope"), "spec.x: Forbidden: nope", "FieldValueForbidden"),
         (FieldError::too_long("", 1048576), ": Too long: must have at most 1048576 bytes", "FieldValueTooLong"),
-        (FieldError::too_many("endpoints", 1001, 1000), "endpoints: Too many: 1001: must have at most 1000 items", "FieldValueTooMany"),
-        (FieldError::not_found("spec.containers[0].volumeMounts[0].name", go_quote("data")), "spec.containers[0].volumeMounts[0].name: Not found: \"data\"", "FieldValueNotFound"),
+        (
+            FieldError::too_many("endpoints", 1001, 1000),
+            "endpoints: Too many: 1001: must have at most 1000 items",
+            "FieldValueTooMany",
+        ),
+        (
+            FieldError::not_found("spec.containers[0].volumeMounts[0].name", go_quote("data")),
+            "spec.containers[0].volumeMounts[0].name: Not found: \"data\"",
+            "FieldValueNotFound",
+        ),
         (FieldError::internal("spec", "boom"), "spec: Internal error: boom", "InternalError"),
     ];
     for (e, msg, reason) in cases {
@@ -130,9 +150,15 @@ fn invalid_message_aggregates_like_new_invalid() {
         invalid_message("Service", "web", &two),
         "Service \"web\" is invalid: [spec.ports[0].name: Required value, spec.ports[1].name: Required value]"
     );
-    assert_eq!(invalid_message("Deployment", "d", &one), "Deployment.apps \"d\" is invalid: spec.ports: Required value");
+    assert_eq!(
+        invalid_message("Deployment", "d", &one),
+        "Deployment.apps \"d\" is invalid: spec.ports: Required value"
+    );
     assert_eq!(invalid_message("Ingress", "i", &[]), "Ingress.networking.k8s.io \"i\" is invalid");
-    assert_eq!(invalid_message("EndpointSlice", "e", &one), "EndpointSlice.discovery.k8s.io \"e\" is invalid: spec.ports: Required value");
+    assert_eq!(
+        invalid_message("EndpointSlice", "e", &one),
+        "EndpointSlice.discovery.k8s.io \"e\" is invalid: spec.ports: Required value"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -143,7 +169,10 @@ fn object_meta_rules() {
     check_create(
         "ConfigMap",
         vec![
-            (json!({"metadata": {"namespace": "default"}}), vec!["metadata.name: Required value: name or generateName is required"]),
+            (
+                json!({"metadata": {"namespace": "default"}}),
+                vec!["metadata.name: Required value: name or generateName is required"],
+            ),
             (json!({"metadata": {"name": "cm"}}), vec!["metadata.namespace: Required value"]),
             (
                 json!({"metadata": {"name": "Cm", "namespace": "default"}}),
@@ -166,7 +195,9 @@ fn object_meta_rules() {
             ),
             (
                 json!({"metadata": {"name": "cm", "namespace": "default", "finalizers": ["custom"]}}),
-                vec!["metadata.finalizers[0]: Invalid value: \"custom\": name is neither a standard finalizer name nor is it fully qualified"],
+                vec![
+                    "metadata.finalizers[0]: Invalid value: \"custom\": name is neither a standard finalizer name nor is it fully qualified",
+                ],
             ),
             (
                 json!({"metadata": {"generateName": "Web-", "namespace": "default"}}),
@@ -228,7 +259,10 @@ fn service_defaults_by_type() {
     let affinity = defaulted("Service", svc(json!({"ports": port80(), "sessionAffinity": "ClientIP"})));
     assert_eq!(affinity["spec"]["sessionAffinityConfig"], json!({"clientIP": {"timeoutSeconds": 10800}}));
 
-    let none = defaulted("Service", svc(json!({"ports": port80(), "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 5}}})));
+    let none = defaulted(
+        "Service",
+        svc(json!({"ports": port80(), "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 5}}})),
+    );
     assert!(none["spec"].get("sessionAffinityConfig").is_none());
 
     let singular = defaulted("Service", svc(json!({"ports": port80(), "clusterIP": "10.0.0.5"})));
@@ -244,15 +278,24 @@ fn service_defaults_by_type() {
     let mut with_status = svc(json!({"type": "LoadBalancer", "ports": port80()}));
     with_status["status"] = json!({"loadBalancer": {"ingress": [{"ip": "1.2.3.4"}, {"hostname": "lb.example.com"}]}});
     let with_status = defaulted("Service", with_status);
-    assert_eq!(with_status["status"]["loadBalancer"]["ingress"], json!([{"ip": "1.2.3.4", "ipMode": "VIP"}, {"hostname": "lb.example.com"}]));
+    assert_eq!(
+        with_status["status"]["loadBalancer"]["ingress"],
+        json!([{"ip": "1.2.3.4", "ipMode": "VIP"}, {"hostname": "lb.example.com"}])
+    );
 }
 
 #[test]
 fn default_object_is_idempotent() {
     for (kind, obj) in [
         ("Service", svc(json!({"type": "NodePort", "ports": [{"port": 80}]}))),
-        ("Pod", json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "nginx", "readinessProbe": {"httpGet": {"port": 80}}}]}})),
-        ("Deployment", json!({"metadata": {"name": "d"}, "spec": {"template": {"spec": {"containers": [{"name": "c", "image": "x"}]}}}})),
+        (
+            "Pod",
+            json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "nginx", "readinessProbe": {"httpGet": {"port": 80}}}]}}),
+        ),
+        (
+            "Deployment",
+            json!({"metadata": {"name": "d"}, "spec": {"template": {"spec": {"containers": [{"name": "c", "image": "x"}]}}}}),
+        ),
         ("Namespace", json!({"metadata": {"name": "ns"}})),
         ("Secret", json!({"metadata": {"name": "s"}, "stringData": {"a": "b"}})),
     ] {
@@ -284,12 +327,20 @@ fn service_seed_cases() {
                 vec!["spec.ports[0].nodePort: Forbidden: may not be used when `type` is 'ClusterIP'"],
             ),
             (
-                svc(json!({"ports": port80(), "sessionAffinity": "ClientIP", "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 0}}})),
-                vec!["spec.sessionAffinityConfig.clientIP.timeoutSeconds: Invalid value: 0: must be greater than 0 and less than 86400"],
+                svc(
+                    json!({"ports": port80(), "sessionAffinity": "ClientIP", "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 0}}}),
+                ),
+                vec![
+                    "spec.sessionAffinityConfig.clientIP.timeoutSeconds: Invalid value: 0: must be greater than 0 and less than 86400",
+                ],
             ),
             (
-                svc(json!({"ports": port80(), "sessionAffinity": "ClientIP", "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 86401}}})),
-                vec!["spec.sessionAffinityConfig.clientIP.timeoutSeconds: Invalid value: 86401: must be greater than 0 and less than 86400"],
+                svc(
+                    json!({"ports": port80(), "sessionAffinity": "ClientIP", "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 86401}}}),
+                ),
+                vec![
+                    "spec.sessionAffinityConfig.clientIP.timeoutSeconds: Invalid value: 86401: must be greater than 0 and less than 86400",
+                ],
             ),
             // Every unnamed port of a multi-port Service is reported, not only the second.
             (
@@ -298,7 +349,9 @@ fn service_seed_cases() {
             ),
             (
                 svc(json!({"ports": [{"name": "a", "port": 80}, {"name": "b", "port": 80}]})),
-                vec!["spec.ports[1]: Duplicate value: core.ServicePort{Name:\"\", Protocol:\"TCP\", AppProtocol:(*string)(nil), Port:80, TargetPort:intstr.IntOrString{Type:0, IntVal:0, StrVal:\"\"}, NodePort:0}"],
+                vec![
+                    "spec.ports[1]: Duplicate value: core.ServicePort{Name:\"\", Protocol:\"TCP\", AppProtocol:(*string)(nil), Port:80, TargetPort:intstr.IntOrString{Type:0, IntVal:0, StrVal:\"\"}, NodePort:0}",
+                ],
             ),
             (
                 svc(json!({"ports": [{"name": "a", "port": 80}, {"name": "a", "port": 81}]})),
@@ -347,7 +400,9 @@ fn service_port_rules() {
             ),
             (
                 svc(json!({"ports": [{"port": 80, "protocol": "HTTP"}]})),
-                vec!["spec.ports[0].protocol: Unsupported value: \"HTTP\": supported values: \"SCTP\", \"TCP\", \"UDP\""],
+                vec![
+                    "spec.ports[0].protocol: Unsupported value: \"HTTP\": supported values: \"SCTP\", \"TCP\", \"UDP\"",
+                ],
             ),
             (
                 svc(json!({"ports": [{"name": "Web", "port": 80}]})),
@@ -357,14 +412,23 @@ fn service_port_rules() {
                 svc(json!({"ports": [{"port": 80, "appProtocol": "-h2c"}]})),
                 vec![&format!("spec.ports[0].appProtocol: Invalid value: \"-h2c\": {QUALIFIED_NAME_PART_MSG}")],
             ),
-            (svc(json!({"ports": [{"name": "dns", "port": 53, "protocol": "UDP"}, {"name": "dns-tcp", "port": 53}]})), vec![]),
             (
-                svc(json!({"type": "NodePort", "ports": [{"name": "a", "port": 80, "nodePort": 30001}, {"name": "b", "port": 81, "nodePort": 30001}]})),
+                svc(
+                    json!({"ports": [{"name": "dns", "port": 53, "protocol": "UDP"}, {"name": "dns-tcp", "port": 53}]}),
+                ),
+                vec![],
+            ),
+            (
+                svc(
+                    json!({"type": "NodePort", "ports": [{"name": "a", "port": 80, "nodePort": 30001}, {"name": "b", "port": 81, "nodePort": 30001}]}),
+                ),
                 vec!["spec.ports[1].nodePort: Duplicate value: 30001"],
             ),
             (
                 svc(json!({"type": "LoadBalancer", "ports": [{"port": 10250}]})),
-                vec!["spec.ports[0]: Invalid value: 10250: may not expose port 10250 externally since it is used by kubelet"],
+                vec![
+                    "spec.ports[0]: Invalid value: 10250: may not expose port 10250 externally since it is used by kubelet",
+                ],
             ),
         ],
     );
@@ -377,7 +441,9 @@ fn service_type_and_affinity_rules() {
         vec![
             (
                 svc(json!({"type": "Foo", "ports": port80()})),
-                vec!["spec.type: Unsupported value: \"Foo\": supported values: \"ClusterIP\", \"ExternalName\", \"LoadBalancer\", \"NodePort\""],
+                vec![
+                    "spec.type: Unsupported value: \"Foo\": supported values: \"ClusterIP\", \"ExternalName\", \"LoadBalancer\", \"NodePort\"",
+                ],
             ),
             (
                 svc(json!({"ports": port80(), "sessionAffinity": "Sticky"})),
@@ -399,7 +465,9 @@ fn service_type_and_affinity_rules() {
                 json!({"metadata": {"name": "web", "namespace": "default", "annotations": {
                     "service.kubernetes.io/topology-mode": "Auto", "service.kubernetes.io/topology-aware-hints": "Disabled"}},
                     "spec": {"ports": port80()}}),
-                vec!["metadata.annotations[service.kubernetes.io/topology-mode]: Invalid value: \"Auto\": must match annotations[service.kubernetes.io/topology-aware-hints] when both are specified"],
+                vec![
+                    "metadata.annotations[service.kubernetes.io/topology-mode]: Invalid value: \"Auto\": must match annotations[service.kubernetes.io/topology-aware-hints] when both are specified",
+                ],
             ),
         ],
     );
@@ -421,7 +489,9 @@ fn service_external_name_rules() {
                 vec!["spec.clusterIPs: Forbidden: may not be set for ExternalName services"],
             ),
             (
-                svc(json!({"type": "ExternalName", "externalName": "db.example.com", "ipFamilyPolicy": "SingleStack", "ipFamilies": ["IPv4"]})),
+                svc(
+                    json!({"type": "ExternalName", "externalName": "db.example.com", "ipFamilyPolicy": "SingleStack", "ipFamilies": ["IPv4"]}),
+                ),
                 vec![
                     "spec.ipFamilies: Forbidden: may not be set for ExternalName services",
                     "spec.ipFamilyPolicy: Forbidden: may not be set for ExternalName services",
@@ -440,7 +510,9 @@ fn service_cluster_ip_rules() {
             // Allocation runs first upstream and returns its errors alone: no name error here.
             (
                 json!({"metadata": {"name": "Bad", "namespace": "default"}, "spec": {"ports": port80(), "clusterIP": "abc"}}),
-                vec!["spec.clusterIPs[0]: Invalid value: \"abc\": must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)"],
+                vec![
+                    "spec.clusterIPs[0]: Invalid value: \"abc\": must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)",
+                ],
             ),
             (
                 svc(json!({"ports": port80(), "clusterIP": "10.0.0.1", "clusterIPs": ["10.0.0.2"]})),
@@ -448,27 +520,43 @@ fn service_cluster_ip_rules() {
             ),
             (
                 svc(json!({"ports": port80(), "clusterIPs": ["10.0.0.2"]})),
-                vec!["spec.clusterIPs: Invalid value: []string{\"10.0.0.2\"}: must be empty when `clusterIP` is not specified"],
+                vec![
+                    "spec.clusterIPs: Invalid value: []string{\"10.0.0.2\"}: must be empty when `clusterIP` is not specified",
+                ],
             ),
             (
                 svc(json!({"ports": port80(), "clusterIP": "None", "clusterIPs": ["None", "10.0.0.1"]})),
-                vec!["spec.clusterIPs: Invalid value: []string{\"None\", \"10.0.0.1\"}: 'None' must be the first and only value"],
+                vec![
+                    "spec.clusterIPs: Invalid value: []string{\"None\", \"10.0.0.1\"}: 'None' must be the first and only value",
+                ],
             ),
             (
-                svc(json!({"ports": port80(), "clusterIP": "10.0.0.1", "clusterIPs": ["10.0.0.1", "10.0.0.2"], "ipFamilyPolicy": "PreferDualStack"})),
-                vec!["spec.clusterIPs: Invalid value: []string{\"10.0.0.1\", \"10.0.0.2\"}: may specify no more than one IP for each IP family"],
+                svc(
+                    json!({"ports": port80(), "clusterIP": "10.0.0.1", "clusterIPs": ["10.0.0.1", "10.0.0.2"], "ipFamilyPolicy": "PreferDualStack"}),
+                ),
+                vec![
+                    "spec.clusterIPs: Invalid value: []string{\"10.0.0.1\", \"10.0.0.2\"}: may specify no more than one IP for each IP family",
+                ],
             ),
             (
-                svc(json!({"ports": port80(), "clusterIP": "10.0.0.1", "clusterIPs": ["10.0.0.1", "fd00::1", "10.0.0.3"]})),
-                vec!["spec.clusterIPs: Invalid value: []string{\"10.0.0.1\", \"fd00::1\", \"10.0.0.3\"}: may only hold up to 2 values"],
+                svc(
+                    json!({"ports": port80(), "clusterIP": "10.0.0.1", "clusterIPs": ["10.0.0.1", "fd00::1", "10.0.0.3"]}),
+                ),
+                vec![
+                    "spec.clusterIPs: Invalid value: []string{\"10.0.0.1\", \"fd00::1\", \"10.0.0.3\"}: may only hold up to 2 values",
+                ],
             ),
             (
                 svc(json!({"ports": port80(), "clusterIP": "10.0.0.5", "ipFamilies": ["IPv6"]})),
-                vec!["spec.clusterIPs[0]: Invalid value: \"10.0.0.5\": expected an IPv6 value as indicated by `ipFamilies[0]`"],
+                vec![
+                    "spec.clusterIPs[0]: Invalid value: \"10.0.0.5\": expected an IPv6 value as indicated by `ipFamilies[0]`",
+                ],
             ),
             (
                 svc(json!({"ports": port80(), "ipFamilyPolicy": "RequireDualStack"})),
-                vec!["spec.ipFamilyPolicy: Invalid value: \"RequireDualStack\": this cluster is not configured for dual-stack services"],
+                vec![
+                    "spec.ipFamilyPolicy: Invalid value: \"RequireDualStack\": this cluster is not configured for dual-stack services",
+                ],
             ),
             (svc(json!({"ports": port80(), "ipFamilyPolicy": "PreferDualStack"})), vec![]),
             (
@@ -477,11 +565,15 @@ fn service_cluster_ip_rules() {
             ),
             (
                 svc(json!({"ports": port80(), "clusterIP": "fd00::5"})),
-                vec!["spec.clusterIPs[0]: Invalid value: []string{\"fd00::5\"}: IPv6 is not configured on this cluster"],
+                vec![
+                    "spec.clusterIPs[0]: Invalid value: []string{\"fd00::5\"}: IPv6 is not configured on this cluster",
+                ],
             ),
             (
                 svc(json!({"ports": port80(), "ipFamilyPolicy": "Both"})),
-                vec!["spec.ipFamilyPolicy: Unsupported value: \"Both\": supported values: \"PreferDualStack\", \"RequireDualStack\", \"SingleStack\""],
+                vec![
+                    "spec.ipFamilyPolicy: Unsupported value: \"Both\": supported values: \"PreferDualStack\", \"RequireDualStack\", \"SingleStack\"",
+                ],
             ),
             (
                 svc(json!({"ports": port80(), "ipFamilyPolicy": "PreferDualStack", "ipFamilies": ["IPv4", "IPv4"]})),
@@ -511,7 +603,8 @@ fn service_external_ip_rules() {
     ];
     for (ip, want) in cases {
         let got = create("Service", svc(json!({"ports": port80(), "externalIPs": [ip]})));
-        let want: Vec<String> = want.map(|m| format!("spec.externalIPs[0]: Invalid value: \"{ip}\": {m}")).into_iter().collect();
+        let want: Vec<String> =
+            want.map(|m| format!("spec.externalIPs[0]: Invalid value: \"{ip}\": {m}")).into_iter().collect();
         assert_eq!(got, want, "{ip}");
     }
 }
@@ -526,13 +619,19 @@ fn service_load_balancer_and_traffic_policy_rules() {
                 vec!["spec.LoadBalancerSourceRanges: Forbidden: may only be used when `type` is 'LoadBalancer'"],
             ),
             (
-                svc(json!({"type": "LoadBalancer", "ports": port80(), "loadBalancerSourceRanges": [" 10.0.0.0/8 ", "10.0.0.0"]})),
-                vec!["spec.LoadBalancerSourceRanges[1]: Invalid value: \"10.0.0.0\": must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)"],
+                svc(
+                    json!({"type": "LoadBalancer", "ports": port80(), "loadBalancerSourceRanges": [" 10.0.0.0/8 ", "10.0.0.0"]}),
+                ),
+                vec![
+                    "spec.LoadBalancerSourceRanges[1]: Invalid value: \"10.0.0.0\": must be a valid CIDR value, (e.g. 10.9.8.0/24 or 2001:db8::/64)",
+                ],
             ),
             (
                 json!({"metadata": {"name": "web", "namespace": "default", "annotations": {"service.beta.kubernetes.io/load-balancer-source-ranges": "10.0.0.0/8"}},
                     "spec": {"ports": port80()}}),
-                vec!["metadata.annotations[service.beta.kubernetes.io/load-balancer-source-ranges]: Forbidden: may only be used when `type` is 'LoadBalancer'"],
+                vec![
+                    "metadata.annotations[service.beta.kubernetes.io/load-balancer-source-ranges]: Forbidden: may only be used when `type` is 'LoadBalancer'",
+                ],
             ),
             (
                 svc(json!({"ports": port80(), "allocateLoadBalancerNodePorts": true})),
@@ -548,24 +647,39 @@ fn service_load_balancer_and_traffic_policy_rules() {
             ),
             (
                 svc(json!({"ports": port80(), "externalTrafficPolicy": "Local"})),
-                vec!["spec.externalTrafficPolicy: Invalid value: \"Local\": may only be set for externally-accessible services"],
+                vec![
+                    "spec.externalTrafficPolicy: Invalid value: \"Local\": may only be set for externally-accessible services",
+                ],
             ),
             (
                 svc(json!({"type": "NodePort", "ports": port80(), "externalTrafficPolicy": "Global"})),
-                vec!["spec.externalTrafficPolicy: Unsupported value: \"Global\": supported values: \"Cluster\", \"Local\""],
+                vec![
+                    "spec.externalTrafficPolicy: Unsupported value: \"Global\": supported values: \"Cluster\", \"Local\"",
+                ],
             ),
             (
                 svc(json!({"type": "NodePort", "ports": port80(), "healthCheckNodePort": 30000})),
-                vec!["spec.healthCheckNodePort: Invalid value: 30000: may only be set when `type` is 'LoadBalancer' and `externalTrafficPolicy` is 'Local'"],
+                vec![
+                    "spec.healthCheckNodePort: Invalid value: 30000: may only be set when `type` is 'LoadBalancer' and `externalTrafficPolicy` is 'Local'",
+                ],
             ),
-            (svc(json!({"type": "LoadBalancer", "ports": port80(), "externalTrafficPolicy": "Local", "healthCheckNodePort": 30000})), vec![]),
+            (
+                svc(
+                    json!({"type": "LoadBalancer", "ports": port80(), "externalTrafficPolicy": "Local", "healthCheckNodePort": 30000}),
+                ),
+                vec![],
+            ),
             (
                 svc(json!({"ports": port80(), "internalTrafficPolicy": "Node"})),
-                vec!["spec.internalTrafficPolicy: Unsupported value: \"Node\": supported values: \"Cluster\", \"Local\""],
+                vec![
+                    "spec.internalTrafficPolicy: Unsupported value: \"Node\": supported values: \"Cluster\", \"Local\"",
+                ],
             ),
             (
                 svc(json!({"ports": port80(), "trafficDistribution": "PreferSameZone"})),
-                vec!["spec.trafficDistribution: Unsupported value: \"PreferSameZone\": supported values: \"PreferClose\""],
+                vec![
+                    "spec.trafficDistribution: Unsupported value: \"PreferSameZone\": supported values: \"PreferClose\"",
+                ],
             ),
             (svc(json!({"ports": port80(), "trafficDistribution": "PreferClose"})), vec![]),
         ],
@@ -607,7 +721,9 @@ fn service_rules_that_defaulting_normally_hides() {
     );
     assert_eq!(
         msgs(&base(json!({"sessionAffinity": "ClientIP", "sessionAffinityConfig": {"clientIP": {}}}))),
-        vec!["spec.sessionAffinityConfig.clientIP.timeoutSeconds: Required value: when session affinity type is ClientIP"]
+        vec![
+            "spec.sessionAffinityConfig.clientIP.timeoutSeconds: Required value: when session affinity type is ClientIP"
+        ]
     );
     assert_eq!(
         msgs(&base(json!({"sessionAffinity": "None", "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 60}}}))),
@@ -657,7 +773,11 @@ fn service_type_changes_clear_dependent_fields() {
     prepare_update("Service", &mut to_cluster_ip, &node_port);
     assert!(to_cluster_ip["spec"]["ports"][0].get("nodePort").is_none());
     assert!(to_cluster_ip["spec"].get("externalTrafficPolicy").is_none());
-    assert!(validate_update("Service", &to_cluster_ip, &node_port).is_empty(), "{:?}", validate_update("Service", &to_cluster_ip, &node_port));
+    assert!(
+        validate_update("Service", &to_cluster_ip, &node_port).is_empty(),
+        "{:?}",
+        validate_update("Service", &to_cluster_ip, &node_port)
+    );
 
     // -> ExternalName: the cluster IPs and families go too.
     let mut to_external = node_port.clone();
@@ -678,7 +798,9 @@ fn service_type_changes_clear_dependent_fields() {
     // eTP Local -> Cluster on a LoadBalancer drops the health check port.
     let local = defaulted(
         "Service",
-        svc(json!({"type": "LoadBalancer", "clusterIP": "10.0.0.1", "externalTrafficPolicy": "Local", "healthCheckNodePort": 31000, "ports": [{"port": 80, "nodePort": 30080}]})),
+        svc(
+            json!({"type": "LoadBalancer", "clusterIP": "10.0.0.1", "externalTrafficPolicy": "Local", "healthCheckNodePort": 31000, "ports": [{"port": 80, "nodePort": 30080}]}),
+        ),
     );
     let mut cluster = local.clone();
     cluster["spec"]["externalTrafficPolicy"] = json!("Cluster");
@@ -719,19 +841,31 @@ fn service_status_rules() {
     let lb = defaulted("Service", svc(json!({"type": "LoadBalancer", "ports": port80()})));
     let cases = vec![
         (json!([{"ip": "1.2.3.4", "ipMode": "VIP"}, {"hostname": "lb.example.com"}]), vec![]),
-        (json!([{"ip": "1.2.3.4"}]), vec!["status.loadBalancer.ingress[0].ipMode: Required value: must be specified when `ip` is set"]),
-        (json!([{"hostname": "lb.example.com", "ipMode": "VIP"}]), vec!["status.loadBalancer.ingress[0].ipMode: Forbidden: may not be specified when `ip` is not set"]),
+        (
+            json!([{"ip": "1.2.3.4"}]),
+            vec!["status.loadBalancer.ingress[0].ipMode: Required value: must be specified when `ip` is set"],
+        ),
+        (
+            json!([{"hostname": "lb.example.com", "ipMode": "VIP"}]),
+            vec!["status.loadBalancer.ingress[0].ipMode: Forbidden: may not be specified when `ip` is not set"],
+        ),
         (
             json!([{"ip": "1.2.3.4", "ipMode": "Direct"}]),
-            vec!["status.loadBalancer.ingress[0].ipMode: Unsupported value: \"Direct\": supported values: \"Proxy\", \"VIP\""],
+            vec![
+                "status.loadBalancer.ingress[0].ipMode: Unsupported value: \"Direct\": supported values: \"Proxy\", \"VIP\"",
+            ],
         ),
         (
             json!([{"ip": "1.2.3", "ipMode": "VIP"}]),
-            vec!["status.loadBalancer.ingress[0].ip: Invalid value: \"1.2.3\": must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)"],
+            vec![
+                "status.loadBalancer.ingress[0].ip: Invalid value: \"1.2.3\": must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)",
+            ],
         ),
         (
             json!([{"hostname": "1.2.3.4"}]),
-            vec!["status.loadBalancer.ingress[0].hostname: Invalid value: \"1.2.3.4\": must be a DNS name, not an IP address"],
+            vec![
+                "status.loadBalancer.ingress[0].hostname: Invalid value: \"1.2.3.4\": must be a DNS name, not an IP address",
+            ],
         ),
     ];
     for (ingress, want) in cases {
@@ -751,12 +885,19 @@ fn endpoints(subsets: Value) -> Value {
 
 #[test]
 fn endpoints_rules() {
-    assert_eq!(defaulted("Endpoints", endpoints(json!([{"addresses": [{"ip": "10.1.0.1"}], "ports": [{"port": 80}]}])))["subsets"][0]["ports"][0]["protocol"], "TCP");
+    assert_eq!(
+        defaulted("Endpoints", endpoints(json!([{"addresses": [{"ip": "10.1.0.1"}], "ports": [{"port": 80}]}])))["subsets"]
+            [0]["ports"][0]["protocol"],
+        "TCP"
+    );
     check_create(
         "Endpoints",
         vec![
             (endpoints(json!([{"addresses": [{"ip": "10.1.0.1"}], "ports": [{"port": 80}]}])), vec![]),
-            (endpoints(json!([{"ports": [{"port": 80}]}])), vec!["subsets[0]: Required value: must specify `addresses` or `notReadyAddresses`"]),
+            (
+                endpoints(json!([{"ports": [{"port": 80}]}])),
+                vec!["subsets[0]: Required value: must specify `addresses` or `notReadyAddresses`"],
+            ),
             (
                 endpoints(json!([{"addresses": [{"ip": "nope"}]}])),
                 vec![
@@ -772,7 +913,9 @@ fn endpoints_rules() {
                 ],
             ),
             (
-                endpoints(json!([{"addresses": [{"ip": "10.1.0.1"}], "ports": [{"port": 80}, {"name": "b", "port": 0, "protocol": "ICMP"}]}])),
+                endpoints(
+                    json!([{"addresses": [{"ip": "10.1.0.1"}], "ports": [{"port": 80}, {"name": "b", "port": 0, "protocol": "ICMP"}]}]),
+                ),
                 vec![
                     "subsets[0].ports[0].name: Required value",
                     "subsets[0].ports[1].port: Invalid value: 0: must be between 1 and 65535, inclusive",
@@ -796,7 +939,10 @@ fn endpoint_slice_rules() {
         vec![
             (slice(json!("IPv4"), json!([{"addresses": ["10.1.0.1"]}]), json!([{"name": "http", "port": 80}])), vec![]),
             (slice(Value::Null, json!([]), json!([])), vec!["addressType: Required value"]),
-            (slice(json!("IPv5"), json!([]), json!([])), vec!["addressType: Unsupported value: \"IPv5\": supported values: \"FQDN\", \"IPv4\", \"IPv6\""]),
+            (
+                slice(json!("IPv5"), json!([]), json!([])),
+                vec!["addressType: Unsupported value: \"IPv5\": supported values: \"FQDN\", \"IPv4\", \"IPv6\""],
+            ),
             (
                 slice(json!("IPv4"), json!([{"addresses": []}, {"addresses": ["fd00::1", "127.0.0.1"]}]), json!([])),
                 vec![
@@ -807,10 +953,16 @@ fn endpoint_slice_rules() {
             ),
             (
                 slice(json!("FQDN"), json!([{"addresses": ["example.com", "localhost"]}]), json!([])),
-                vec!["endpoints[0].addresses[1]: Invalid value: \"localhost\": should be a domain with at least two segments separated by dots"],
+                vec![
+                    "endpoints[0].addresses[1]: Invalid value: \"localhost\": should be a domain with at least two segments separated by dots",
+                ],
             ),
             (
-                slice(json!("IPv4"), json!([]), json!([{"port": 80}, {"port": 81}, {"name": "x", "port": 82, "protocol": "ICMP"}])),
+                slice(
+                    json!("IPv4"),
+                    json!([]),
+                    json!([{"port": 80}, {"port": 81}, {"name": "x", "port": 82, "protocol": "ICMP"}]),
+                ),
                 vec![
                     "ports[1].name: Duplicate value: \"\"",
                     "ports[2].protocol: Unsupported value: \"ICMP\": supported values: \"SCTP\", \"TCP\", \"UDP\"",
@@ -868,10 +1020,21 @@ fn pod_defaults() {
             "enableServiceLinks": true
         })
     );
-    let host_net = defaulted("Pod", pod(json!({"hostNetwork": true, "containers": [ctr(json!({"ports": [{"containerPort": 8080}]}))]})));
+    let host_net = defaulted(
+        "Pod",
+        pod(json!({"hostNetwork": true, "containers": [ctr(json!({"ports": [{"containerPort": 8080}]}))]})),
+    );
     assert_eq!(host_net["spec"]["containers"][0]["ports"][0]["hostPort"], 8080);
-    let vols = defaulted("Pod", pod(json!({"containers": [ctr(json!({}))], "volumes": [{"name": "a"}, {"name": "b", "secret": {"secretName": "s"}}]})));
-    assert_eq!(vols["spec"]["volumes"], json!([{"name": "a", "emptyDir": {}}, {"name": "b", "secret": {"secretName": "s", "defaultMode": 420}}]));
+    let vols = defaulted(
+        "Pod",
+        pod(
+            json!({"containers": [ctr(json!({}))], "volumes": [{"name": "a"}, {"name": "b", "secret": {"secretName": "s"}}]}),
+        ),
+    );
+    assert_eq!(
+        vols["spec"]["volumes"],
+        json!([{"name": "a", "emptyDir": {}}, {"name": "b", "secret": {"secretName": "s", "defaultMode": 420}}])
+    );
 }
 
 #[test]
@@ -904,10 +1067,15 @@ fn pod_container_rules() {
                     "spec.containers[0].image: Required value",
                 ],
             ),
-            (pod(json!({"containers": [ctr(json!({})), ctr(json!({}))]})), vec!["spec.containers[1].name: Duplicate value: \"app\""]),
+            (
+                pod(json!({"containers": [ctr(json!({})), ctr(json!({}))]})),
+                vec!["spec.containers[1].name: Duplicate value: \"app\""],
+            ),
             (
                 pod(json!({"containers": [ctr(json!({"image": " nginx"}))]})),
-                vec!["spec.containers[0].image: Invalid value: \" nginx\": must not have leading or trailing whitespace"],
+                vec![
+                    "spec.containers[0].image: Invalid value: \" nginx\": must not have leading or trailing whitespace",
+                ],
             ),
             (
                 pod(json!({"containers": [ctr(json!({"ports": [
@@ -924,7 +1092,9 @@ fn pod_container_rules() {
                 ],
             ),
             (
-                pod(json!({"containers": [ctr(json!({"ports": [{"containerPort": 80, "hostPort": 8080}]})), {"name": "b", "image": "x", "ports": [{"containerPort": 81, "hostPort": 8080}]}]})),
+                pod(
+                    json!({"containers": [ctr(json!({"ports": [{"containerPort": 80, "hostPort": 8080}]})), {"name": "b", "image": "x", "ports": [{"containerPort": 81, "hostPort": 8080}]}]}),
+                ),
                 vec!["spec.containers[1].ports[0].hostPort: Duplicate value: \"TCP//8080\""],
             ),
             (
@@ -932,8 +1102,10 @@ fn pod_container_rules() {
                 vec!["spec.containers[0].volumeMounts[0].name: Not found: \"data\""],
             ),
             (
-                pod(json!({"containers": [ctr(json!({"env": [{"name": "A=B", "value": "x"}, {"name": "IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
-                    {"name": "X", "valueFrom": {"fieldRef": {"fieldPath": "spec.foo"}}}, {"name": "Y", "valueFrom": {}}]}))]})),
+                pod(
+                    json!({"containers": [ctr(json!({"env": [{"name": "A=B", "value": "x"}, {"name": "IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                    {"name": "X", "valueFrom": {"fieldRef": {"fieldPath": "spec.foo"}}}, {"name": "Y", "valueFrom": {}}]}))]}),
+                ),
                 vec![
                     "spec.containers[0].env[0].name: Invalid value: \"A=B\": a valid environment variable name must consist only of printable ASCII characters other than '='",
                     "spec.containers[0].env[2].valueFrom.fieldRef.fieldPath: Invalid value: \"spec.foo\": error converting fieldPath: field label not supported: spec.foo",
@@ -954,18 +1126,24 @@ fn pod_probe_rules() {
                 vec!["spec.containers[0].readinessProbe: Required value: must specify a handler type"],
             ),
             (
-                pod(json!({"containers": [ctr(json!({"livenessProbe": {"exec": {"command": ["true"]}, "tcpSocket": {"port": 80}}}))]})),
+                pod(
+                    json!({"containers": [ctr(json!({"livenessProbe": {"exec": {"command": ["true"]}, "tcpSocket": {"port": 80}}}))]}),
+                ),
                 vec!["spec.containers[0].livenessProbe.tcpSocket: Forbidden: may not specify more than 1 handler type"],
             ),
             (
-                pod(json!({"containers": [ctr(json!({"livenessProbe": {"tcpSocket": {"port": 80}, "successThreshold": 2, "initialDelaySeconds": -1}}))]})),
+                pod(
+                    json!({"containers": [ctr(json!({"livenessProbe": {"tcpSocket": {"port": 80}, "successThreshold": 2, "initialDelaySeconds": -1}}))]}),
+                ),
                 vec![
                     "spec.containers[0].livenessProbe.initialDelaySeconds: Invalid value: -1: must be greater than or equal to 0",
                     "spec.containers[0].livenessProbe.successThreshold: Invalid value: 2: must be 1",
                 ],
             ),
             (
-                pod(json!({"containers": [ctr(json!({"readinessProbe": {"httpGet": {"port": "8080", "scheme": "FTP"}, "terminationGracePeriodSeconds": 5}}))]})),
+                pod(
+                    json!({"containers": [ctr(json!({"readinessProbe": {"httpGet": {"port": "8080", "scheme": "FTP"}, "terminationGracePeriodSeconds": 5}}))]}),
+                ),
                 vec![
                     "spec.containers[0].readinessProbe.httpGet.port: Invalid value: \"8080\": must contain at least one letter (a-z)",
                     "spec.containers[0].readinessProbe.httpGet.scheme: Unsupported value: \"FTP\": supported values: \"HTTP\", \"HTTPS\"",
@@ -974,11 +1152,17 @@ fn pod_probe_rules() {
             ),
             (
                 pod(json!({"containers": [ctr(json!({"startupProbe": {"grpc": {"port": 0}}}))]})),
-                vec!["spec.containers[0].startupProbe.grpc.port: Invalid value: 0: must be between 1 and 65535, inclusive"],
+                vec![
+                    "spec.containers[0].startupProbe.grpc.port: Invalid value: 0: must be between 1 and 65535, inclusive",
+                ],
             ),
             (
-                pod(json!({"initContainers": [{"name": "init", "image": "busybox", "readinessProbe": {"exec": {"command": ["true"]}}}], "containers": [ctr(json!({}))]})),
-                vec!["spec.initContainers[0].readinessProbe: Forbidden: may not be set for init containers without restartPolicy=Always"],
+                pod(
+                    json!({"initContainers": [{"name": "init", "image": "busybox", "readinessProbe": {"exec": {"command": ["true"]}}}], "containers": [ctr(json!({}))]}),
+                ),
+                vec![
+                    "spec.initContainers[0].readinessProbe: Forbidden: may not be set for init containers without restartPolicy=Always",
+                ],
             ),
             (
                 pod(json!({"initContainers": [{"name": "app", "image": "busybox"}], "containers": [ctr(json!({}))]})),
@@ -995,11 +1179,15 @@ fn pod_spec_policy_rules() {
         vec![
             (
                 pod(json!({"restartPolicy": "Sometimes", "containers": [ctr(json!({}))]})),
-                vec!["spec.restartPolicy: Unsupported value: \"Sometimes\": supported values: \"Always\", \"OnFailure\", \"Never\""],
+                vec![
+                    "spec.restartPolicy: Unsupported value: \"Sometimes\": supported values: \"Always\", \"OnFailure\", \"Never\"",
+                ],
             ),
             (
                 pod(json!({"dnsPolicy": "Custom", "containers": [ctr(json!({}))]})),
-                vec!["spec.dnsPolicy: Unsupported value: \"Custom\": supported values: \"ClusterFirstWithHostNet\", \"ClusterFirst\", \"Default\", \"None\""],
+                vec![
+                    "spec.dnsPolicy: Unsupported value: \"Custom\": supported values: \"ClusterFirstWithHostNet\", \"ClusterFirst\", \"Default\", \"None\"",
+                ],
             ),
             (
                 pod(json!({"dnsPolicy": "None", "containers": [ctr(json!({}))]})),
@@ -1007,10 +1195,14 @@ fn pod_spec_policy_rules() {
             ),
             (
                 pod(json!({"dnsPolicy": "None", "dnsConfig": {"searches": ["a.b"]}, "containers": [ctr(json!({}))]})),
-                vec!["spec.dnsConfig.nameservers: Required value: must provide at least one DNS nameserver when `dnsPolicy` is None"],
+                vec![
+                    "spec.dnsConfig.nameservers: Required value: must provide at least one DNS nameserver when `dnsPolicy` is None",
+                ],
             ),
             (
-                pod(json!({"dnsConfig": {"nameservers": ["1.1.1.1", "8.8.8.8", "9.9.9.9", "x"], "searches": ["Svc.local."], "options": [{"value": "1"}]}, "containers": [ctr(json!({}))]})),
+                pod(
+                    json!({"dnsConfig": {"nameservers": ["1.1.1.1", "8.8.8.8", "9.9.9.9", "x"], "searches": ["Svc.local."], "options": [{"value": "1"}]}, "containers": [ctr(json!({}))]}),
+                ),
                 vec![
                     "spec.dnsConfig.nameservers: Invalid value: []string{\"1.1.1.1\", \"8.8.8.8\", \"9.9.9.9\", \"x\"}: must not have more than 3 nameservers",
                     "spec.dnsConfig.nameservers[3]: Invalid value: \"x\": must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)",
@@ -1027,14 +1219,20 @@ fn pod_spec_policy_rules() {
             ),
             (
                 pod(json!({"tolerations": [{"operator": "Equal", "value": "x"}], "containers": [ctr(json!({}))]})),
-                vec!["spec.tolerations[0].operator: Invalid value: \"Equal\": operator must be Exists when `key` is empty, which means \"match all values and all keys\""],
+                vec![
+                    "spec.tolerations[0].operator: Invalid value: \"Equal\": operator must be Exists when `key` is empty, which means \"match all values and all keys\"",
+                ],
             ),
             (
-                pod(json!({"ephemeralContainers": [{"name": "debug", "image": "busybox"}], "containers": [ctr(json!({}))]})),
+                pod(
+                    json!({"ephemeralContainers": [{"name": "debug", "image": "busybox"}], "containers": [ctr(json!({}))]}),
+                ),
                 vec!["spec.ephemeralContainers: Forbidden: cannot be set on create"],
             ),
             (
-                pod(json!({"volumes": [{"name": "a", "secret": {}, "configMap": {"name": "c"}}, {"name": "a", "emptyDir": {}}], "containers": [ctr(json!({}))]})),
+                pod(
+                    json!({"volumes": [{"name": "a", "secret": {}, "configMap": {"name": "c"}}, {"name": "a", "emptyDir": {}}], "containers": [ctr(json!({}))]}),
+                ),
                 vec![
                     "spec.volumes[0].secret.secretName: Required value",
                     "spec.volumes[0].configMap: Forbidden: may not specify more than 1 volume type",
@@ -1053,7 +1251,10 @@ fn pod_updates() {
 
     let mut added = old.clone();
     added["spec"]["containers"] = json!([ctr(json!({})), {"name": "b", "image": "x"}]);
-    assert_eq!(update("Pod", old.clone(), added), vec!["spec.containers: Forbidden: pod updates may not add or remove containers"]);
+    assert_eq!(
+        update("Pod", old.clone(), added),
+        vec!["spec.containers: Forbidden: pod updates may not add or remove containers"]
+    );
 
     let mut ports = old.clone();
     ports["spec"]["containers"][0]["ports"][0]["containerPort"] = json!(81);
@@ -1094,9 +1295,15 @@ fn template(labels: Value) -> Value {
 
 #[test]
 fn deployment_defaults() {
-    let d = defaulted("Deployment", deployment(json!({"selector": {"matchLabels": {"app": "x"}}, "template": template(json!({"app": "x"}))})));
+    let d = defaulted(
+        "Deployment",
+        deployment(json!({"selector": {"matchLabels": {"app": "x"}}, "template": template(json!({"app": "x"}))})),
+    );
     assert_eq!(d["spec"]["replicas"], 1);
-    assert_eq!(d["spec"]["strategy"], json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}}));
+    assert_eq!(
+        d["spec"]["strategy"],
+        json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}})
+    );
     assert_eq!(d["spec"]["revisionHistoryLimit"], 10);
     assert_eq!(d["spec"]["progressDeadlineSeconds"], 600);
     assert!(d["spec"].get("minReadySeconds").is_none());
@@ -1120,7 +1327,12 @@ fn deployment_rules() {
     check_create(
         "Deployment",
         vec![
-            (deployment(json!({"selector": sel(json!({"app": "x"})), "template": template(json!({"app": "x", "tier": "web"}))})), vec![]),
+            (
+                deployment(
+                    json!({"selector": sel(json!({"app": "x"})), "template": template(json!({"app": "x", "tier": "web"}))}),
+                ),
+                vec![],
+            ),
             (
                 deployment(json!({"template": template(json!({"app": "x"}))})),
                 vec![
@@ -1130,56 +1342,84 @@ fn deployment_rules() {
             ),
             (
                 deployment(json!({"selector": sel(json!({"app": "y"})), "template": template(json!({"app": "x"}))})),
-                vec!["spec.template.metadata.labels: Invalid value: map[string]string{\"app\":\"x\"}: `selector` does not match template `labels`"],
+                vec![
+                    "spec.template.metadata.labels: Invalid value: map[string]string{\"app\":\"x\"}: `selector` does not match template `labels`",
+                ],
             ),
             (
                 deployment(json!({"selector": {"matchLabels": {}}, "template": template(json!({"app": "x"}))})),
-                vec!["spec.selector: Invalid value: v1.LabelSelector{MatchLabels:map[string]string{}, MatchExpressions:[]v1.LabelSelectorRequirement(nil)}: empty selector is invalid for deployment"],
+                vec![
+                    "spec.selector: Invalid value: v1.LabelSelector{MatchLabels:map[string]string{}, MatchExpressions:[]v1.LabelSelectorRequirement(nil)}: empty selector is invalid for deployment",
+                ],
             ),
             (
-                deployment(json!({"selector": {"matchExpressions": [{"key": "app", "operator": "Is", "values": ["x"]}]}, "template": template(json!({"app": "x"}))})),
+                deployment(
+                    json!({"selector": {"matchExpressions": [{"key": "app", "operator": "Is", "values": ["x"]}]}, "template": template(json!({"app": "x"}))}),
+                ),
                 vec![
                     "spec.selector.matchExpressions[0].operator: Invalid value: \"Is\": not a valid selector operator",
                     "spec.selector: Invalid value: v1.LabelSelector{MatchLabels:map[string]string(nil), MatchExpressions:[]v1.LabelSelectorRequirement{v1.LabelSelectorRequirement{Key:\"app\", Operator:\"Is\", Values:[]string{\"x\"}}}}: invalid label selector",
                 ],
             ),
             (
-                deployment(json!({"selector": {"matchExpressions": [{"key": "app", "operator": "In", "values": ["x", "y"]}]}, "template": template(json!({"app": "y"}))})),
+                deployment(
+                    json!({"selector": {"matchExpressions": [{"key": "app", "operator": "In", "values": ["x", "y"]}]}, "template": template(json!({"app": "y"}))}),
+                ),
                 vec![],
             ),
             (
-                deployment(json!({"replicas": -1, "selector": sel(json!({"app": "x"})), "template": template(json!({"app": "x"}))})),
+                deployment(
+                    json!({"replicas": -1, "selector": sel(json!({"app": "x"})), "template": template(json!({"app": "x"}))}),
+                ),
                 vec!["spec.replicas: Invalid value: -1: must be greater than or equal to 0"],
             ),
             (
-                deployment(json!({"selector": sel(json!({"app": "x"})), "template": template(json!({"app": "x", "-bad": "v"}))})),
+                deployment(
+                    json!({"selector": sel(json!({"app": "x"})), "template": template(json!({"app": "x", "-bad": "v"}))}),
+                ),
                 vec![&format!("spec.template.labels: Invalid value: \"-bad\": {QUALIFIED_NAME_PART_MSG}")],
             ),
             (
-                deployment(json!({"selector": sel(json!({"app": "x"})), "strategy": {"type": "BlueGreen"}, "template": template(json!({"app": "x"}))})),
-                vec!["spec.strategy: Unsupported value: apps.DeploymentStrategy{Type:\"BlueGreen\", RollingUpdate:(*apps.RollingUpdateDeployment)(nil)}: supported values: \"Recreate\", \"RollingUpdate\""],
+                deployment(
+                    json!({"selector": sel(json!({"app": "x"})), "strategy": {"type": "BlueGreen"}, "template": template(json!({"app": "x"}))}),
+                ),
+                vec![
+                    "spec.strategy: Unsupported value: apps.DeploymentStrategy{Type:\"BlueGreen\", RollingUpdate:(*apps.RollingUpdateDeployment)(nil)}: supported values: \"Recreate\", \"RollingUpdate\"",
+                ],
             ),
             (
-                deployment(json!({"selector": sel(json!({"app": "x"})), "strategy": {"type": "Recreate", "rollingUpdate": {}}, "template": template(json!({"app": "x"}))})),
+                deployment(
+                    json!({"selector": sel(json!({"app": "x"})), "strategy": {"type": "Recreate", "rollingUpdate": {}}, "template": template(json!({"app": "x"}))}),
+                ),
                 vec!["spec.strategy.rollingUpdate: Forbidden: may not be specified when strategy `type` is 'Recreate'"],
             ),
             (
-                deployment(json!({"selector": sel(json!({"app": "x"})), "strategy": {"rollingUpdate": {"maxUnavailable": "abc", "maxSurge": 0}}, "template": template(json!({"app": "x"}))})),
+                deployment(
+                    json!({"selector": sel(json!({"app": "x"})), "strategy": {"rollingUpdate": {"maxUnavailable": "abc", "maxSurge": 0}}, "template": template(json!({"app": "x"}))}),
+                ),
                 vec![
                     "spec.strategy.rollingUpdate.maxUnavailable: Invalid value: intstr.IntOrString{Type:1, IntVal:0, StrVal:\"abc\"}: a valid percent string must be a numeric string followed by an ending '%' (e.g. '1%',  or '93%', regex used for validation is '[0-9]+%')",
                     "spec.strategy.rollingUpdate.maxUnavailable: Invalid value: intstr.IntOrString{Type:1, IntVal:0, StrVal:\"abc\"}: may not be 0 when `maxSurge` is 0",
                 ],
             ),
             (
-                deployment(json!({"selector": sel(json!({"app": "x"})), "strategy": {"rollingUpdate": {"maxUnavailable": "120%"}}, "template": template(json!({"app": "x"}))})),
-                vec!["spec.strategy.rollingUpdate.maxUnavailable: Invalid value: intstr.IntOrString{Type:1, IntVal:0, StrVal:\"120%\"}: must not be greater than 100%"],
+                deployment(
+                    json!({"selector": sel(json!({"app": "x"})), "strategy": {"rollingUpdate": {"maxUnavailable": "120%"}}, "template": template(json!({"app": "x"}))}),
+                ),
+                vec![
+                    "spec.strategy.rollingUpdate.maxUnavailable: Invalid value: intstr.IntOrString{Type:1, IntVal:0, StrVal:\"120%\"}: must not be greater than 100%",
+                ],
             ),
             (
-                deployment(json!({"selector": sel(json!({"app": "x"})), "minReadySeconds": 10, "progressDeadlineSeconds": 10, "template": template(json!({"app": "x"}))})),
+                deployment(
+                    json!({"selector": sel(json!({"app": "x"})), "minReadySeconds": 10, "progressDeadlineSeconds": 10, "template": template(json!({"app": "x"}))}),
+                ),
                 vec!["spec.progressDeadlineSeconds: Invalid value: 10: must be greater than minReadySeconds"],
             ),
             (
-                deployment(json!({"selector": sel(json!({"app": "x"})), "template": {"metadata": {"labels": {"app": "x"}}, "spec": {"restartPolicy": "Never", "containers": [{"name": "app", "image": "nginx"}]}}})),
+                deployment(
+                    json!({"selector": sel(json!({"app": "x"})), "template": {"metadata": {"labels": {"app": "x"}}, "spec": {"restartPolicy": "Never", "containers": [{"name": "app", "image": "nginx"}]}}}),
+                ),
                 vec!["spec.template.spec.restartPolicy: Unsupported value: \"Never\": supported values: \"Always\""],
             ),
         ],
@@ -1188,15 +1428,24 @@ fn deployment_rules() {
 
 #[test]
 fn deployment_selector_is_immutable() {
-    let old = deployment(json!({"selector": {"matchLabels": {"app": "x"}}, "template": template(json!({"app": "x", "v": "2"}))}));
-    let new = deployment(json!({"selector": {"matchLabels": {"app": "x", "v": "2"}}, "template": template(json!({"app": "x", "v": "2"}))}));
+    let old = deployment(
+        json!({"selector": {"matchLabels": {"app": "x"}}, "template": template(json!({"app": "x", "v": "2"}))}),
+    );
+    let new = deployment(
+        json!({"selector": {"matchLabels": {"app": "x", "v": "2"}}, "template": template(json!({"app": "x", "v": "2"}))}),
+    );
     let got = update("Deployment", old, new);
     assert_eq!(
         got,
-        vec!["spec.selector: Invalid value: v1.LabelSelector{MatchLabels:map[string]string{\"app\":\"x\", \"v\":\"2\"}, MatchExpressions:[]v1.LabelSelectorRequirement(nil)}: field is immutable"]
+        vec![
+            "spec.selector: Invalid value: v1.LabelSelector{MatchLabels:map[string]string{\"app\":\"x\", \"v\":\"2\"}, MatchExpressions:[]v1.LabelSelectorRequirement(nil)}: field is immutable"
+        ]
     );
     let errs = vec![FieldError::invalid("spec.selector", "x", "field is immutable")];
-    assert_eq!(invalid_message("Deployment", "web", &errs), "Deployment.apps \"web\" is invalid: spec.selector: Invalid value: x: field is immutable");
+    assert_eq!(
+        invalid_message("Deployment", "web", &errs),
+        "Deployment.apps \"web\" is invalid: spec.selector: Invalid value: x: field is immutable"
+    );
 }
 
 #[test]
@@ -1207,7 +1456,9 @@ fn replica_set_rules() {
         vec![
             (rs(json!({"selector": {"matchLabels": {"app": "x"}}, "template": template(json!({"app": "x"}))})), vec![]),
             (
-                rs(json!({"replicas": -2, "selector": {"matchLabels": {"app": "x"}}, "template": template(json!({"app": "y"}))})),
+                rs(
+                    json!({"replicas": -2, "selector": {"matchLabels": {"app": "x"}}, "template": template(json!({"app": "y"}))}),
+                ),
                 vec![
                     "spec.replicas: Invalid value: -2: must be greater than or equal to 0",
                     "spec.template.metadata.labels: Invalid value: map[string]string{\"app\":\"y\"}: `selector` does not match template `labels`",
@@ -1219,7 +1470,10 @@ fn replica_set_rules() {
 
 #[test]
 fn apps_status_rules() {
-    let old = defaulted("Deployment", deployment(json!({"selector": {"matchLabels": {"app": "x"}}, "template": template(json!({"app": "x"}))})));
+    let old = defaulted(
+        "Deployment",
+        deployment(json!({"selector": {"matchLabels": {"app": "x"}}, "template": template(json!({"app": "x"}))})),
+    );
     let mut new = old.clone();
     new["status"] = json!({"replicas": 1, "readyReplicas": 2, "availableReplicas": 1, "updatedReplicas": -1});
     let got: Vec<String> = validate_status("Deployment", &new, &old).iter().map(FieldError::message).collect();
@@ -1255,22 +1509,34 @@ fn ingress_rules() {
         vec![
             (ingress(json!({"rules": [rule("example.com", json!([path("/", "Prefix")]))]})), vec![]),
             (ingress(json!({"defaultBackend": backend()})), vec![]),
-            (ingress(json!({})), vec!["spec: Invalid value: []networking.IngressRule(nil): either `defaultBackend` or `rules` must be specified"]),
             (
-                ingress(json!({"rules": [rule("1.2.3.4", json!([path("/", "Prefix")])), rule("*foo.com", json!([path("/", "Exact")]))]})),
+                ingress(json!({})),
+                vec![
+                    "spec: Invalid value: []networking.IngressRule(nil): either `defaultBackend` or `rules` must be specified",
+                ],
+            ),
+            (
+                ingress(
+                    json!({"rules": [rule("1.2.3.4", json!([path("/", "Prefix")])), rule("*foo.com", json!([path("/", "Exact")]))]}),
+                ),
                 vec![
                     "spec.rules[0].host: Invalid value: \"1.2.3.4\": must be a DNS name, not an IP address",
                     "spec.rules[1].host: Invalid value: \"*foo.com\": a wildcard DNS-1123 subdomain must start with '*.', followed by a valid DNS subdomain, which must consist of lower case alphanumeric characters, '-' or '.' and end with an alphanumeric character (e.g. '*.example.com', regex used for validation is '\\*\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')",
                 ],
             ),
             (ingress(json!({"rules": [rule("*.example.com", json!([path("/", "Prefix")]))]})), vec![]),
-            (ingress(json!({"rules": [rule("example.com", json!([]))]})), vec!["spec.rules[0].http.paths: Required value"]),
+            (
+                ingress(json!({"rules": [rule("example.com", json!([]))]})),
+                vec!["spec.rules[0].http.paths: Required value"],
+            ),
             (
                 ingress(json!({"rules": [rule("", json!([{"path": "/", "backend": backend()}]))]})),
                 vec!["spec.rules[0].http.paths[0].pathType: Required value: pathType must be specified"],
             ),
             (
-                ingress(json!({"rules": [rule("", json!([path("api", "Prefix"), path("/a//b", "Exact"), path("/a/..", "Prefix"), path("x", "ImplementationSpecific"), path("/", "Regex")]))]})),
+                ingress(
+                    json!({"rules": [rule("", json!([path("api", "Prefix"), path("/a//b", "Exact"), path("/a/..", "Prefix"), path("x", "ImplementationSpecific"), path("/", "Regex")]))]}),
+                ),
                 vec![
                     "spec.rules[0].http.paths[0].path: Invalid value: \"api\": must be an absolute path",
                     "spec.rules[0].http.paths[1].path: Invalid value: \"/a//b\": must not contain '//'",
@@ -1279,13 +1545,20 @@ fn ingress_rules() {
                     "spec.rules[0].http.paths[4].pathType: Unsupported value: \"Regex\": supported values: \"Exact\", \"ImplementationSpecific\", \"Prefix\"",
                 ],
             ),
-            (ingress(json!({"defaultBackend": {}})), vec!["spec.defaultBackend: Invalid value: \"\": resource or service backend is required"]),
             (
-                ingress(json!({"defaultBackend": {"service": {"name": "web", "port": {"number": 80}}, "resource": {"kind": "Bucket", "name": "b"}}})),
+                ingress(json!({"defaultBackend": {}})),
+                vec!["spec.defaultBackend: Invalid value: \"\": resource or service backend is required"],
+            ),
+            (
+                ingress(
+                    json!({"defaultBackend": {"service": {"name": "web", "port": {"number": 80}}, "resource": {"kind": "Bucket", "name": "b"}}}),
+                ),
                 vec!["spec.defaultBackend: Invalid value: \"\": cannot set both resource and service backends"],
             ),
             (
-                ingress(json!({"defaultBackend": {"service": {"name": "web", "port": {"name": "http", "number": 80}}}})),
+                ingress(
+                    json!({"defaultBackend": {"service": {"name": "web", "port": {"name": "http", "number": 80}}}}),
+                ),
                 vec!["spec.defaultBackend: Invalid value: \"\": cannot set both port name & port number"],
             ),
             (
@@ -1297,18 +1570,26 @@ fn ingress_rules() {
             ),
             (
                 ingress(json!({"defaultBackend": {"service": {"name": "web", "port": {"name": "8080"}}}})),
-                vec!["spec.defaultBackend.service.port.name: Invalid value: \"8080\": must contain at least one letter (a-z)"],
+                vec![
+                    "spec.defaultBackend.service.port.name: Invalid value: \"8080\": must contain at least one letter (a-z)",
+                ],
             ),
             (
-                ingress(json!({"defaultBackend": {"resource": {"apiGroup": "Example.com", "kind": "", "name": "a/b"}}})),
+                ingress(
+                    json!({"defaultBackend": {"resource": {"apiGroup": "Example.com", "kind": "", "name": "a/b"}}}),
+                ),
                 vec![
-                    &format!("spec.defaultBackend.resource.apiGroup: Invalid value: \"Example.com\": {DNS1123_SUBDOMAIN_MSG}"),
+                    &format!(
+                        "spec.defaultBackend.resource.apiGroup: Invalid value: \"Example.com\": {DNS1123_SUBDOMAIN_MSG}"
+                    ),
                     "spec.defaultBackend.resource.kind: Required value: kind is required",
                     "spec.defaultBackend.resource.name: Invalid value: \"a/b\": may not contain '/'",
                 ],
             ),
             (
-                ingress(json!({"defaultBackend": backend(), "tls": [{"hosts": ["Example.com"], "secretName": "Tls"}], "ingressClassName": "Nginx"})),
+                ingress(
+                    json!({"defaultBackend": backend(), "tls": [{"hosts": ["Example.com"], "secretName": "Tls"}], "ingressClassName": "Nginx"}),
+                ),
                 vec![
                     &format!("spec.tls[0].hosts[0]: Invalid value: \"Example.com\": {DNS1123_SUBDOMAIN_MSG}"),
                     &format!("spec.tls[0].secretName: Invalid value: \"Tls\": {DNS1123_SUBDOMAIN_MSG}"),
@@ -1317,7 +1598,9 @@ fn ingress_rules() {
             ),
             (
                 json!({"metadata": {"name": "web", "namespace": "default", "annotations": {"kubernetes.io/ingress.class": "nginx"}}, "spec": {"defaultBackend": backend(), "ingressClassName": "traefik"}}),
-                vec!["annotations.kubernetes.io/ingress.class: Invalid value: \"nginx\": must match `ingressClassName` when both are specified"],
+                vec![
+                    "annotations.kubernetes.io/ingress.class: Invalid value: \"nginx\": must match `ingressClassName` when both are specified",
+                ],
             ),
         ],
     );
@@ -1336,14 +1619,22 @@ fn ingress_rules() {
 #[test]
 fn ingress_class_rules() {
     let ic = |spec: Value| json!({"metadata": {"name": "nginx"}, "spec": spec});
-    let d = defaulted("IngressClass", ic(json!({"controller": "k8s.io/ingress-nginx", "parameters": {"kind": "Params", "name": "p"}})));
+    let d = defaulted(
+        "IngressClass",
+        ic(json!({"controller": "k8s.io/ingress-nginx", "parameters": {"kind": "Params", "name": "p"}})),
+    );
     assert_eq!(d["spec"]["parameters"]["scope"], "Cluster");
     check_create(
         "IngressClass",
         vec![
             (ic(json!({"controller": "k8s.io/ingress-nginx"})), vec![]),
             (ic(json!({})), vec!["spec.controller: Required value"]),
-            (ic(json!({"controller": "nginx"})), vec!["spec.controller: Invalid value: \"nginx\": must be a domain-prefixed path (such as \"acme.io/foo\")"]),
+            (
+                ic(json!({"controller": "nginx"})),
+                vec![
+                    "spec.controller: Invalid value: \"nginx\": must be a domain-prefixed path (such as \"acme.io/foo\")",
+                ],
+            ),
             (
                 ic(json!({"controller": format!("example.com/{}", "a".repeat(250))})),
                 vec!["spec.controller: Too long: must have at most 250 bytes"],
@@ -1353,12 +1644,16 @@ fn ingress_class_rules() {
                 vec!["spec.parameters.namespace: Required value: `parameters.scope` is set to 'Namespace'"],
             ),
             (
-                ic(json!({"controller": "k8s.io/x", "parameters": {"kind": "P", "name": "p", "scope": "Cluster", "namespace": "default"}})),
+                ic(
+                    json!({"controller": "k8s.io/x", "parameters": {"kind": "P", "name": "p", "scope": "Cluster", "namespace": "default"}}),
+                ),
                 vec!["spec.parameters.namespace: Forbidden: `parameters.scope` is set to 'Cluster'"],
             ),
             (
                 ic(json!({"controller": "k8s.io/x", "parameters": {"kind": "P", "name": "p", "scope": "Global"}})),
-                vec!["spec.parameters.scope: Unsupported value: \"Global\": supported values: \"Cluster\", \"Namespace\""],
+                vec![
+                    "spec.parameters.scope: Unsupported value: \"Global\": supported values: \"Cluster\", \"Namespace\"",
+                ],
             ),
         ],
     );
@@ -1381,14 +1676,20 @@ fn namespace_rules() {
         "Namespace",
         vec![
             (json!({"metadata": {"name": "team-a"}}), vec![]),
-            (json!({"metadata": {"name": "team.a"}}), vec!["metadata.name: Invalid value: \"team.a\": must not contain dots"]),
+            (
+                json!({"metadata": {"name": "team.a"}}),
+                vec!["metadata.name: Invalid value: \"team.a\": must not contain dots"],
+            ),
             (
                 json!({"metadata": {"name": "ns"}, "spec": {"finalizers": ["custom"]}}),
-                vec!["spec.finalizers: Invalid value: \"custom\": name is neither a standard finalizer name nor is it fully qualified"],
+                vec![
+                    "spec.finalizers: Invalid value: \"custom\": name is neither a standard finalizer name nor is it fully qualified",
+                ],
             ),
         ],
     );
-    let mut new = json!({"metadata": {"name": "team-a"}, "spec": {"finalizers": []}, "status": {"phase": "Terminating"}});
+    let mut new =
+        json!({"metadata": {"name": "team-a"}, "spec": {"finalizers": []}, "status": {"phase": "Terminating"}});
     prepare_update("Namespace", &mut new, &d);
     assert_eq!(new["spec"]["finalizers"], json!(["kubernetes"]));
     assert_eq!(new["status"]["phase"], "Active");
@@ -1421,7 +1722,10 @@ fn config_map_and_secret_rules() {
             ),
         ],
     );
-    let s = defaulted("Secret", json!({"metadata": {"name": "s", "namespace": "default"}, "stringData": {"user": "admin"}, "data": {"pass": "cHc="}}));
+    let s = defaulted(
+        "Secret",
+        json!({"metadata": {"name": "s", "namespace": "default"}, "stringData": {"user": "admin"}, "data": {"pass": "cHc="}}),
+    );
     assert_eq!(s["type"], "Opaque");
     assert_eq!(s["data"], json!({"pass": "cHc=", "user": "YWRtaW4="}));
     assert!(s.get("stringData").is_none());
@@ -1438,7 +1742,9 @@ fn config_map_and_secret_rules() {
             ),
             (
                 json!({"metadata": {"name": "s", "namespace": "default"}, "type": "kubernetes.io/dockerconfigjson", "data": {".dockerconfigjson": "W10="}}),
-                vec!["data[.dockerconfigjson]: Invalid value: \"<secret contents redacted>\": json: cannot unmarshal array into Go value of type map[string]interface {}"],
+                vec![
+                    "data[.dockerconfigjson]: Invalid value: \"<secret contents redacted>\": json: cannot unmarshal array into Go value of type map[string]interface {}",
+                ],
             ),
             (
                 json!({"metadata": {"name": "s", "namespace": "default"}, "type": "kubernetes.io/service-account-token"}),
@@ -1460,14 +1766,26 @@ fn config_map_and_secret_rules() {
 
 #[test]
 fn minimal_kinds_check_names() {
-    check_create("ServiceAccount", vec![(json!({"metadata": {"name": "Default", "namespace": "default"}}), vec![&format!("metadata.name: Invalid value: \"Default\": {DNS1123_SUBDOMAIN_MSG}")])]);
+    check_create(
+        "ServiceAccount",
+        vec![(
+            json!({"metadata": {"name": "Default", "namespace": "default"}}),
+            vec![&format!("metadata.name: Invalid value: \"Default\": {DNS1123_SUBDOMAIN_MSG}")],
+        )],
+    );
     check_create(
         "Event",
         vec![
-            (json!({"metadata": {"name": "web.17a1b2c3", "namespace": "default"}, "involvedObject": {"namespace": "default"}}), vec![]),
+            (
+                json!({"metadata": {"name": "web.17a1b2c3", "namespace": "default"}, "involvedObject": {"namespace": "default"}}),
+                vec![],
+            ),
             // Only a path segment is required of an Event's name.
             (json!({"metadata": {"name": "Web_1", "namespace": "default"}}), vec![]),
-            (json!({"metadata": {"name": "a/b", "namespace": "default"}}), vec!["metadata.name: Invalid value: \"a/b\": may not contain '/'"]),
+            (
+                json!({"metadata": {"name": "a/b", "namespace": "default"}}),
+                vec!["metadata.name: Invalid value: \"a/b\": may not contain '/'"],
+            ),
             (
                 json!({"metadata": {"name": "e", "namespace": "team"}, "involvedObject": {"namespace": "other"}}),
                 vec!["involvedObject.namespace: Invalid value: \"other\": does not match event.namespace"],
@@ -1480,7 +1798,9 @@ fn minimal_kinds_check_names() {
             (json!({"metadata": {"name": "node-1"}}), vec![]),
             (
                 json!({"metadata": {"name": "node-1"}, "spec": {"taints": [{"key": "a", "effect": "NoSchedule"}, {"key": "a", "effect": "NoSchedule"}]}}),
-                vec!["metadata.taints[1]: Duplicate value: core.Taint{Key:\"a\", Value:\"\", Effect:\"NoSchedule\", TimeAdded:(*v1.Time)(nil)}: taints must be unique by key and effect pair"],
+                vec![
+                    "metadata.taints[1]: Duplicate value: core.Taint{Key:\"a\", Value:\"\", Effect:\"NoSchedule\", TimeAdded:(*v1.Time)(nil)}: taints must be unique by key and effect pair",
+                ],
             ),
         ],
     );

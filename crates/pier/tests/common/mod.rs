@@ -89,7 +89,13 @@ impl Cluster {
             .stderr(logf)
             .spawn()
             .expect("spawn pier server");
-        let c = Cluster { child: Some(child), data_dir: data_dir.to_path_buf(), _tmp: None, cache_dir: tempfile::tempdir().unwrap(), log };
+        let c = Cluster {
+            child: Some(child),
+            data_dir: data_dir.to_path_buf(),
+            _tmp: None,
+            cache_dir: tempfile::tempdir().unwrap(),
+            log,
+        };
         c.wait_ready();
         c
     }
@@ -97,7 +103,9 @@ impl Cluster {
     fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            if std::fs::read_to_string(&self.log).unwrap_or_default().contains("pier is ready") && self.kubeconfig().exists() {
+            if std::fs::read_to_string(&self.log).unwrap_or_default().contains("pier is ready")
+                && self.kubeconfig().exists()
+            {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -128,7 +136,13 @@ impl Cluster {
 
     /// Runs kubectl with `stdin` piped in (`apply -f -`).
     pub fn kubectl_stdin(&self, args: &[&str], stdin: &str) -> Run {
-        let mut child = self.kubectl_cmd(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("run kubectl");
+        let mut child = self
+            .kubectl_cmd(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run kubectl");
         child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
         Run::from(child.wait_with_output().unwrap())
     }
