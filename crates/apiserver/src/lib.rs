@@ -9,6 +9,7 @@ pub mod alloc;
 pub mod bootstrap;
 pub mod discovery;
 pub mod error;
+pub mod events;
 pub mod gc;
 pub mod handlers;
 pub mod registry;

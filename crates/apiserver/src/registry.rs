@@ -131,7 +131,14 @@ impl Registry {
             if self.store.get(&key).await?.is_some() {
                 return Err(ApiError::already_exists(r, &name));
             }
-            let taken = alloc.admit_service(&mut obj, None).map_err(|errs| ApiError::invalid(r, &name, &errs))?;
+            let taken = match alloc.admit_service(&mut obj, None) {
+                Ok(t) => t,
+                Err(errs) => {
+                    drop(alloc);
+                    self.record_allocation_failure(&obj, &errs).await;
+                    return Err(ApiError::invalid(r, &name, &errs));
+                }
+            };
             if opts.dry_run {
                 alloc.release(&taken);
                 return Ok(obj);
@@ -229,7 +236,14 @@ impl Registry {
         }
         if r.kind == "Service" && subresource.is_none() {
             let mut alloc = self.alloc.lock().await;
-            let taken = alloc.admit_service(&mut new, Some(old)).map_err(|errs| ApiError::invalid(r, &name, &errs))?;
+            let taken = match alloc.admit_service(&mut new, Some(old)) {
+                Ok(t) => t,
+                Err(errs) => {
+                    drop(alloc);
+                    self.record_allocation_failure(old, &errs).await;
+                    return Err(ApiError::invalid(r, &name, &errs));
+                }
+            };
             if opts.dry_run {
                 alloc.release(&taken);
                 return Ok(new);
@@ -342,6 +356,23 @@ impl Registry {
         }
         let kv = self.store.delete(&key, Some(rev)).await.map_err(|e| ApiError::from_store(r, &name, e))?;
         decode(&kv)
+    }
+
+    /// A Warning event on the Service, with the reasons upstream's allocator repair
+    /// controllers use, so `kubectl get events` explains a refused IP or port.
+    async fn record_allocation_failure(&self, svc: &Value, errs: &[FieldError]) {
+        for e in errs {
+            let detail = e.message();
+            let (reason, component) = match (e.field.contains("clusterIP"), detail.contains("already allocated")) {
+                (true, true) => ("ClusterIPAlreadyAllocated", "ipallocator-repair-controller"),
+                (true, false) => ("ClusterIPOutOfRange", "ipallocator-repair-controller"),
+                (false, true) => ("PortAlreadyAllocated", "portallocator-repair-controller"),
+                (false, false) => ("PortOutOfRange", "portallocator-repair-controller"),
+            };
+            let involved = crate::events::Involved::of(svc, "Service", "v1");
+            // Boxed: recording creates an Event through `create`, which can land here again.
+            Box::pin(crate::events::record(self, &involved, "Warning", reason, &detail, component)).await;
+        }
     }
 
     /// Rebuilds the allocators from the stored Services.

@@ -1,7 +1,7 @@
 //! A second real client: the `kube` crate (what Rust controllers use) lists, creates,
 //! patches and watches Services on a real `pier server`, through the kubeconfig pier writes.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
 mod common;
 

@@ -2,7 +2,7 @@
 //! the seed documents (typos corrected, and the originals rejected), the commands users run
 //! on Services, upstream's validation messages verbatim, and durability across `kill -9`.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)]
 
 mod common;
 
@@ -364,6 +364,15 @@ fn validation_errors_are_upstreams_verbatim() {
         "{}",
         out.stderr
     );
+    // Refusals are recorded as events; one on an existing Service shows in describe.
+    let ev = c.kubectl(&["get", "events"]).ok().stdout;
+    assert!(ev.contains("PortAlreadyAllocated") && ev.contains("PortOutOfRange") && ev.contains("ClusterIPAlreadyAllocated"), "{ev}");
+    let third = KUBIA_NODEPORT.replace("name: kubia-nodeport", "name: kubia-nodeport3").replace("nodePort: 30123", "nodePort: 30124");
+    c.kubectl(&["apply", "-f", &manifest(&dir, "np3.yaml", &third)]).ok();
+    let out = c.kubectl(&["patch", "svc", "kubia-nodeport3", "--type=json", "-p", r#"[{"op":"replace","path":"/spec/ports/0/nodePort","value":30123}]"#]).fails();
+    assert!(out.stderr.contains("provided port is already allocated"), "{}", out.stderr);
+    let d = c.kubectl(&["describe", "svc", "kubia-nodeport3"]).ok().stdout;
+    assert!(d.contains("Warning  PortAlreadyAllocated"), "{d}");
     // Deleting the owner frees it.
     c.kubectl(&["delete", "svc", "kubia-nodeport"]).ok();
     c.kubectl(&["apply", "-f", &manifest(&dir, "np2.yaml", &second)]).ok();
@@ -512,6 +521,47 @@ fn watch_streams_changes() {
         seen.iter().any(|l| l.starts_with("kubia-service ") && l.contains("ClusterIP") && l.contains("80/TCP")),
         "{seen:?}"
     );
+}
+
+/// `kubectl get svc NAME -w` watches from resourceVersion 0 and drops the first (synthetic)
+/// event: the change after it must still be printed.
+#[test]
+fn watch_of_one_service_sees_its_next_change() {
+    let c = Cluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    c.kubectl(&["apply", "-f", &manifest(&dir, "svc.yaml", KUBIA_SERVICE)]).ok();
+    let mut watch = c
+        .kubectl_cmd(&["get", "svc", "kubia-service", "-w", "-o", "custom-columns=NAME:.metadata.name,AFFINITY:.spec.sessionAffinity"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = watch.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut patched = false;
+    while std::time::Instant::now() < deadline && !seen.iter().any(|l: &String| l.contains("ClientIP")) {
+        if let Ok(line) = rx.recv_timeout(std::time::Duration::from_millis(300)) {
+            seen.push(line);
+        }
+        if !patched && seen.iter().any(|l| l.starts_with("kubia-service")) {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            c.kubectl(&["patch", "svc", "kubia-service", "-p", r#"{"spec":{"sessionAffinity":"ClientIP"}}"#]).ok();
+            patched = true;
+        }
+    }
+    let _ = watch.kill();
+    let _ = watch.wait();
+    assert!(seen.iter().any(|l| l.starts_with("kubia-service") && l.contains("ClientIP")), "{seen:?}");
 }
 
 #[test]

@@ -3,7 +3,7 @@
 //! handle drops. Only 127.0.0.1 is ever contacted; the node IP is a documentation address
 //! (192.0.2.0/24) that only appears inside objects and never receives a packet.
 
-#![allow(dead_code, clippy::unwrap_used)]
+#![allow(dead_code, clippy::unwrap_used, clippy::disallowed_methods)]
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,495 @@
+//! `cargo xtask bench api`: the API-server benchmark of issue 2.
+//!
+//! Against a fresh `pier server` (see [`crate::server`]), in the namespace `bench`:
+//! 1. W watches on the namespace's Services are opened (from the revision of an empty list);
+//! 2. N Services are created with C requests in flight (`buffer_unordered` over one pooled
+//!    `kube::Client`, so C HTTP/1.1 connections); for each the instant its create response
+//!    arrived is recorded, and in each watcher the instant its `ADDED` event arrived;
+//! 3. the full list of the N Services is timed `--lists` times with the typed `kube` client
+//!    (`Api::list`, decoding included) and as many times as raw bytes (no decoding);
+//! 4. the server's VmRSS / VmHWM (`/proc/<pid>/status`) after the creates and after the lists,
+//!    its CPU time, and the SQLite file sizes are read.
+//!
+//! Everything is bounded by timeouts; the report is printed and the task exits 0 whether or not
+//! the goals are met. It fails only when the run itself fails (a request errors, the server
+//! dies, a timeout expires).
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail, ensure};
+use futures::future::join_all;
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{Namespace, Service};
+use kube::api::{Api, ListParams, PostParams, WatchEvent, WatchParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use serde_json::json;
+use tokio::sync::watch;
+
+use crate::ApiArgs;
+use crate::server::{Server, proc_cpu, proc_status_bytes};
+
+const NAMESPACE: &str = "bench";
+/// Bound on one create, get or watch-start request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bound on one full list.
+const LIST_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long the watchers may still take, after the last create answered, to see every event.
+const WATCH_SETTLE: Duration = Duration::from_secs(60);
+/// A watcher never runs longer than this, whatever happens.
+const WATCH_HARD_LIMIT: Duration = Duration::from_secs(30 * 60);
+/// `timeoutSeconds` of each watch request; a watch that ends is resumed from its last revision.
+const WATCH_SECONDS: u32 = 1800;
+const MAX_REWATCHES: usize = 20;
+
+const GOAL_CREATES_PER_S: f64 = 2000.0;
+const GOAL_LIST: Duration = Duration::from_millis(300);
+const GOAL_WATCH_P99: Duration = Duration::from_millis(10);
+const GOAL_RSS_BYTES: u64 = 150_000_000;
+
+fn name(i: usize) -> String {
+    format!("svc-{i:05}")
+}
+
+fn index_of(name: &str) -> Option<usize> {
+    name.strip_prefix("svc-")?.parse().ok()
+}
+
+/// A typical small ClusterIP Service: one port, a selector, a couple of labels.
+fn service(i: usize) -> Result<Service> {
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name(i), "labels": {"app": format!("bench-{i}"), "tier": "bench"}},
+        "spec": {
+            "selector": {"app": format!("bench-{i}")},
+            "ports": [{"name": "http", "protocol": "TCP", "port": 80, "targetPort": 8080}]
+        }
+    }))?)
+}
+
+async fn client(server: &Server) -> Result<kube::Client> {
+    let kc = Kubeconfig::read_from(server.kubeconfig()).context("reading the server's kubeconfig")?;
+    let mut config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .context("loading the server's kubeconfig")?;
+    // Errors must show, not be retried inside the measurement.
+    config.default_retry = false;
+    config.connect_timeout = Some(Duration::from_secs(10));
+    ensure!(
+        config.cluster_url.host() == Some("127.0.0.1"),
+        "the kubeconfig points at {}, not at 127.0.0.1",
+        config.cluster_url
+    );
+    kube::Client::try_from(config).context("building the kube client")
+}
+
+async fn bounded<T>(what: &str, limit: Duration, f: impl Future<Output = kube::Result<T>>) -> Result<T> {
+    match tokio::time::timeout(limit, f).await {
+        Ok(r) => r.with_context(|| what.to_string()),
+        Err(_) => bail!("{what}: no answer within {limit:?}"),
+    }
+}
+
+/// What one watcher saw.
+struct WatchOutcome {
+    /// When the `ADDED` event of Service `i` arrived.
+    received: Vec<Option<Instant>>,
+    duplicates: usize,
+    other_events: usize,
+    rewatches: usize,
+    error: Option<String>,
+}
+
+async fn watcher(
+    api: Api<Service>,
+    mut stream: BoxStream<'static, kube::Result<WatchEvent<Service>>>,
+    mut rv: String,
+    n: usize,
+    mut stop: watch::Receiver<bool>,
+) -> WatchOutcome {
+    let mut out = WatchOutcome { received: vec![None; n], duplicates: 0, other_events: 0, rewatches: 0, error: None };
+    let hard_limit = tokio::time::Instant::now() + WATCH_HARD_LIMIT;
+    let mut seen = 0;
+    while seen < n {
+        let next = tokio::select! {
+            _ = stop.wait_for(|s| *s) => break,
+            _ = tokio::time::sleep_until(hard_limit) => {
+                out.error = Some(format!("still missing events after {WATCH_HARD_LIMIT:?}"));
+                break;
+            }
+            ev = stream.next() => ev,
+        };
+        let now = Instant::now();
+        let ended = match next {
+            Some(Ok(WatchEvent::Added(s))) => {
+                rv = s.metadata.resource_version.unwrap_or(rv);
+                match s.metadata.name.as_deref().and_then(index_of).and_then(|i| out.received.get_mut(i)) {
+                    Some(slot @ None) => {
+                        *slot = Some(now);
+                        seen += 1;
+                    }
+                    Some(Some(_)) => out.duplicates += 1,
+                    None => out.other_events += 1,
+                }
+                None
+            }
+            Some(Ok(WatchEvent::Modified(s) | WatchEvent::Deleted(s))) => {
+                rv = s.metadata.resource_version.unwrap_or(rv);
+                out.other_events += 1;
+                None
+            }
+            Some(Ok(WatchEvent::Bookmark(b))) => {
+                rv = b.metadata.resource_version;
+                None
+            }
+            Some(Ok(WatchEvent::Error(e))) => Some(format!("watch error event: {e:?}")),
+            Some(Err(e)) => Some(format!("watch stream failed: {e}")),
+            None => Some("watch stream ended".to_string()),
+        };
+        let Some(why) = ended else { continue };
+        if out.rewatches >= MAX_REWATCHES {
+            out.error = Some(format!("{why}; gave up after {MAX_REWATCHES} re-watches"));
+            break;
+        }
+        out.rewatches += 1;
+        let wp = WatchParams::default().timeout(WATCH_SECONDS);
+        match bounded("re-watching services", REQUEST_TIMEOUT, api.watch(&wp, &rv)).await {
+            Ok(s) => stream = s.boxed(),
+            Err(e) => {
+                out.error = Some(format!("{why}; re-watch failed: {e:#}"));
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// Nearest-rank percentile of sorted samples.
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = (p * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn median(samples: &[Duration]) -> Duration {
+    let mut s = samples.to_vec();
+    s.sort();
+    percentile(&s, 0.5)
+}
+
+fn ms(d: Duration) -> String {
+    let v = d.as_secs_f64() * 1000.0;
+    if v < 10.0 { format!("{v:.2} ms") } else { format!("{v:.0} ms") }
+}
+
+fn mb(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
+}
+
+fn verdict(pass: bool) -> &'static str {
+    if pass { "PASS" } else { "FAIL" }
+}
+
+struct Machine {
+    cpus: usize,
+    model: String,
+    kernel: String,
+    memory: String,
+}
+
+fn first_line_value(text: &str, key: &str) -> Option<String> {
+    text.lines().find(|l| l.starts_with(key)).and_then(|l| l.split_once(':')).map(|(_, v)| v.trim().to_string())
+}
+
+fn machine() -> Machine {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let kernel = std::process::Command::new("uname")
+        .arg("-sr")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/osrelease").ok().map(|s| s.trim().to_string()))
+        .unwrap_or_else(|| "unknown".into());
+    let memory = first_line_value(&meminfo, "MemTotal")
+        .and_then(|v| v.trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| format!("{:.1} GB", kb as f64 * 1024.0 / 1e9))
+        .unwrap_or_else(|| "unknown".into());
+    Machine {
+        cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        model: first_line_value(&cpuinfo, "model name").unwrap_or_else(|| "unknown".into()),
+        kernel,
+        memory,
+    }
+}
+
+/// `git describe` of the workspace, for the report.
+fn revision() -> String {
+    std::process::Command::new("git")
+        .args(["describe", "--always", "--dirty"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Reads a memory field of the server, failing if the process is gone.
+fn rss(server: &mut Server, field: &str) -> Result<u64> {
+    server.check_alive()?;
+    proc_status_bytes(server.pid, field).ok_or_else(|| anyhow!("cannot read {field} of pid {}", server.pid))
+}
+
+fn file_size(p: &Path) -> u64 {
+    std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
+}
+
+pub async fn run(args: &ApiArgs, pier: &Path) -> Result<()> {
+    let n = args.services as usize;
+    let c = args.concurrency as usize;
+    let w = args.watchers as usize;
+    let m = machine();
+
+    eprintln!("xtask: starting {} server on 127.0.0.1", pier.display());
+    let mut server = Server::start(pier)?;
+    let client = client(&server).await?;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": NAMESPACE}}))?;
+    bounded("creating the bench namespace", REQUEST_TIMEOUT, namespaces.create(&PostParams::default(), &ns))
+        .await?;
+    let api: Api<Service> = Api::namespaced(client.clone(), NAMESPACE);
+    let empty = bounded("listing the empty namespace", LIST_TIMEOUT, api.list(&ListParams::default())).await?;
+    ensure!(empty.items.is_empty(), "the bench namespace is not empty");
+    let rv = empty.metadata.resource_version.unwrap_or_default();
+
+    // Watchers first: a watch is registered in the server before its response headers arrive.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut watchers = Vec::new();
+    for _ in 0..w {
+        let wp = WatchParams::default().timeout(WATCH_SECONDS);
+        let stream = bounded("starting a watch", REQUEST_TIMEOUT, api.watch(&wp, &rv)).await?.boxed();
+        watchers.push(tokio::spawn(watcher(api.clone(), stream, rv.clone(), n, stop_rx.clone())));
+    }
+
+    eprintln!("xtask: creating {n} Services, {c} in flight, {w} watcher(s)");
+    let server_cpu0 = proc_cpu(&server.pid.to_string()).unwrap_or_default();
+    let client_cpu0 = proc_cpu("self").unwrap_or_default();
+    let t0 = Instant::now();
+    let mut created: Vec<(usize, Instant, Duration, String)> = futures::stream::iter(0..n)
+        .map(|i| {
+            let api = api.clone();
+            async move {
+                let body = service(i)?;
+                let start = Instant::now();
+                let svc = bounded(&format!("creating Service {}", name(i)), REQUEST_TIMEOUT, async {
+                    api.create(&PostParams::default(), &body).await
+                })
+                .await?;
+                let done = Instant::now();
+                let ip = svc.spec.and_then(|s| s.cluster_ip).unwrap_or_default();
+                Ok::<_, anyhow::Error>((i, done, done - start, ip))
+            }
+        })
+        .buffer_unordered(c)
+        .try_collect()
+        .await?;
+    let create_wall = t0.elapsed();
+    let server_cpu_creates = proc_cpu(&server.pid.to_string()).unwrap_or_default().saturating_sub(server_cpu0);
+    let client_cpu_creates = proc_cpu("self").unwrap_or_default().saturating_sub(client_cpu0);
+    let rss_creates = rss(&mut server, "VmRSS")?;
+    let hwm_creates = rss(&mut server, "VmHWM")?;
+    created.sort_by_key(|c| c.0);
+    let distinct_ips: HashSet<&str> = created.iter().map(|c| c.3.as_str()).filter(|ip| !ip.is_empty()).collect();
+    ensure!(
+        distinct_ips.len() == n,
+        "expected {n} distinct ClusterIPs, got {} (a create answered without one, or an IP was handed out twice)",
+        distinct_ips.len()
+    );
+    let mut create_lat: Vec<Duration> = created.iter().map(|c| c.2).collect();
+    create_lat.sort();
+
+    // Let the watchers catch up, then stop whatever is still running.
+    let mut all = std::pin::pin!(join_all(watchers));
+    let outcomes = tokio::select! {
+        r = &mut all => r,
+        _ = tokio::time::sleep(WATCH_SETTLE) => {
+            let _ = stop_tx.send(true);
+            tokio::time::timeout(REQUEST_TIMEOUT, &mut all).await.map_err(|_| anyhow!("watchers did not stop"))?
+        }
+    };
+    let _ = stop_tx.send(true);
+    let mut delivery = Vec::with_capacity(n * w);
+    let (mut early, mut missing, mut duplicates, mut other, mut rewatches) = (0usize, 0usize, 0, 0, 0);
+    let mut watch_errors = Vec::new();
+    for o in outcomes {
+        let o = o.context("a watcher task panicked")?;
+        for (i, recv) in o.received.iter().enumerate() {
+            match recv {
+                Some(recv) => {
+                    let resp = created[i].1;
+                    if *recv < resp {
+                        early += 1;
+                    }
+                    delivery.push(recv.saturating_duration_since(resp));
+                }
+                None => missing += 1,
+            }
+        }
+        duplicates += o.duplicates;
+        other += o.other_events;
+        rewatches += o.rewatches;
+        watch_errors.extend(o.error);
+    }
+    delivery.sort();
+
+    eprintln!("xtask: listing {n} Services {} times (typed) and {} times (raw bytes)", args.lists, args.lists);
+    let server_cpu1 = proc_cpu(&server.pid.to_string()).unwrap_or_default();
+    let mut typed = Vec::new();
+    for _ in 0..args.lists {
+        let t = Instant::now();
+        let list = bounded("listing the Services", LIST_TIMEOUT, api.list(&ListParams::default())).await?;
+        typed.push(t.elapsed());
+        ensure!(list.items.len() == n, "the list returned {} Services, expected {n}", list.items.len());
+    }
+    let mut raw = Vec::new();
+    let mut raw_bytes = 0;
+    for _ in 0..args.lists {
+        let req = kube::core::Request::new(format!("/api/v1/namespaces/{NAMESPACE}/services"))
+            .list(&ListParams::default())
+            .context("building the list request")?;
+        let t = Instant::now();
+        let text = bounded("listing the Services (raw)", LIST_TIMEOUT, client.request_text(req)).await?;
+        raw.push(t.elapsed());
+        raw_bytes = text.len();
+    }
+    let server_cpu_lists = proc_cpu(&server.pid.to_string()).unwrap_or_default().saturating_sub(server_cpu1);
+    let rss_lists = rss(&mut server, "VmRSS")?;
+    let hwm_lists = rss(&mut server, "VmHWM")?;
+    let db = file_size(&server.data_dir.join("pier.db"));
+    let wal = file_size(&server.data_dir.join("pier.db-wal"));
+    drop(server);
+
+    // The report.
+    let creates_per_s = n as f64 / create_wall.as_secs_f64();
+    let typed_max = typed.iter().copied().max().unwrap_or_default();
+    let raw_max = raw.iter().copied().max().unwrap_or_default();
+    let p99 = percentile(&delivery, 0.99);
+    let rows: Vec<(String, String, String, &str)> = vec![
+        (
+            format!("creates/s ({n} Services, {c} in flight)"),
+            format!(">= {GOAL_CREATES_PER_S:.0}/s"),
+            format!("{creates_per_s:.0}/s ({:.2} s)", create_wall.as_secs_f64()),
+            verdict(creates_per_s >= GOAL_CREATES_PER_S),
+        ),
+        (
+            format!("full list of {n}, median of {}", args.lists),
+            format!("< {}", ms(GOAL_LIST)),
+            format!("{} (max {})", ms(median(&typed)), ms(typed_max)),
+            verdict(median(&typed) < GOAL_LIST),
+        ),
+        if w == 0 {
+            ("watch delivery p99".into(), format!("< {}", ms(GOAL_WATCH_P99)), "no watchers".into(), "n/a")
+        } else {
+            (
+                format!("watch delivery p99 ({w} watcher(s))"),
+                format!("< {}", ms(GOAL_WATCH_P99)),
+                if missing == 0 { ms(p99) } else { format!("{} ({missing} events missing)", ms(p99)) },
+                verdict(p99 < GOAL_WATCH_P99 && missing == 0),
+            )
+        },
+        (
+            "server RSS after the creates".into(),
+            format!("< {}", mb(GOAL_RSS_BYTES)),
+            mb(rss_creates),
+            verdict(rss_creates < GOAL_RSS_BYTES),
+        ),
+        (
+            "server RSS after the lists".into(),
+            format!("< {}", mb(GOAL_RSS_BYTES)),
+            mb(rss_lists),
+            verdict(rss_lists < GOAL_RSS_BYTES),
+        ),
+        (
+            "server peak RSS (VmHWM)".into(),
+            format!("< {}", mb(GOAL_RSS_BYTES)),
+            mb(hwm_lists),
+            verdict(hwm_lists < GOAL_RSS_BYTES),
+        ),
+    ];
+
+    println!();
+    println!("pier API server benchmark (issue 2)");
+    println!(
+        "machine: {} CPUs ({}), {}, {} RAM; pier {} ({})",
+        m.cpus,
+        m.model,
+        m.kernel,
+        m.memory,
+        revision(),
+        pier.display()
+    );
+    println!(
+        "command: cargo xtask bench api --services {n} --concurrency {c} --watchers {w} --lists {}",
+        args.lists
+    );
+    println!();
+    let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0).max(6);
+    println!("| {:width$} | {:>10} | {:>26} | {:6} |", "metric", "goal", "measured", "result");
+    println!("|{}|{}|{}|{}|", "-".repeat(width + 2), "-".repeat(12), "-".repeat(28), "-".repeat(8));
+    for (metric, goal, measured, result) in &rows {
+        println!("| {metric:width$} | {goal:>10} | {measured:>26} | {result:6} |");
+    }
+    println!();
+    println!("details:");
+    println!(
+        "  create latency:       p50 {}, p99 {}, max {}",
+        ms(percentile(&create_lat, 0.5)),
+        ms(percentile(&create_lat, 0.99)),
+        ms(create_lat.last().copied().unwrap_or_default())
+    );
+    if w > 0 {
+        println!(
+            "  watch delivery:       p50 {}, p99 {}, max {} over {} events; {early} arrived before the create response (counted as 0)",
+            ms(percentile(&delivery, 0.5)),
+            ms(p99),
+            ms(delivery.last().copied().unwrap_or_default()),
+            delivery.len()
+        );
+        println!(
+            "  watch bookkeeping:    {missing} missing, {duplicates} duplicate, {other} other events, {rewatches} re-watches"
+        );
+        for e in &watch_errors {
+            println!("  watch error:          {e}");
+        }
+    }
+    println!(
+        "  list, typed (kube):   {}",
+        typed.iter().map(|d| ms(*d)).collect::<Vec<_>>().join(", ")
+    );
+    println!(
+        "  list, raw bytes:      {} (median {}, max {}; {} per list)",
+        raw.iter().map(|d| ms(*d)).collect::<Vec<_>>().join(", "),
+        ms(median(&raw)),
+        ms(raw_max),
+        mb(raw_bytes as u64)
+    );
+    println!("  server VmHWM:         {} after the creates, {} after the lists", mb(hwm_creates), mb(hwm_lists));
+    println!(
+        "  CPU during creates:   server {:.2} s, benchmark client {:.2} s (wall {:.2} s)",
+        server_cpu_creates.as_secs_f64(),
+        client_cpu_creates.as_secs_f64(),
+        create_wall.as_secs_f64()
+    );
+    println!("  server CPU in lists:  {:.2} s for {} lists", server_cpu_lists.as_secs_f64(), 2 * args.lists);
+    println!("  SQLite:               pier.db {}, pier.db-wal {}", mb(db), mb(wal));
+    Ok(())
+}
