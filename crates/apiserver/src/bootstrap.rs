@@ -12,6 +12,9 @@ use serde_json::{Value, json};
 use crate::error::{ApiError, ApiResult};
 use crate::registry::{Registry, WriteOptions};
 
+/// Upstream's namespace lifecycle admission refuses to delete these.
+pub const PROTECTED_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public"];
+
 pub const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
 
 fn opts() -> WriteOptions {

@@ -288,6 +288,9 @@ impl Registry {
         preconditions: &Value,
         opts: &WriteOptions,
     ) -> ApiResult<Value> {
+        if r.kind == "Namespace" && crate::bootstrap::PROTECTED_NAMESPACES.contains(&name) {
+            return Err(ApiError::forbidden(format!("namespaces \"{name}\" is forbidden: this namespace may not be deleted")));
+        }
         let (obj, rev) = self.get_kv(r, ns, name).await?;
         if let Some(uid) = preconditions["uid"].as_str()
             && obj["metadata"]["uid"].as_str() != Some(uid)

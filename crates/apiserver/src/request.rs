@@ -30,6 +30,8 @@ pub enum Route {
     OpenApiV3Root,
     OpenApiV3 { group: String, version: String },
     OpenApiV2,
+    /// `POST /apis/authorization.k8s.io/v1/selfsubjectaccessreviews` (`kubectl auth can-i`).
+    SelfSubjectAccessReview,
     Resource,
 }
 
@@ -51,6 +53,9 @@ pub fn parse_path(path: &str) -> ApiResult<(Route, Option<ResourceRequest>)> {
             return Ok((Route::OpenApiV3 { group: (*g).into(), version: (*v).into() }, None));
         }
         ["openapi", "v2"] => return Ok((Route::OpenApiV2, None)),
+        ["apis", "authorization.k8s.io", "v1", "selfsubjectaccessreviews"] => {
+            return Ok((Route::SelfSubjectAccessReview, None));
+        }
         ["apis", g] => return Ok((Route::ApiGroup((*g).into()), None)),
         ["api", v] => {
             return Ok((Route::ResourceList { group: String::new(), version: (*v).into() }, None));
