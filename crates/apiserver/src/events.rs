@@ -32,7 +32,14 @@ impl<'a> Involved<'a> {
 }
 
 /// Records an event of `type_` (`Normal` or `Warning`).
-pub async fn record(registry: &Registry, involved: &Involved<'_>, type_: &str, reason: &str, message: &str, component: &str) {
+pub async fn record(
+    registry: &Registry,
+    involved: &Involved<'_>,
+    type_: &str,
+    reason: &str,
+    message: &str,
+    component: &str,
+) {
     let Some(r) = resources::find("", "v1", "events") else { return };
     let now = Timestamp::now();
     let suffix = format!("{:x}", now.as_nanosecond());

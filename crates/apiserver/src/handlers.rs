@@ -156,10 +156,23 @@ async fn route(
         Route::ResourceList { group, version } => get_only(discovery::api_resource_list(&group, &version)),
         Route::OpenApiV3Root => get_only(Some(discovery::openapi_v3_root())),
         Route::OpenApiV3 { group, version } => get_only(discovery::openapi_v3_doc(&group, &version)),
-        Route::OpenApiV2 => Err(ApiError::no_route()),
+        Route::OpenApiV2 => {
+            // An empty protobuf document: a valid OpenAPI v2 with no definitions. kubectl uses
+            // v2 only for kinds the v3 documents do not list (it then reports "no matches for
+            // kind" like against any cluster) and for patch metadata, which it then takes from
+            // its compiled-in types.
+            let mut resp = Response::new(Body::empty());
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/com.github.proto-openapi.spec.v2.v1.0+protobuf"),
+            );
+            Ok(resp)
+        }
         Route::SelfSubjectAccessReview => {
             if method != Method::POST {
-                return Err(ApiError::method_not_allowed("the server does not allow this method on the requested resource"));
+                return Err(ApiError::method_not_allowed(
+                    "the server does not allow this method on the requested resource",
+                ));
             }
             // One admin identity: whoever holds the token may do everything.
             let body = read_body(req).await?;

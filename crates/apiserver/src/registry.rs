@@ -289,7 +289,9 @@ impl Registry {
         opts: &WriteOptions,
     ) -> ApiResult<Value> {
         if r.kind == "Namespace" && crate::bootstrap::PROTECTED_NAMESPACES.contains(&name) {
-            return Err(ApiError::forbidden(format!("namespaces \"{name}\" is forbidden: this namespace may not be deleted")));
+            return Err(ApiError::forbidden(format!(
+                "namespaces \"{name}\" is forbidden: this namespace may not be deleted"
+            )));
         }
         let (obj, rev) = self.get_kv(r, ns, name).await?;
         if let Some(uid) = preconditions["uid"].as_str()

@@ -310,7 +310,18 @@ fn seed_typos_get_clear_errors_and_the_corrected_yaml_applies() {
     // `apiVersion: vl`
     let vl = "apiVersion: vl\nkind: Service\nmetadata:\n  name: kubia\nspec:\n  sessionAffinity: ClientIP\n  ports:\n  - port: 80\n";
     let out = c.kubectl(&["apply", "-f", &manifest(&dir, "vl.yaml", vl)]).fails();
-    assert!(out.stderr.contains("vl"), "{}", out.stderr);
+    assert!(out.stderr.contains(r#"no matches for kind "Service" in version "vl""#), "{}", out.stderr);
+    // The seed's Deployment uses the long-gone apps/v1beta1 and no selector.
+    let old_deploy = "apiVersion: apps/v1beta1\nkind: Deployment\nmetadata:\n  name: httpd\nspec:\n  replicas: 4\n  template:\n    metadata:\n      labels:\n        run: httpd\n    spec:\n      containers:\n      - name: httpd\n        image: httpd\n        ports:\n        - containerPort: 80\n";
+    let out = c.kubectl(&["apply", "-f", &manifest(&dir, "Httpd-Deployment.yaml", old_deploy)]).fails();
+    assert!(out.stderr.contains(r#"no matches for kind "Deployment" in version "apps/v1beta1""#), "{}", out.stderr);
+    let no_selector = old_deploy.replace("apps/v1beta1", "apps/v1");
+    let out = c.kubectl(&["apply", "-f", &manifest(&dir, "Httpd-Deployment2.yaml", &no_selector)]).fails();
+    assert!(out.stderr.contains("spec.selector: Required value"), "{}", out.stderr);
+    let fixed = no_selector
+        .replace("spec:\n  replicas: 4\n", "spec:\n  replicas: 4\n  selector:\n    matchLabels:\n      run: httpd\n");
+    let out = c.kubectl(&["apply", "-f", &manifest(&dir, "Httpd-Deployment3.yaml", &fixed)]).ok();
+    assert_eq!(out.stdout.trim(), "deployment.apps/httpd created");
     // Nothing was stored by the failures; the corrected files apply.
     c.kubectl(&["get", "svc", "kubia"]).fails();
     c.kubectl(&["apply", "-f", &manifest(&dir, "fixed.yaml", KUBIA_SVC)]).ok();
@@ -366,10 +377,26 @@ fn validation_errors_are_upstreams_verbatim() {
     );
     // Refusals are recorded as events; one on an existing Service shows in describe.
     let ev = c.kubectl(&["get", "events"]).ok().stdout;
-    assert!(ev.contains("PortAlreadyAllocated") && ev.contains("PortOutOfRange") && ev.contains("ClusterIPAlreadyAllocated"), "{ev}");
-    let third = KUBIA_NODEPORT.replace("name: kubia-nodeport", "name: kubia-nodeport3").replace("nodePort: 30123", "nodePort: 30124");
+    assert!(
+        ev.contains("PortAlreadyAllocated")
+            && ev.contains("PortOutOfRange")
+            && ev.contains("ClusterIPAlreadyAllocated"),
+        "{ev}"
+    );
+    let third = KUBIA_NODEPORT
+        .replace("name: kubia-nodeport", "name: kubia-nodeport3")
+        .replace("nodePort: 30123", "nodePort: 30124");
     c.kubectl(&["apply", "-f", &manifest(&dir, "np3.yaml", &third)]).ok();
-    let out = c.kubectl(&["patch", "svc", "kubia-nodeport3", "--type=json", "-p", r#"[{"op":"replace","path":"/spec/ports/0/nodePort","value":30123}]"#]).fails();
+    let out = c
+        .kubectl(&[
+            "patch",
+            "svc",
+            "kubia-nodeport3",
+            "--type=json",
+            "-p",
+            r#"[{"op":"replace","path":"/spec/ports/0/nodePort","value":30123}]"#,
+        ])
+        .fails();
     assert!(out.stderr.contains("provided port is already allocated"), "{}", out.stderr);
     let d = c.kubectl(&["describe", "svc", "kubia-nodeport3"]).ok().stdout;
     assert!(d.contains("Warning  PortAlreadyAllocated"), "{d}");
@@ -531,7 +558,14 @@ fn watch_of_one_service_sees_its_next_change() {
     let dir = tempfile::tempdir().unwrap();
     c.kubectl(&["apply", "-f", &manifest(&dir, "svc.yaml", KUBIA_SERVICE)]).ok();
     let mut watch = c
-        .kubectl_cmd(&["get", "svc", "kubia-service", "-w", "-o", "custom-columns=NAME:.metadata.name,AFFINITY:.spec.sessionAffinity"])
+        .kubectl_cmd(&[
+            "get",
+            "svc",
+            "kubia-service",
+            "-w",
+            "-o",
+            "custom-columns=NAME:.metadata.name,AFFINITY:.spec.sessionAffinity",
+        ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -701,4 +735,78 @@ fn bad_input_gets_upstream_status_codes_and_changes_nothing() {
     let after = c.kubectl(&["get", "svc", "-o", "json"]).ok().stdout;
     assert_eq!(before, after);
     assert!(!c.server_log().contains("panicked"), "{}", c.server_log());
+}
+
+/// The seed's Ingress is written for `networking.k8s.io/v1beta1`, which Kubernetes removed:
+/// kubectl says so as against any current cluster, and the `v1` form applies and prints.
+#[test]
+fn seed_ingress_v1beta1_is_refused_and_v1_applies() {
+    let c = Cluster::start();
+    let v1 = "apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: kubia
+spec:
+  rules:
+  - host: kubia.example.com
+    http:
+      paths:
+      - path: /
+        pathType: Prefix
+        backend:
+          service:
+            name: kubia-nodeport
+            port:
+              number: 80
+      - path: /kubia
+        pathType: Prefix
+        backend:
+          service:
+            name: kubia
+            port:
+              number: 80
+  - host: bar.example.com
+    http:
+      paths:
+      - path: /
+        pathType: Prefix
+        backend:
+          service:
+            name: bar
+            port:
+              number: 80
+";
+    let v1beta1 = "apiVersion: networking.k8s.io/v1beta1
+kind: Ingress
+metadata:
+  name: kubia
+spec:
+  rules:
+  - host: kubia.example.com
+    http:
+      paths:
+      - path: /
+        backend:
+          serviceName: kubia-nodeport
+          servicePort: 80
+";
+    let out = c.kubectl_stdin(&["create", "-f", "-"], v1beta1).fails();
+    assert!(
+        out.stderr.contains(r#"no matches for kind "Ingress" in version "networking.k8s.io/v1beta1""#),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        c.kubectl_stdin(&["create", "-f", "-"], v1).ok().stdout.trim(),
+        "ingress.networking.k8s.io/kubia created"
+    );
+    let t = rows(&c.kubectl(&["get", "ingress"]).ok().stdout);
+    assert_eq!(t[0], ["NAME", "CLASS", "HOSTS", "ADDRESS", "PORTS", "AGE"]);
+    assert_eq!(t[1][..4], ["kubia", "<none>", "kubia.example.com,bar.example.com", "80"]);
+    let out = c.kubectl_stdin(&["apply", "-f", "-"], &v1.replace("pathType: Prefix", "pathType: Bogus")).fails();
+    assert!(
+        out.stderr.contains(r#"spec.rules[0].http.paths[0].pathType: Unsupported value: "Bogus": supported values: "Exact", "ImplementationSpecific", "Prefix""#),
+        "{}",
+        out.stderr
+    );
 }
