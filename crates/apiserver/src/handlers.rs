@@ -287,6 +287,24 @@ fn parse_object_body(headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
     Ok(value)
 }
 
+/// Decodes a create/update body for `rr` exactly as the create and update handlers do:
+/// media type, JSON/YAML parsing, apiVersion/kind checks, strict field validation and typed
+/// decoding. Pure: the entry point of the request-decoding fuzz target.
+pub fn decode_object_body(
+    rr: &ResourceRequest,
+    content_type: &str,
+    body: &[u8],
+    strict: bool,
+) -> ApiResult<(Value, Vec<String>)> {
+    let mut headers = HeaderMap::new();
+    if let Ok(v) = HeaderValue::from_str(content_type) {
+        headers.insert(header::CONTENT_TYPE, v);
+    }
+    let value = parse_object_body(&headers, body)?;
+    let fv = if strict { FieldValidation::Strict } else { FieldValidation::Warn };
+    admit_body(rr, value, Some(body), fv)
+}
+
 /// The kind the body must have at this URL (`Scale` for the scale subresource).
 fn expected_gvk(rr: &ResourceRequest) -> (String, &'static str) {
     if let Some(sub) = rr.subresource.as_deref()
