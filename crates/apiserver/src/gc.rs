@@ -15,7 +15,7 @@ use pier_api::resources::{self, RESOURCES};
 use pier_store::EventKind;
 use serde_json::Value;
 
-use crate::registry::{Registry, WriteOptions, decode, name_of, object_key};
+use crate::registry::{FOREGROUND, Registry, WriteOptions, decode, finalizers, name_of, object_key};
 
 /// An object's identity in the index: the resource's index in `RESOURCES`, namespace, name.
 type ObjRef = (usize, Option<String>, String);
@@ -80,11 +80,12 @@ impl Index {
         }
     }
 
-    /// Dependents none of whose owners is alive.
+    /// Dependents with at least one owner that is gone: collected when all are gone, else
+    /// stripped of the dangling references.
     fn orphans(&self) -> Vec<ObjRef> {
         self.owners_of
             .iter()
-            .filter(|(_, owners)| !owners.is_empty() && owners.iter().all(|o| !self.live.contains_key(o)))
+            .filter(|(_, owners)| owners.iter().any(|o| !self.live.contains_key(o)))
             .map(|(r, _)| r.clone())
             .collect()
     }
@@ -110,6 +111,35 @@ async fn collect(registry: &Registry, r: &ObjRef, index: &Index) {
         refs.retain(|o| o["uid"].as_str().is_some_and(|u| index.live.contains_key(u)));
     }
     let _ = registry.update(res, &obj, rev, new, None, &system_options()).await;
+}
+
+fn in_foreground_deletion(obj: &Value) -> bool {
+    !obj["metadata"]["deletionTimestamp"].is_null() && finalizers(obj).iter().any(|f| f == FOREGROUND)
+}
+
+/// One step of foreground deletion of `owner`: delete its dependents (in the foreground
+/// too), or, once none is left, drop the finalizer so the owner goes.
+async fn foreground_step(registry: &Registry, owner: &ObjRef, index: &Index) {
+    let Some(res) = RESOURCES.get(owner.0) else { return };
+    let Ok((obj, rev)) = registry.get_kv(res, owner.1.as_deref(), &owner.2).await else { return };
+    if !in_foreground_deletion(&obj) {
+        return;
+    }
+    let uid = obj["metadata"]["uid"].as_str().unwrap_or("");
+    let deps: Vec<ObjRef> = index.dependents.get(uid).map(|s| s.iter().cloned().collect()).unwrap_or_default();
+    if deps.is_empty() {
+        let mut new = obj.clone();
+        let rest: Vec<String> = finalizers(&obj).into_iter().filter(|f| f != FOREGROUND).collect();
+        new["metadata"]["finalizers"] = serde_json::json!(rest);
+        let _ = registry.update(res, &obj, rev, new, None, &system_options()).await;
+        return;
+    }
+    let foreground = serde_json::json!({"propagationPolicy": "Foreground"});
+    for d in deps {
+        if let Some(dres) = RESOURCES.get(d.0) {
+            let _ = registry.delete(dres, d.1.as_deref(), &d.2, &foreground, &system_options()).await;
+        }
+    }
 }
 
 /// Removes the namespace's content, then the namespace.
@@ -162,6 +192,16 @@ async fn run_once(registry: &Registry) -> Result<(), pier_store::StoreError> {
     for ns in terminating {
         finalize_namespace(registry, &ns).await;
     }
+    let foreground: Vec<ObjRef> = list
+        .items
+        .iter()
+        .filter_map(|kv| Some((resource_index(&kv.key)?, decode(kv).ok()?)))
+        .filter(|(_, obj)| in_foreground_deletion(obj))
+        .map(|(idx, obj)| objref(idx, &obj))
+        .collect();
+    for owner in foreground {
+        foreground_step(registry, &owner, &index).await;
+    }
     while let Some(ev) = events.next().await {
         let ev = ev?;
         let Some(idx) = resource_index(&ev.kv.key) else { continue };
@@ -169,6 +209,9 @@ async fn run_once(registry: &Registry) -> Result<(), pier_store::StoreError> {
         match ev.kind {
             EventKind::Created | EventKind::Updated => {
                 index.put(idx, &obj);
+                if in_foreground_deletion(&obj) {
+                    foreground_step(registry, &objref(idx, &obj), &index).await;
+                }
                 if RESOURCES[idx].kind == "Namespace" && !obj["metadata"]["deletionTimestamp"].is_null() {
                     let registry = registry.clone();
                     let ns = name_of(&obj).to_string();
@@ -182,6 +225,12 @@ async fn run_once(registry: &Registry) -> Result<(), pier_store::StoreError> {
                     index.dependents.get(&uid).map(|s| s.iter().cloned().collect()).unwrap_or_default();
                 for d in deps {
                     collect(registry, &d, &index).await;
+                }
+                // A dependent gone may let an owner in foreground deletion go too.
+                for owner_uid in owner_uids(&obj) {
+                    if let Some(owner) = index.live.get(&owner_uid).cloned() {
+                        foreground_step(registry, &owner, &index).await;
+                    }
                 }
                 if let Some(ns) = obj["metadata"]["namespace"].as_str()
                     && let Some(nsr) = resources::find("", "v1", "namespaces")

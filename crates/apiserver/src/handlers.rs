@@ -326,6 +326,11 @@ fn admit_body(
 ) -> ApiResult<(Value, Vec<String>)> {
     let (api_version, kind) = expected_gvk(rr);
     let version = api_version.rsplit('/').next().unwrap_or("v1").to_string();
+    if !value.is_object() {
+        return Err(ApiError::bad_request(format!(
+            "{kind} in version \"{version}\" cannot be handled as a {kind}: the document is not a JSON object"
+        )));
+    }
     match value.get("apiVersion").and_then(Value::as_str) {
         None | Some("") => value["apiVersion"] = json!(api_version),
         Some(v) if v == api_version => {}
@@ -714,13 +719,13 @@ async fn patch_object(
                 let base_kind = if sub == Some("scale") { "Scale" } else { r.kind };
                 let patched = match pt {
                     PatchType::Json => {
-                        patch::json_patch(&base, &body).map_err(|e| ApiError::bad_request(e.to_string()))?
+                        check_json_patch_size(&body)?;
+                        patch::json_patch(&base, &body).map_err(patch_error)?
                     }
-                    PatchType::Merge => {
-                        patch::merge_patch(&base, &body).map_err(|e| ApiError::bad_request(e.to_string()))?
+                    PatchType::Merge => patch::merge_patch(&base, &body).map_err(patch_error)?,
+                    PatchType::Strategic => {
+                        patch::strategic_merge_patch(base_kind, &base, &body).map_err(patch_error)?
                     }
-                    PatchType::Strategic => patch::strategic_merge_patch(base_kind, &base, &body)
-                        .map_err(|e| ApiError::bad_request(e.to_string()))?,
                     PatchType::Apply => {
                         let applied =
                             patch::parse_apply_body(&body).map_err(|e| ApiError::bad_request(e.to_string()))?;
@@ -738,7 +743,14 @@ async fn patch_object(
                     }
                 };
                 let (patched, warnings) = admit_body(rr, patched, None, fv)?;
-                check_name(name_of(&patched), name)?;
+                // Unlike a PUT, a patch result must still carry the name: a patch that empties
+                // or replaces the whole document is refused rather than wiping the object.
+                if name_of(&patched) != name {
+                    return Err(ApiError::bad_request(format!(
+                        "the name of the object ({}) does not match the name on the request ({name})",
+                        name_of(&patched)
+                    )));
+                }
                 let precondition = patched["metadata"]["resourceVersion"]
                     .as_str()
                     .filter(|s| !s.is_empty())
@@ -764,6 +776,28 @@ async fn patch_object(
         }
     }
     Err(ApiError::conflict(r, name))
+}
+
+/// Upstream's limit on JSON patch operations.
+const MAX_JSON_PATCH_OPERATIONS: usize = 10_000;
+
+fn check_json_patch_size(body: &[u8]) -> ApiResult<()> {
+    if let Ok(Value::Array(ops)) = serde_json::from_slice::<Value>(body)
+        && ops.len() > MAX_JSON_PATCH_OPERATIONS
+    {
+        return Err(ApiError::new(
+            413,
+            "RequestEntityTooLarge",
+            format!("The allowed maximum operations in a JSON patch is {MAX_JSON_PATCH_OPERATIONS}, got {}", ops.len()),
+        ));
+    }
+    Ok(())
+}
+
+/// A patch that cannot be parsed is a bad request; one that parses but does not apply to the
+/// object (a failed `test`, a missing path) is unprocessable, as upstream answers.
+fn patch_error(e: patch::PatchError) -> ApiError {
+    if e.code() == 422 { ApiError::new(422, "Invalid", e.to_string()) } else { ApiError::bad_request(e.to_string()) }
 }
 
 fn apply_error(r: &ResourceInfo, name: &str, e: patch::ApplyError) -> ApiError {
@@ -816,7 +850,7 @@ async fn delete(
         let obj = st.registry.get(rr.resource, rr.namespace.as_deref(), name).await?;
         crate::gc::orphan_dependents(&st.registry, &obj).await;
     }
-    let out = st.registry.delete(rr.resource, rr.namespace.as_deref(), name, &del["preconditions"], &opts).await?;
+    let out = st.registry.delete(rr.resource, rr.namespace.as_deref(), name, &del, &opts).await?;
     Ok(Answer::ok(out).into_response())
 }
 
@@ -835,7 +869,7 @@ async fn delete_collection(
     let mut deleted = Vec::new();
     for item in items.into_iter().filter(|o| sel.matches(r.kind, o)) {
         let ns = item["metadata"]["namespace"].as_str().map(str::to_string);
-        match st.registry.delete(r, ns.as_deref(), name_of(&item), &del["preconditions"], &opts).await {
+        match st.registry.delete(r, ns.as_deref(), name_of(&item), &del, &opts).await {
             Ok(o) => deleted.push(o),
             Err(e) if e.code == 404 => {}
             Err(e) => return Err(e),

@@ -279,15 +279,19 @@ impl Registry {
     }
 
     /// Deletes an object: marks it for deletion while finalizers remain, otherwise removes it
-    /// and frees what it held.
+    /// and frees what it held. `options` is a DeleteOptions (`preconditions`,
+    /// `propagationPolicy`); `Null` means background propagation without preconditions.
+    /// Foreground propagation keeps the object, with the `foregroundDeletion` finalizer, until
+    /// the garbage collector has removed its dependents.
     pub async fn delete(
         &self,
         r: &ResourceInfo,
         ns: Option<&str>,
         name: &str,
-        preconditions: &Value,
+        options: &Value,
         opts: &WriteOptions,
     ) -> ApiResult<Value> {
+        let preconditions = &options["preconditions"];
         if r.kind == "Namespace" && crate::bootstrap::PROTECTED_NAMESPACES.contains(&name) {
             return Err(ApiError::forbidden(format!(
                 "namespaces \"{name}\" is forbidden: this namespace may not be deleted"
@@ -323,6 +327,11 @@ impl Registry {
             return Ok(obj);
         }
         let mut fins = finalizers(&obj);
+        let mut marked = obj.clone();
+        if options["propagationPolicy"].as_str() == Some("Foreground") && !fins.iter().any(|f| f == FOREGROUND) {
+            fins.push(FOREGROUND.into());
+            marked["metadata"]["finalizers"] = json!(fins);
+        }
         if r.kind == "Namespace" && !fins.iter().any(|f| f == "kubernetes") {
             // The namespace's own finalizer (spec.finalizers) keeps it until its content is gone.
             if obj["spec"]["finalizers"].as_array().is_some_and(|a| !a.is_empty()) {
@@ -330,12 +339,13 @@ impl Registry {
             }
         }
         if !fins.is_empty() {
-            if !obj["metadata"]["deletionTimestamp"].is_null() {
+            if !obj["metadata"]["deletionTimestamp"].is_null() && marked == obj {
                 return Ok(obj);
             }
-            let mut marked = obj.clone();
-            marked["metadata"]["deletionTimestamp"] = json!(format_time(opts.now));
-            marked["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+            if marked["metadata"]["deletionTimestamp"].is_null() {
+                marked["metadata"]["deletionTimestamp"] = json!(format_time(opts.now));
+                marked["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+            }
             if r.kind == "Namespace" {
                 marked["status"]["phase"] = json!("Terminating");
             }
@@ -393,6 +403,9 @@ impl Registry {
         Ok(list.items.len())
     }
 }
+
+/// The finalizer of foreground cascading deletion.
+pub const FOREGROUND: &str = "foregroundDeletion";
 
 pub fn finalizers(v: &Value) -> Vec<String> {
     v["metadata"]["finalizers"]

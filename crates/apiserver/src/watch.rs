@@ -135,15 +135,20 @@ pub async fn serve(st: &Arc<AppState>, rr: &ResourceRequest, q: &Query, output: 
                         let prev = ev.prev.as_ref().and_then(|p| decode(p).ok());
                         let now_matches = sel.matches(r.kind, &obj);
                         let was_matching = prev.as_ref().is_some_and(|p| sel.matches(r.kind, p));
-                        let ty = match ev.kind {
-                            EventKind::Created if now_matches => "ADDED",
-                            EventKind::Updated if now_matches && was_matching => "MODIFIED",
-                            EventKind::Updated if now_matches => "ADDED",
-                            EventKind::Updated if was_matching => "DELETED",
-                            EventKind::Deleted if now_matches => "DELETED",
+                        let (ty, shown) = match (ev.kind, prev) {
+                            (EventKind::Created, _) if now_matches => ("ADDED", obj),
+                            (EventKind::Updated, _) if now_matches && was_matching => ("MODIFIED", obj),
+                            (EventKind::Updated, _) if now_matches => ("ADDED", obj),
+                            // Leaving the selector: upstream shows the last matching state,
+                            // stamped with this event's revision.
+                            (EventKind::Updated, Some(mut p)) if was_matching => {
+                                p["metadata"]["resourceVersion"] = json!(ev.kv.mod_revision.to_string());
+                                ("DELETED", p)
+                            }
+                            (EventKind::Deleted, _) if now_matches => ("DELETED", obj),
                             _ => continue,
                         };
-                        enc.line(ty, &obj)
+                        enc.line(ty, &shown)
                     }
                 },
             };

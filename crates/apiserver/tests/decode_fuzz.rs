@@ -713,7 +713,7 @@ fn case(frame: (usize, Method, &'static str, &'static str, bool), body: Vec<u8>)
 
 /// Skips the inputs of known, reported server bugs (each pinned by an ignored regression test
 /// in `errors.rs`), so the fuzzers keep looking for new ones. Set to `false` once fixed.
-const SKIP_KNOWN_BUGS: bool = true;
+const SKIP_KNOWN_BUGS: bool = false;
 
 /// A PATCH whose result is not a JSON object panics in `handlers.rs` `admit_body`
 /// (`value["apiVersion"] = ...` on an array, number, string or bool): a merge patch whose top

@@ -397,7 +397,6 @@ fn on_runtime<F: std::future::Future<Output = T>, T>(f: F) -> T {
 }
 
 #[test]
-#[ignore = "bug: gc.rs run_once()/Index::orphans(): after a (re)list only dependents whose owners are ALL gone are collected; a dependent that still has a live owner keeps the dangling ownerReference to a deleted one forever (the live path strips it, the relist path never does)"]
 fn an_owner_deleted_while_the_server_was_down_is_acted_on_at_start() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("store.db");

@@ -179,7 +179,6 @@ async fn label_selector_watch_sees_objects_enter_and_leave_the_selector() {
 }
 
 #[tokio::test]
-#[ignore = "bug: watch.rs serve(): an object leaving the selector is sent as DELETED with its new (non-matching) state; upstream sends the previous state stamped with the event's resourceVersion"]
 async fn label_selector_deleted_on_leave_carries_the_previous_state() {
     let s = TestServer::start().await;
     s.namespace("w").await;

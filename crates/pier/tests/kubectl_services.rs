@@ -684,6 +684,21 @@ fn namespaces_take_their_content_and_owners_their_dependents() {
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: kubia-owned\n  labels:\n    app: kubia\n  ownerReferences:\n  - apiVersion: apps/v1\n    kind: ReplicaSet\n    name: kubia\n    uid: {uid}\n    controller: true\nspec:\n  containers:\n  - name: kubia\n    image: luksa/kubia\n"
     );
     c.kubectl_stdin(&["apply", "-f", "-"], &pod).ok();
+    // Orphan keeps the pod, without the reference.
+    c.kubectl(&["delete", "rs", "kubia", "--cascade=orphan"]).ok();
+    let refs = c.kubectl(&["get", "pod", "kubia-owned", "-o", "jsonpath={.metadata.ownerReferences}"]).ok().stdout;
+    assert_eq!(refs, "");
+    c.kubectl(&["delete", "pod", "kubia-owned"]).ok();
+    // Foreground: kubectl waits until the ReplicaSet is gone, and its pod went first.
+    c.kubectl_stdin(&["apply", "-f", "-"], rs).ok();
+    let uid = c.kubectl(&["get", "rs", "kubia", "-o", "jsonpath={.metadata.uid}"]).ok().stdout;
+    c.kubectl_stdin(&["apply", "-f", "-"], &pod.replace(&uid_placeholder(&pod), &uid)).ok();
+    c.kubectl(&["delete", "rs", "kubia", "--cascade=foreground", "--timeout=20s"]).ok();
+    c.kubectl(&["get", "pod", "kubia-owned"]).fails();
+    // Background (the default): the pod follows shortly.
+    c.kubectl_stdin(&["apply", "-f", "-"], rs).ok();
+    let uid = c.kubectl(&["get", "rs", "kubia", "-o", "jsonpath={.metadata.uid}"]).ok().stdout;
+    c.kubectl_stdin(&["apply", "-f", "-"], &pod.replace(&uid_placeholder(&pod), &uid)).ok();
     c.kubectl(&["delete", "rs", "kubia"]).ok();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
@@ -695,6 +710,11 @@ fn namespaces_take_their_content_and_owners_their_dependents() {
         assert!(std::time::Instant::now() < deadline, "the owned pod outlived its ReplicaSet");
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+}
+
+/// The uid written in a pod manifest's ownerReferences.
+fn uid_placeholder(pod: &str) -> String {
+    pod.lines().find_map(|l| l.trim().strip_prefix("uid: ")).unwrap().to_string()
 }
 
 #[test]
