@@ -253,19 +253,63 @@ fn file_size(p: &Path) -> u64 {
     std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
 }
 
+/// Everything measured in one run.
+struct Measured {
+    n: usize,
+    c: usize,
+    w: usize,
+    create_wall: Duration,
+    /// Sorted create latencies (request sent to response decoded).
+    create_lat: Vec<Duration>,
+    /// Sorted watch delivery latencies, clamped at 0.
+    delivery: Vec<Duration>,
+    early: usize,
+    missing: usize,
+    duplicates: usize,
+    other_events: usize,
+    rewatches: usize,
+    watch_errors: Vec<String>,
+    typed: Vec<Duration>,
+    raw: Vec<Duration>,
+    raw_bytes: usize,
+    rss_creates: u64,
+    hwm_creates: u64,
+    rss_lists: u64,
+    hwm_lists: u64,
+    server_cpu_creates: Duration,
+    client_cpu_creates: Duration,
+    server_cpu_lists: Duration,
+    db: u64,
+    wal: u64,
+}
+
+/// Starts the server, measures, stops the server, prints the report.
 pub async fn run(args: &ApiArgs, pier: &Path) -> Result<()> {
+    let machine = machine();
+    eprintln!("xtask: starting {} server on 127.0.0.1", pier.display());
+    let mut server = Server::start(pier, &args.server_env).await?;
+    let measured = match measure(args, &mut server).await {
+        Ok(m) => m,
+        // A failure caused by the server dying says so, with the end of its log.
+        Err(e) => match server.check_alive() {
+            Err(dead) => return Err(e.context(format!("{dead:#}"))),
+            Ok(()) => return Err(e),
+        },
+    };
+    drop(server);
+    report(args, pier, &machine, &measured);
+    Ok(())
+}
+
+async fn measure(args: &ApiArgs, server: &mut Server) -> Result<Measured> {
     let n = args.services as usize;
     let c = args.concurrency as usize;
     let w = args.watchers as usize;
-    let m = machine();
-
-    eprintln!("xtask: starting {} server on 127.0.0.1", pier.display());
-    let mut server = Server::start(pier)?;
-    let client = client(&server).await?;
+    let pid = server.pid.to_string();
+    let client = client(server).await?;
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": NAMESPACE}}))?;
-    bounded("creating the bench namespace", REQUEST_TIMEOUT, namespaces.create(&PostParams::default(), &ns))
-        .await?;
+    bounded("creating the bench namespace", REQUEST_TIMEOUT, namespaces.create(&PostParams::default(), &ns)).await?;
     let api: Api<Service> = Api::namespaced(client.clone(), NAMESPACE);
     let empty = bounded("listing the empty namespace", LIST_TIMEOUT, api.list(&ListParams::default())).await?;
     ensure!(empty.items.is_empty(), "the bench namespace is not empty");
@@ -281,7 +325,7 @@ pub async fn run(args: &ApiArgs, pier: &Path) -> Result<()> {
     }
 
     eprintln!("xtask: creating {n} Services, {c} in flight, {w} watcher(s)");
-    let server_cpu0 = proc_cpu(&server.pid.to_string()).unwrap_or_default();
+    let server_cpu0 = proc_cpu(&pid).unwrap_or_default();
     let client_cpu0 = proc_cpu("self").unwrap_or_default();
     let t0 = Instant::now();
     let mut created: Vec<(usize, Instant, Duration, String)> = futures::stream::iter(0..n)
@@ -303,10 +347,10 @@ pub async fn run(args: &ApiArgs, pier: &Path) -> Result<()> {
         .try_collect()
         .await?;
     let create_wall = t0.elapsed();
-    let server_cpu_creates = proc_cpu(&server.pid.to_string()).unwrap_or_default().saturating_sub(server_cpu0);
+    let server_cpu_creates = proc_cpu(&pid).unwrap_or_default().saturating_sub(server_cpu0);
     let client_cpu_creates = proc_cpu("self").unwrap_or_default().saturating_sub(client_cpu0);
-    let rss_creates = rss(&mut server, "VmRSS")?;
-    let hwm_creates = rss(&mut server, "VmHWM")?;
+    let rss_creates = rss(server, "VmRSS")?;
+    let hwm_creates = rss(server, "VmHWM")?;
     created.sort_by_key(|c| c.0);
     let distinct_ips: HashSet<&str> = created.iter().map(|c| c.3.as_str()).filter(|ip| !ip.is_empty()).collect();
     ensure!(
@@ -328,7 +372,7 @@ pub async fn run(args: &ApiArgs, pier: &Path) -> Result<()> {
     };
     let _ = stop_tx.send(true);
     let mut delivery = Vec::with_capacity(n * w);
-    let (mut early, mut missing, mut duplicates, mut other, mut rewatches) = (0usize, 0usize, 0, 0, 0);
+    let (mut early, mut missing, mut duplicates, mut other_events, mut rewatches) = (0, 0, 0, 0, 0);
     let mut watch_errors = Vec::new();
     for o in outcomes {
         let o = o.context("a watcher task panicked")?;
@@ -345,14 +389,14 @@ pub async fn run(args: &ApiArgs, pier: &Path) -> Result<()> {
             }
         }
         duplicates += o.duplicates;
-        other += o.other_events;
+        other_events += o.other_events;
         rewatches += o.rewatches;
         watch_errors.extend(o.error);
     }
     delivery.sort();
 
     eprintln!("xtask: listing {n} Services {} times (typed) and {} times (raw bytes)", args.lists, args.lists);
-    let server_cpu1 = proc_cpu(&server.pid.to_string()).unwrap_or_default();
+    let server_cpu1 = proc_cpu(&pid).unwrap_or_default();
     let mut typed = Vec::new();
     for _ in 0..args.lists {
         let t = Instant::now();
@@ -371,30 +415,53 @@ pub async fn run(args: &ApiArgs, pier: &Path) -> Result<()> {
         raw.push(t.elapsed());
         raw_bytes = text.len();
     }
-    let server_cpu_lists = proc_cpu(&server.pid.to_string()).unwrap_or_default().saturating_sub(server_cpu1);
-    let rss_lists = rss(&mut server, "VmRSS")?;
-    let hwm_lists = rss(&mut server, "VmHWM")?;
-    let db = file_size(&server.data_dir.join("pier.db"));
-    let wal = file_size(&server.data_dir.join("pier.db-wal"));
-    drop(server);
+    let server_cpu_lists = proc_cpu(&pid).unwrap_or_default().saturating_sub(server_cpu1);
+    Ok(Measured {
+        n,
+        c,
+        w,
+        create_wall,
+        create_lat,
+        delivery,
+        early,
+        missing,
+        duplicates,
+        other_events,
+        rewatches,
+        watch_errors,
+        typed,
+        raw,
+        raw_bytes,
+        rss_creates,
+        hwm_creates,
+        rss_lists: rss(server, "VmRSS")?,
+        hwm_lists: rss(server, "VmHWM")?,
+        server_cpu_creates,
+        client_cpu_creates,
+        server_cpu_lists,
+        db: file_size(&server.data_dir.join("pier.db")),
+        wal: file_size(&server.data_dir.join("pier.db-wal")),
+    })
+}
 
-    // The report.
-    let creates_per_s = n as f64 / create_wall.as_secs_f64();
-    let typed_max = typed.iter().copied().max().unwrap_or_default();
-    let raw_max = raw.iter().copied().max().unwrap_or_default();
-    let p99 = percentile(&delivery, 0.99);
+fn report(args: &ApiArgs, pier: &Path, m: &Machine, r: &Measured) {
+    let Measured { n, c, w, .. } = *r;
+    let creates_per_s = n as f64 / r.create_wall.as_secs_f64();
+    let typed_median = median(&r.typed);
+    let typed_max = r.typed.iter().copied().max().unwrap_or_default();
+    let p99 = percentile(&r.delivery, 0.99);
     let rows: Vec<(String, String, String, &str)> = vec![
         (
             format!("creates/s ({n} Services, {c} in flight)"),
             format!(">= {GOAL_CREATES_PER_S:.0}/s"),
-            format!("{creates_per_s:.0}/s ({:.2} s)", create_wall.as_secs_f64()),
+            format!("{creates_per_s:.0}/s ({:.2} s)", r.create_wall.as_secs_f64()),
             verdict(creates_per_s >= GOAL_CREATES_PER_S),
         ),
         (
-            format!("full list of {n}, median of {}", args.lists),
+            format!("full list of {n}, median of {}", r.typed.len()),
             format!("< {}", ms(GOAL_LIST)),
-            format!("{} (max {})", ms(median(&typed)), ms(typed_max)),
-            verdict(median(&typed) < GOAL_LIST),
+            format!("{} (max {})", ms(typed_median), ms(typed_max)),
+            verdict(typed_median < GOAL_LIST),
         ),
         if w == 0 {
             ("watch delivery p99".into(), format!("< {}", ms(GOAL_WATCH_P99)), "no watchers".into(), "n/a")
@@ -402,27 +469,27 @@ pub async fn run(args: &ApiArgs, pier: &Path) -> Result<()> {
             (
                 format!("watch delivery p99 ({w} watcher(s))"),
                 format!("< {}", ms(GOAL_WATCH_P99)),
-                if missing == 0 { ms(p99) } else { format!("{} ({missing} events missing)", ms(p99)) },
-                verdict(p99 < GOAL_WATCH_P99 && missing == 0),
+                if r.missing == 0 { ms(p99) } else { format!("{} ({} events missing)", ms(p99), r.missing) },
+                verdict(p99 < GOAL_WATCH_P99 && r.missing == 0),
             )
         },
         (
             "server RSS after the creates".into(),
             format!("< {}", mb(GOAL_RSS_BYTES)),
-            mb(rss_creates),
-            verdict(rss_creates < GOAL_RSS_BYTES),
+            mb(r.rss_creates),
+            verdict(r.rss_creates < GOAL_RSS_BYTES),
         ),
         (
             "server RSS after the lists".into(),
             format!("< {}", mb(GOAL_RSS_BYTES)),
-            mb(rss_lists),
-            verdict(rss_lists < GOAL_RSS_BYTES),
+            mb(r.rss_lists),
+            verdict(r.rss_lists < GOAL_RSS_BYTES),
         ),
         (
             "server peak RSS (VmHWM)".into(),
             format!("< {}", mb(GOAL_RSS_BYTES)),
-            mb(hwm_lists),
-            verdict(hwm_lists < GOAL_RSS_BYTES),
+            mb(r.hwm_lists),
+            verdict(r.hwm_lists < GOAL_RSS_BYTES),
         ),
     ];
 
@@ -437,8 +504,9 @@ pub async fn run(args: &ApiArgs, pier: &Path) -> Result<()> {
         revision(),
         pier.display()
     );
+    let env: String = args.server_env.iter().map(|(k, v)| format!(" --server-env {k}={v}")).collect();
     println!(
-        "command: cargo xtask bench api --services {n} --concurrency {c} --watchers {w} --lists {}",
+        "command: cargo xtask bench api --services {n} --concurrency {c} --watchers {w} --lists {}{env}",
         args.lists
     );
     println!();
@@ -452,44 +520,47 @@ pub async fn run(args: &ApiArgs, pier: &Path) -> Result<()> {
     println!("details:");
     println!(
         "  create latency:       p50 {}, p99 {}, max {}",
-        ms(percentile(&create_lat, 0.5)),
-        ms(percentile(&create_lat, 0.99)),
-        ms(create_lat.last().copied().unwrap_or_default())
+        ms(percentile(&r.create_lat, 0.5)),
+        ms(percentile(&r.create_lat, 0.99)),
+        ms(r.create_lat.last().copied().unwrap_or_default())
     );
     if w > 0 {
         println!(
-            "  watch delivery:       p50 {}, p99 {}, max {} over {} events; {early} arrived before the create response (counted as 0)",
-            ms(percentile(&delivery, 0.5)),
+            "  watch delivery:       p50 {}, p99 {}, max {} over {} events; {} arrived before the create response (counted as 0)",
+            ms(percentile(&r.delivery, 0.5)),
             ms(p99),
-            ms(delivery.last().copied().unwrap_or_default()),
-            delivery.len()
+            ms(r.delivery.last().copied().unwrap_or_default()),
+            r.delivery.len(),
+            r.early
         );
         println!(
-            "  watch bookkeeping:    {missing} missing, {duplicates} duplicate, {other} other events, {rewatches} re-watches"
+            "  watch bookkeeping:    {} missing, {} duplicate, {} other events, {} re-watches",
+            r.missing, r.duplicates, r.other_events, r.rewatches
         );
-        for e in &watch_errors {
+        for e in &r.watch_errors {
             println!("  watch error:          {e}");
         }
     }
-    println!(
-        "  list, typed (kube):   {}",
-        typed.iter().map(|d| ms(*d)).collect::<Vec<_>>().join(", ")
-    );
+    let list = |samples: &[Duration]| samples.iter().map(|d| ms(*d)).collect::<Vec<_>>().join(", ");
+    println!("  list, typed (kube):   {}", list(&r.typed));
     println!(
         "  list, raw bytes:      {} (median {}, max {}; {} per list)",
-        raw.iter().map(|d| ms(*d)).collect::<Vec<_>>().join(", "),
-        ms(median(&raw)),
-        ms(raw_max),
-        mb(raw_bytes as u64)
+        list(&r.raw),
+        ms(median(&r.raw)),
+        ms(r.raw.iter().copied().max().unwrap_or_default()),
+        mb(r.raw_bytes as u64)
     );
-    println!("  server VmHWM:         {} after the creates, {} after the lists", mb(hwm_creates), mb(hwm_lists));
+    println!("  server VmHWM:         {} after the creates, {} after the lists", mb(r.hwm_creates), mb(r.hwm_lists));
     println!(
         "  CPU during creates:   server {:.2} s, benchmark client {:.2} s (wall {:.2} s)",
-        server_cpu_creates.as_secs_f64(),
-        client_cpu_creates.as_secs_f64(),
-        create_wall.as_secs_f64()
+        r.server_cpu_creates.as_secs_f64(),
+        r.client_cpu_creates.as_secs_f64(),
+        r.create_wall.as_secs_f64()
     );
-    println!("  server CPU in lists:  {:.2} s for {} lists", server_cpu_lists.as_secs_f64(), 2 * args.lists);
-    println!("  SQLite:               pier.db {}, pier.db-wal {}", mb(db), mb(wal));
-    Ok(())
+    println!(
+        "  server CPU in lists:  {:.2} s for {} lists",
+        r.server_cpu_lists.as_secs_f64(),
+        r.typed.len() + r.raw.len()
+    );
+    println!("  SQLite:               pier.db {}, pier.db-wal {}", mb(r.db), mb(r.wal));
 }

@@ -14,7 +14,7 @@ mod bench_api;
 mod server;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, ExitCode};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
@@ -62,10 +62,21 @@ pub struct ApiArgs {
     /// The `pier` binary to benchmark (default: `target/release/pier`).
     #[arg(long)]
     pub pier: Option<PathBuf>,
+    /// Extra environment for the server, `KEY=VALUE` (repeatable; for experiments such as
+    /// `MALLOC_ARENA_MAX=2`). `RUST_LOG` is `info` unless given here.
+    #[arg(long = "server-env", value_name = "KEY=VALUE", value_parser = parse_env)]
+    pub server_env: Vec<(String, String)>,
     /// Measure from this process even when it is a debug build (the client is then much
     /// slower than the server; for working on the xtask itself).
     #[arg(long)]
     pub debug_client: bool,
+}
+
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("{s:?}: expected KEY=VALUE")),
+    }
 }
 
 fn workspace_root() -> PathBuf {
@@ -83,20 +94,25 @@ fn target_dir() -> PathBuf {
     }
 }
 
-/// `cargo build --release -p pier -p xtask`, with its progress on the terminal.
+/// `cargo build --release -p pier`, then `-p xtask`, with their progress on the terminal. Two
+/// invocations, so that pier is built with exactly the features of a plain
+/// `cargo build --release -p pier` (one invocation would unify the features of both, and the
+/// next plain build would rebuild pier).
 fn build_release() -> Result<()> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     eprintln!(
-        "xtask: building the release binaries (cargo build --release -p pier -p xtask); \
+        "xtask: building the release binaries (cargo build --release -p pier, then -p xtask); \
          the first build takes several minutes on a 2-core machine, later runs reuse it"
     );
-    let status = Command::new(cargo)
-        .args(["build", "--release", "-p", "pier", "-p", "xtask"])
-        .current_dir(workspace_root())
-        .status()
-        .context("running cargo build --release")?;
-    if !status.success() {
-        bail!("cargo build --release -p pier -p xtask failed ({status})");
+    for package in ["pier", "xtask"] {
+        let status = Command::new(&cargo)
+            .args(["build", "--release", "-p", package])
+            .current_dir(workspace_root())
+            .status()
+            .context("running cargo build --release")?;
+        if !status.success() {
+            bail!("cargo build --release -p {package} failed ({status})");
+        }
     }
     Ok(())
 }
@@ -108,8 +124,8 @@ fn hand_over_to_release(args: &ApiArgs, pier: &Path) -> Result<i32> {
         bail!("{} is missing: run without --no-build, or cargo build --release -p xtask", exe.display());
     }
     eprintln!("xtask: measuring with the release build {}", exe.display());
-    let status = Command::new(&exe)
-        .args(["bench", "api", "--no-build"])
+    let mut cmd = Command::new(&exe);
+    cmd.args(["bench", "api", "--no-build"])
         .arg("--services")
         .arg(args.services.to_string())
         .arg("--concurrency")
@@ -119,9 +135,11 @@ fn hand_over_to_release(args: &ApiArgs, pier: &Path) -> Result<i32> {
         .arg("--lists")
         .arg(args.lists.to_string())
         .arg("--pier")
-        .arg(pier)
-        .status()
-        .with_context(|| format!("running {}", exe.display()))?;
+        .arg(pier);
+    for (k, v) in &args.server_env {
+        cmd.arg("--server-env").arg(format!("{k}={v}"));
+    }
+    let status = cmd.status().with_context(|| format!("running {}", exe.display()))?;
     Ok(status.code().unwrap_or(1))
 }
 
@@ -146,13 +164,10 @@ fn bench_api(args: ApiArgs) -> Result<i32> {
     Ok(0)
 }
 
-fn main() -> Result<()> {
+fn main() -> Result<ExitCode> {
     let cli = Cli::parse();
     let code = match cli.task {
         Task::Bench { which: Bench::Api(args) } => bench_api(args)?,
     };
-    if code != 0 {
-        std::process::exit(code);
-    }
-    Ok(())
+    Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
 }

@@ -28,7 +28,7 @@ fn free_port() -> Result<u16> {
 
 impl Server {
     /// Starts `bin server` and waits until it logs `pier is ready` and its kubeconfig exists.
-    pub fn start(bin: &Path) -> Result<Server> {
+    pub async fn start(bin: &Path, env: &[(String, String)]) -> Result<Server> {
         let tmp = tempfile::Builder::new().prefix("pier-bench-").tempdir().context("creating a data directory")?;
         let data_dir = tmp.path().join("data");
         std::fs::create_dir_all(&data_dir)?;
@@ -45,6 +45,7 @@ impl Server {
             .arg("192.0.2.10")
             // Info only: per-request debug logging would be measured too.
             .env("RUST_LOG", "info")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(logf)
@@ -52,11 +53,11 @@ impl Server {
             .with_context(|| format!("starting {}", bin.display()))?;
         let pid = child.id();
         let mut server = Server { child, pid, data_dir, log, _tmp: tmp };
-        server.wait_ready()?;
+        server.wait_ready().await?;
         Ok(server)
     }
 
-    fn wait_ready(&mut self) -> Result<()> {
+    async fn wait_ready(&mut self) -> Result<()> {
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             if let Some(status) = self.child.try_wait()? {
@@ -69,7 +70,7 @@ impl Server {
             if Instant::now() >= deadline {
                 bail!("pier server was not ready after {READY_TIMEOUT:?}:\n{}", self.log_tail());
             }
-            std::thread::sleep(Duration::from_millis(50));
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -123,12 +124,12 @@ fn clock_ticks() -> u64 {
     static TICKS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     *TICKS.get_or_init(|| {
         Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .filter(|t| *t > 0)
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .filter(|t| *t > 0)
             .unwrap_or(100)
     })
 }
