@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use crate::discovery;
 use crate::error::{ApiError, ApiResult};
-use crate::registry::{Registry, WriteOptions, name_of, parse_rv};
+use crate::registry::{Registry, WriteOptions, collection_prefix, decode, name_of, parse_rv};
 use crate::request::{self, Output, Query, ResourceRequest, Route};
 
 /// Upstream's request body limit (3 MiB).
@@ -469,6 +469,11 @@ impl Selectors {
         Ok(Selectors { labels, fields })
     }
 
+    /// True when nothing is filtered.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_none() && self.fields.is_none()
+    }
+
     pub fn matches(&self, kind: &str, obj: &Value) -> bool {
         if let Some(l) = &self.labels
             && !l.matches_json(obj["metadata"]["labels"].as_object())
@@ -513,18 +518,44 @@ async fn list(st: &Arc<AppState>, rr: &ResourceRequest, q: &Query, output: Outpu
         }
         _ => None,
     };
-    let (items, rev) = st.registry.list(r, rr.namespace.as_deref(), at).await?;
-    let items: Vec<Value> = items.into_iter().filter(|o| sel.matches(r.kind, o)).collect();
+    let listed = st.registry.store.list(&collection_prefix(r, rr.namespace.as_deref()), at).await?;
+    let rev = listed.revision.to_string();
+    // One object at a time: decode, filter, render, drop. Holding every decoded object of a
+    // large list at once costs hundreds of megabytes and most of the list's time.
     if output == Output::Table {
-        return Ok(table_answer(r, &items, &rev.to_string(), q, true)?.into_response());
+        let include = include_object(q)?;
+        let now = Timestamp::now();
+        let mut t = table::build_table(r.kind, &[], &rev, include, now, true);
+        for kv in &listed.items {
+            let obj = decode(kv)?;
+            if sel.matches(r.kind, &obj) {
+                t.rows.push(table::build_row(r.kind, &obj, include, now));
+            }
+        }
+        let mut a = Answer::ok(serde_json::to_value(t).map_err(|e| ApiError::internal(e.to_string()))?);
+        a.content_type = "application/json;as=Table;v=v1;g=meta.k8s.io";
+        return Ok(a.into_response());
     }
-    let body = json!({
-        "kind": r.list_kind,
-        "apiVersion": r.api_version(),
-        "metadata": {"resourceVersion": rev.to_string()},
-        "items": items,
-    });
-    Ok(Answer::ok(body).into_response())
+    let mut buf: Vec<u8> = Vec::with_capacity(listed.items.iter().map(|kv| kv.value.len() + 40).sum::<usize>() + 128);
+    let head = json!({"kind": r.list_kind, "apiVersion": r.api_version(), "metadata": {"resourceVersion": rev}});
+    let head = serde_json::to_string(&head).map_err(|e| ApiError::internal(e.to_string()))?;
+    // `{...head...,"items":[` — the head object without its closing brace.
+    buf.extend_from_slice(&head.as_bytes()[..head.len() - 1]);
+    buf.extend_from_slice(b",\"items\":[");
+    let mut first = true;
+    for kv in &listed.items {
+        let obj = decode(kv)?;
+        if !sel.matches(r.kind, &obj) {
+            continue;
+        }
+        if !first {
+            buf.push(b',');
+        }
+        first = false;
+        serde_json::to_writer(&mut buf, &obj).map_err(|e| ApiError::internal(e.to_string()))?;
+    }
+    buf.extend_from_slice(b"]}");
+    Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], buf).into_response())
 }
 
 async fn create(

@@ -37,8 +37,13 @@ struct Encoder {
 
 impl Encoder {
     fn line(&mut self, event_type: &str, object: &Value) -> Bytes {
-        let object = match self.output {
-            Output::Json => object.clone(),
+        // Written straight into one buffer: no copies of the object per event.
+        let mut bytes = Vec::with_capacity(512);
+        bytes.extend_from_slice(b"{\"type\":\"");
+        bytes.extend_from_slice(event_type.as_bytes());
+        bytes.extend_from_slice(b"\",\"object\":");
+        let written = match self.output {
+            Output::Json => serde_json::to_writer(&mut bytes, object),
             Output::Table => {
                 let rv = object["metadata"]["resourceVersion"].as_str().unwrap_or("");
                 let t = table::build_table(
@@ -50,11 +55,14 @@ impl Encoder {
                     !self.headers_sent,
                 );
                 self.headers_sent = true;
-                serde_json::to_value(t).unwrap_or(Value::Null)
+                serde_json::to_writer(&mut bytes, &t)
             }
         };
-        let mut bytes = serde_json::to_vec(&json!({"type": event_type, "object": object})).unwrap_or_default();
-        bytes.push(b'\n');
+        if written.is_err() {
+            bytes.truncate(0);
+            return Bytes::new();
+        }
+        bytes.extend_from_slice(b"}\n");
         Bytes::from(bytes)
     }
 
@@ -132,9 +140,14 @@ pub async fn serve(st: &Arc<AppState>, rr: &ResourceRequest, q: &Query, output: 
                     Some(Ok(ev)) => {
                         last_rev = ev.kv.mod_revision;
                         let Ok(obj) = decode(&ev.kv) else { continue };
-                        let prev = ev.prev.as_ref().and_then(|p| decode(p).ok());
+                        // The previous state matters only to tell selector transitions apart.
+                        let prev = if sel.is_empty() { None } else { ev.prev.as_ref().and_then(|p| decode(p).ok()) };
                         let now_matches = sel.matches(r.kind, &obj);
-                        let was_matching = prev.as_ref().is_some_and(|p| sel.matches(r.kind, p));
+                        let was_matching = if sel.is_empty() {
+                            ev.prev.is_some()
+                        } else {
+                            prev.as_ref().is_some_and(|p| sel.matches(r.kind, p))
+                        };
                         let (ty, shown) = match (ev.kind, prev) {
                             (EventKind::Created, _) if now_matches => ("ADDED", obj),
                             (EventKind::Updated, _) if now_matches && was_matching => ("MODIFIED", obj),
