@@ -1,0 +1,8 @@
+//! The node agent: registers this machine as a Node, runs the pods bound to it through
+//! `pier-runtime`, probes them as the kubelet does, and reports their status to the API.
+//!
+//! The decisions are pure functions ([`envvars`], [`probes`]); the loop that watches the API
+//! and drives the runtime is a thin shell around them.
+
+pub mod envvars;
+pub mod probes;
