@@ -858,6 +858,10 @@ async fn delete_options(headers: &HeaderMap, req: Request, q: &Query) -> ApiResu
     if let Some(p) = q.get("propagationPolicy") {
         opts["propagationPolicy"] = json!(p);
     }
+    if let Some(g) = q.get("gracePeriodSeconds") {
+        let g: i64 = g.parse().map_err(|_| ApiError::bad_request(format!("invalid gracePeriodSeconds: {g:?}")))?;
+        opts["gracePeriodSeconds"] = json!(g);
+    }
     match opts["propagationPolicy"].as_str() {
         None | Some("Orphan" | "Background" | "Foreground") => Ok(opts),
         Some(other) => Err(ApiError::bad_request(format!(

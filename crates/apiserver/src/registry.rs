@@ -326,6 +326,29 @@ impl Registry {
         if opts.dry_run {
             return Ok(obj);
         }
+        if r.kind == "Pod"
+            && let Some(grace) = pod_grace_period(&obj, options)
+        {
+            // Graceful pod deletion: the node agent stops the containers within the grace
+            // period, then deletes the pod for good with a grace period of 0.
+            let current = obj["metadata"]["deletionGracePeriodSeconds"].as_i64();
+            if current.is_none_or(|c| grace < c) {
+                let mut marked = obj.clone();
+                if marked["metadata"]["deletionTimestamp"].is_null() {
+                    marked["metadata"]["deletionTimestamp"] = json!(format_time(
+                        opts.now.checked_add(jiff::SignedDuration::from_secs(grace)).unwrap_or(opts.now)
+                    ));
+                }
+                marked["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
+                let kv = self
+                    .store
+                    .update(&object_key(r, ns, name), encode(&marked)?, rev)
+                    .await
+                    .map_err(|e| ApiError::from_store(r, name, e))?;
+                return decode(&kv);
+            }
+            return Ok(obj);
+        }
         let mut fins = finalizers(&obj);
         let mut marked = obj.clone();
         if options["propagationPolicy"].as_str() == Some("Foreground") && !fins.iter().any(|f| f == FOREGROUND) {
@@ -402,6 +425,21 @@ impl Registry {
         }
         Ok(list.items.len())
     }
+}
+
+/// The grace period a pod deletion gets, or `None` when the pod goes at once: pods that no
+/// node runs (unscheduled, or finished) and deletes with `gracePeriodSeconds: 0`.
+fn pod_grace_period(pod: &Value, options: &Value) -> Option<i64> {
+    let on_node = pod["spec"]["nodeName"].as_str().is_some_and(|n| !n.is_empty());
+    let finished = matches!(pod["status"]["phase"].as_str(), Some("Succeeded" | "Failed"));
+    if !on_node || finished {
+        return None;
+    }
+    let grace = options["gracePeriodSeconds"]
+        .as_i64()
+        .or_else(|| pod["spec"]["terminationGracePeriodSeconds"].as_i64())
+        .unwrap_or(30);
+    (grace > 0).then_some(grace)
 }
 
 /// The finalizer of foreground cascading deletion.
