@@ -32,6 +32,14 @@ pub struct AppState {
     /// `host:port` clients reach the server at, for legacy discovery.
     pub server_address: String,
     pub ready: Arc<AtomicBool>,
+    /// The node side of `pods/log` and `pods/exec`, once a node agent is connected.
+    pub nodes: std::sync::RwLock<Option<Arc<dyn crate::streams::NodeStreams>>>,
+}
+
+impl AppState {
+    pub fn node_streams(&self) -> Option<Arc<dyn crate::streams::NodeStreams>> {
+        self.nodes.read().ok().and_then(|n| n.clone())
+    }
 }
 
 /// A successful answer: status, body and any `Warning` headers.
@@ -422,9 +430,15 @@ async fn resource(
             let obj = st.registry.get(r, rr.namespace.as_deref(), name).await?;
             Ok(Answer::ok(to_scale(&obj)).into_response())
         }
-        (_, Some(_), Some("log" | "exec")) => Err(ApiError::not_implemented(
-            "pods/log and pods/exec are served by the node agent, which this server does not run yet",
-        )),
+        (&Method::GET, Some(name), Some("log")) => {
+            let pod = st.registry.get(r, rr.namespace.as_deref(), name).await?;
+            crate::streams::logs(st.node_streams(), &pod, &query).await
+        }
+        (&Method::GET | &Method::POST, Some(name), Some("exec")) => {
+            let pod = st.registry.get(r, rr.namespace.as_deref(), name).await?;
+            let (mut parts, _body) = req.into_parts();
+            crate::streams::exec(st.node_streams(), &pod, &query, &mut parts).await
+        }
         (&Method::POST, None, None) => create(st, &rr, &query, &headers, req).await,
         (&Method::PUT, Some(name), sub) => {
             let name = name.to_string();

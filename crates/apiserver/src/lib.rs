@@ -14,6 +14,7 @@ pub mod gc;
 pub mod handlers;
 pub mod registry;
 pub mod request;
+pub mod streams;
 pub mod watch;
 
 use std::future::Future;
@@ -86,6 +87,7 @@ impl ApiServer {
             token: config.token.clone(),
             server_address,
             ready: Arc::new(AtomicBool::new(true)),
+            nodes: std::sync::RwLock::new(None),
         });
         Ok(ApiServer { state })
     }
@@ -97,6 +99,13 @@ impl ApiServer {
 
     pub fn set_ready(&self, ready: bool) {
         self.state.ready.store(ready, Ordering::SeqCst);
+    }
+
+    /// Connects the node agent that serves `pods/log` and `pods/exec`.
+    pub fn set_node_streams(&self, nodes: Arc<dyn streams::NodeStreams>) {
+        if let Ok(mut n) = self.state.nodes.write() {
+            *n = Some(nodes);
+        }
     }
 
     pub fn router(&self) -> Router {
