@@ -466,7 +466,7 @@ fn edit_patch_apply_twice_server_side_and_delete() {
             r#"[{"op":"test","path":"/spec/type","value":"NodePort"}]"#,
         ])
         .fails();
-    assert!(out.stderr.contains("Error from server"), "{}", out.stderr);
+    assert!(out.stderr.contains("testing value /spec/type failed"), "{}", out.stderr);
 
     // server-side apply: create, no-op, conflict with another manager, force.
     let ssa = manifest(&dir, "ssa.yaml", &KUBIA_SERVICE.replace("kubia-service", "kubia-ssa"));
