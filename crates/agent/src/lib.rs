@@ -5,4 +5,16 @@
 //! and drives the runtime is a thin shell around them.
 
 pub mod envvars;
+pub mod node;
 pub mod probes;
+
+/// Why the agent could not do something.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("kubernetes API: {0}")]
+    Api(#[from] kube::Error),
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("pod runtime: {0}")]
+    Runtime(String),
+}

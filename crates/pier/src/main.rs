@@ -55,6 +55,9 @@ struct ServerArgs {
     /// global IPv4 address).
     #[arg(long)]
     node_ip: Option<IpAddr>,
+    /// The Node's name (default: the host name).
+    #[arg(long)]
+    node_name: Option<String>,
     /// `nftables` or `userspace`.
     #[arg(long, default_value = "nftables")]
     proxy_mode: String,
@@ -119,7 +122,7 @@ async fn server(args: ServerArgs) -> Result<()> {
     if !matches!(args.proxy_mode.as_str(), "nftables" | "userspace") {
         bail!("--proxy-mode {:?}: supported values: nftables, userspace", args.proxy_mode);
     }
-    let _ = (&args.pod_cidr, &args.cluster_domain, &args.loadbalancer_ip_pool);
+    let _ = (&args.cluster_domain, &args.loadbalancer_ip_pool);
     std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
     let node_ip = args.node_ip.or_else(netinfo::detect_node_ip).unwrap_or(IpAddr::from([127, 0, 0, 1]));
 
@@ -164,8 +167,31 @@ async fn server(args: ServerArgs) -> Result<()> {
     let kubeconfig_path = args.data_dir.join("kubeconfig.yaml");
     pki::write_atomic(&kubeconfig_path, pki::kubeconfig(&server_url, &creds.ca_pem, &creds.token).as_bytes(), 0o600)?;
 
-    let serving = tokio::spawn(async move { api.serve(listener, Some(creds.server_config), shutdown_signal()).await });
-    tracing::info!(url = %server_url, kubeconfig = %kubeconfig_path.display(), %node_ip, "pier is ready");
+    api.set_ready(false);
+    let api = Arc::new(api);
+    let serving = {
+        let api = api.clone();
+        tokio::spawn(async move { api.serve(listener, Some(creds.server_config), shutdown_signal()).await })
+    };
+
+    // The node: an ordinary API client of the server above, through the admin kubeconfig.
+    let kubeconfig = kube::config::Kubeconfig::read_from(&kubeconfig_path)?;
+    let client_config =
+        kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default()).await?;
+    let client = kube::Client::try_from(client_config)?;
+    let node_name = match &args.node_name {
+        Some(n) => n.clone(),
+        None => nix::unistd::gethostname()?.to_string_lossy().to_lowercase(),
+    };
+    let cluster_pod_cidr = match args.pod_cidr {
+        IpNet::V4(v4) => v4,
+        IpNet::V6(_) => bail!("--pod-cidr {}: an IPv4 CIDR is required", args.pod_cidr),
+    };
+    let node = pier_agent::node::NodeConfig { name: node_name, node_ip, cluster_pod_cidr, labels: Vec::new() };
+    let pod_cidr = pier_agent::node::register(&client, &node).await.context("registering the node")?;
+    tokio::spawn(pier_agent::node::heartbeat(client.clone(), node.clone()));
+    api.set_ready(true);
+    tracing::info!(url = %server_url, kubeconfig = %kubeconfig_path.display(), %node_ip, node = %node.name, %pod_cidr, "pier is ready");
     serving.await.context("server task")??;
     tracing::info!("pier stopped");
     Ok(())
