@@ -6,6 +6,7 @@
 
 pub mod envvars;
 pub mod node;
+pub mod pods;
 pub mod probes;
 
 /// Why the agent could not do something.

@@ -37,9 +37,7 @@ fn now() -> String {
 fn os_image() -> String {
     std::fs::read_to_string("/etc/os-release")
         .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| l.strip_prefix("PRETTY_NAME=").map(|v| v.trim_matches('"').to_string()))
-        })
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("PRETTY_NAME=").map(|v| v.trim_matches('"').to_string())))
         .unwrap_or_else(|| "Linux".into())
 }
 
@@ -50,7 +48,10 @@ fn kernel_version() -> String {
 fn memory_kib() -> u64 {
     std::fs::read_to_string("/proc/meminfo")
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("MemTotal:").map(|v| v.trim().trim_end_matches(" kB").trim().to_string())))
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:").map(|v| v.trim().trim_end_matches(" kB").trim().to_string()))
+        })
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
 }
@@ -60,9 +61,7 @@ pub fn node_status(cfg: &NodeConfig, ready: bool) -> Value {
     let t = now();
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let capacity = json!({"cpu": cpus.to_string(), "memory": format!("{}Ki", memory_kib()), "pods": "110"});
-    let condition = |ty: &str, status: &str, reason: &str, message: &str| {
-        json!({"type": ty, "status": status, "reason": reason, "message": message, "lastHeartbeatTime": t, "lastTransitionTime": t})
-    };
+    let condition = |ty: &str, status: &str, reason: &str, message: &str| json!({"type": ty, "status": status, "reason": reason, "message": message, "lastHeartbeatTime": t, "lastTransitionTime": t});
     json!({
         "conditions": [
             condition("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
@@ -105,8 +104,9 @@ pub async fn register(client: &kube::Client, cfg: &NodeConfig) -> Result<Ipv4Net
                 .filter(|n| n.metadata.name.as_deref() != Some(cfg.name.as_str()))
                 .filter_map(|n| n.spec.as_ref()?.pod_cidr.as_ref()?.parse().ok())
                 .collect();
-            free_pod_cidr(cfg.cluster_pod_cidr, &taken)
-                .ok_or_else(|| AgentError::Config(format!("no free /24 left in the pod CIDR {}", cfg.cluster_pod_cidr)))?
+            free_pod_cidr(cfg.cluster_pod_cidr, &taken).ok_or_else(|| {
+                AgentError::Config(format!("no free /24 left in the pod CIDR {}", cfg.cluster_pod_cidr))
+            })?
         }
     };
     let mut labels = serde_json::Map::new();
@@ -140,7 +140,9 @@ pub async fn register(client: &kube::Client, cfg: &NodeConfig) -> Result<Ipv4Net
 
 pub async fn report_status(client: &kube::Client, cfg: &NodeConfig, ready: bool) -> Result<(), AgentError> {
     let nodes: Api<Node> = Api::all(client.clone());
-    nodes.patch_status(&cfg.name, &PatchParams::default(), &Patch::Merge(json!({"status": node_status(cfg, ready)}))).await?;
+    nodes
+        .patch_status(&cfg.name, &PatchParams::default(), &Patch::Merge(json!({"status": node_status(cfg, ready)})))
+        .await?;
     Ok(())
 }
 
@@ -172,7 +174,12 @@ mod tests {
 
     #[test]
     fn status_has_the_ready_condition_and_addresses() {
-        let cfg = NodeConfig { name: "n1".into(), node_ip: "192.0.2.1".parse().unwrap(), cluster_pod_cidr: "10.244.0.0/16".parse().unwrap(), labels: vec![] };
+        let cfg = NodeConfig {
+            name: "n1".into(),
+            node_ip: "192.0.2.1".parse().unwrap(),
+            cluster_pod_cidr: "10.244.0.0/16".parse().unwrap(),
+            labels: vec![],
+        };
         let s = node_status(&cfg, true);
         assert_eq!(s["conditions"][3]["type"], "Ready");
         assert_eq!(s["conditions"][3]["status"], "True");
