@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 pub struct Cluster {
     child: Option<Child>,
+    /// The sealed network namespace the server (and kubectl) run in, if any.
+    pub netns: Option<Netns>,
     pub data_dir: PathBuf,
     _tmp: Option<tempfile::TempDir>,
     cache_dir: tempfile::TempDir,
@@ -91,6 +93,7 @@ impl Cluster {
             .expect("spawn pier server");
         let c = Cluster {
             child: Some(child),
+            netns: None,
             data_dir: data_dir.to_path_buf(),
             _tmp: None,
             cache_dir: tempfile::tempdir().unwrap(),
@@ -117,8 +120,58 @@ impl Cluster {
         self.data_dir.join("kubeconfig.yaml")
     }
 
+    /// Starts a server inside a fresh sealed network namespace (only `lo` and one veth whose
+    /// peer is in a second private namespace; no route out), as every test that runs pods
+    /// must: pod, cluster and node IPs then exist only inside it.
+    pub fn start_sealed(extra: &[&str]) -> Cluster {
+        let tmp = tempfile::tempdir().unwrap();
+        let data_dir = tmp.path().to_path_buf();
+        let netns = Netns::create();
+        let log = data_dir.join("server.log");
+        let logf = std::fs::File::create(&log).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &netns.name])
+            .arg(pier_bin())
+            .arg("server")
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .arg("--node-ip")
+            .arg(NODE_IP)
+            .arg("--node-name")
+            .arg("pier-node")
+            .args(extra)
+            .env("RUST_LOG", "info,pier_agent=debug,pier_runtime=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(logf)
+            .spawn()
+            .expect("spawn pier server");
+        let c = Cluster {
+            child: Some(child),
+            netns: Some(netns),
+            data_dir,
+            _tmp: Some(tmp),
+            cache_dir: tempfile::tempdir().unwrap(),
+            log,
+        };
+        c.wait_ready();
+        c
+    }
+
+    /// A command run inside the cluster's network namespace (or on the host when unsealed).
+    pub fn command(&self, program: &str) -> Command {
+        match &self.netns {
+            Some(ns) => {
+                let mut cmd = Command::new("ip");
+                cmd.args(["netns", "exec", &ns.name, program]);
+                cmd
+            }
+            None => Command::new(program),
+        }
+    }
+
     pub fn kubectl_cmd(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new("kubectl");
+        let mut cmd = self.command("kubectl");
         cmd.env("KUBECONFIG", self.kubeconfig())
             .env("HOME", self.cache_dir.path())
             .arg("--cache-dir")
@@ -172,6 +225,63 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.kill9();
+    }
+}
+
+/// The node IP of sealed clusters: a documentation address (RFC 5737) that exists only
+/// inside the test's namespaces.
+pub const NODE_IP: &str = "192.0.2.1";
+
+/// A pair of fresh network namespaces joined by a veth: the node (`name`) with `NODE_IP`, and
+/// a peer holding the other end. Neither has a default route. Both go when this drops.
+pub struct Netns {
+    pub name: String,
+    peer: String,
+}
+
+impl Netns {
+    pub fn create() -> Netns {
+        let id = format!("{}-{}", std::process::id(), rand_suffix());
+        let name = format!("pier-t-{id}");
+        let peer = format!("pier-p-{id}");
+        let run = |args: &[&str]| {
+            let out = Command::new("ip").args(args).output().expect("run ip");
+            assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        run(&["netns", "add", &name]);
+        run(&["netns", "add", &peer]);
+        let (a, b) =
+            (format!("pt{}", &id[id.len().saturating_sub(8)..]), format!("pp{}", &id[id.len().saturating_sub(8)..]));
+        run(&["-n", &name, "link", "add", &a, "type", "veth", "peer", "name", &b, "netns", &peer]);
+        run(&["-n", &name, "link", "set", &a, "name", "eth0"]);
+        run(&["-n", &peer, "link", "set", &b, "name", "eth0"]);
+        run(&["-n", &name, "link", "set", "lo", "up"]);
+        run(&["-n", &name, "addr", "add", &format!("{NODE_IP}/24"), "dev", "eth0"]);
+        run(&["-n", &name, "link", "set", "eth0", "up"]);
+        run(&["-n", &peer, "link", "set", "lo", "up"]);
+        run(&["-n", &peer, "addr", "add", "192.0.2.2/24", "dev", "eth0"]);
+        run(&["-n", &peer, "link", "set", "eth0", "up"]);
+        Netns { name, peer }
+    }
+}
+
+fn rand_suffix() -> String {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let n = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    format!("{:08x}", n)
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        for ns in [&self.name, &self.peer] {
+            // Whatever still runs in it (pods) goes with it.
+            if let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() {
+                for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                    let _ = Command::new("kill").args(["-9", pid]).status();
+                }
+            }
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
     }
 }
 
