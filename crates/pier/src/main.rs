@@ -171,8 +171,21 @@ async fn server(args: ServerArgs) -> Result<()> {
     let api = Arc::new(api);
     let serving = {
         let api = api.clone();
-        tokio::spawn(async move { api.serve(listener, Some(creds.server_config), shutdown_signal()).await })
+        let tls = creds.server_config.clone();
+        tokio::spawn(async move { api.serve(listener, Some(tls), shutdown_signal()).await })
     };
+    // Pods reach the API through the `kubernetes` Service, whose endpoint is the node IP:
+    // answer there too when the main listener is loopback only.
+    if local.ip().is_loopback() && !node_ip.is_loopback() {
+        match tokio::net::TcpListener::bind(SocketAddr::new(node_ip, local.port())).await {
+            Ok(node_listener) => {
+                let api = api.clone();
+                let tls = creds.server_config.clone();
+                tokio::spawn(async move { api.serve(node_listener, Some(tls), shutdown_signal()).await });
+            }
+            Err(e) => tracing::debug!(%node_ip, error = %e, "not serving the API on the node IP"),
+        }
+    }
 
     // The node: an ordinary API client of the server above, through the admin kubeconfig.
     let kubeconfig = kube::config::Kubeconfig::read_from(&kubeconfig_path)?;

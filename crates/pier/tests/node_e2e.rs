@@ -24,4 +24,11 @@ fn the_server_is_a_ready_node() {
     // The kubernetes Service points at this node's API server.
     let ep = c.kubectl(&["get", "endpoints", "kubernetes"]).ok().stdout;
     assert!(ep.contains(&format!("{NODE_IP}:6443")), "{ep}");
+    // ... and the API answers there, seen from the other end of the node's link.
+    let peer = &c.netns.as_ref().unwrap().peer;
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", peer, "curl", "-sk", "--max-time", "5", &format!("https://{NODE_IP}:6443/livez")])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ok");
 }

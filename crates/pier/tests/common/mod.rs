@@ -236,7 +236,7 @@ pub const NODE_IP: &str = "192.0.2.1";
 /// a peer holding the other end. Neither has a default route. Both go when this drops.
 pub struct Netns {
     pub name: String,
-    peer: String,
+    pub peer: String,
 }
 
 impl Netns {
