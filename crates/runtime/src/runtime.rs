@@ -1,0 +1,739 @@
+//! The [`Runtime`]: configuration, sandboxes (create, list, recover, remove) and IPAM.
+//!
+//! State on disk, under `state_dir`:
+//! ```text
+//! lock                                  flock: one runtime per state directory
+//! ipam/<ip>                             the uid holding the address (see ipam.rs)
+//! sandboxes/<uid>/sandbox.json          the sandbox record: request, IP, veth, holder identity
+//! sandboxes/<uid>/root/                 mount point of the pod's tmpfs (inside the pod only)
+//! logs/<namespace>_<name>_<uid>/<container>/<instance>.log
+//! ```
+//! A sandbox is recorded before anything is created for it and deleted last, so after a crash
+//! at any point the next [`Runtime::new`] either adopts it (its holder is alive) or finishes
+//! removing it. Operations on one sandbox are serialised by a per-uid lock.
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io;
+use std::net::Ipv4Addr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ipnet::{IpNet, Ipv4Net};
+use nix::fcntl::{Flock, FlockArg};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+use crate::container::ContainerRun;
+use crate::error::RuntimeError;
+use crate::holder::{HOLDER_IMAGE, HolderConfig};
+use crate::ipam::{self, Ipam};
+use crate::network::{NodeNetwork, veth_name};
+use crate::procfs::{self, ProcId};
+use crate::sys;
+
+/// In [`SandboxRequest::hosts`], replaced by the pod's IP (the IP is only known once the sandbox
+/// exists, and the kubelet's hosts file names it).
+pub const POD_IP_PLACEHOLDER: &str = "{{POD_IP}}";
+
+/// How long a new holder may take to build the pod's namespaces.
+const HOLDER_START_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bounds on killing a pod's processes: the whole wait, and the longest pause between rounds.
+const KILL_TIMEOUT: Duration = Duration::from_secs(5);
+const MAX_KILL_PAUSE: Duration = Duration::from_millis(20);
+
+/// How a node's runtime is set up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeConfig {
+    /// Where IPAM, sandbox records and logs live (`/var/lib/pier/runtime`).
+    pub state_dir: PathBuf,
+    /// This node's pod CIDR (a /24 of the cluster's); its first address is the gateway.
+    pub pod_cidr: Ipv4Net,
+    /// The bridge the pods hang off (`pier0`).
+    pub bridge: String,
+    /// Routed to the gateway inside pods and onto the bridge on the node.
+    pub service_cidr: Vec<IpNet>,
+    /// The pier binary: sandbox holders and the built-in images run it.
+    pub self_exe: PathBuf,
+    /// The node's network namespace (for example `/run/netns/NAME`); `None` means the network
+    /// namespace of the thread calling [`Runtime::new`].
+    pub node_netns: Option<PathBuf>,
+}
+
+impl RuntimeConfig {
+    /// The defaults: bridge `pier0`, service CIDR `10.96.0.0/12`, the caller's namespace.
+    pub fn new(state_dir: PathBuf, pod_cidr: Ipv4Net, self_exe: PathBuf) -> RuntimeConfig {
+        RuntimeConfig {
+            state_dir,
+            pod_cidr,
+            bridge: "pier0".to_string(),
+            service_cidr: vec![IpNet::V4(Ipv4Net::new(Ipv4Addr::new(10, 96, 0, 0), 12).unwrap_or_default())],
+            self_exe,
+            node_netns: None,
+        }
+    }
+}
+
+/// What the agent asks for when a Pod lands on the node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxRequest {
+    /// The Pod's uid: the sandbox's identity.
+    pub uid: String,
+    pub namespace: String,
+    pub name: String,
+    pub hostname: String,
+    /// The final contents of the pod's `/etc/resolv.conf`.
+    pub resolv_conf: String,
+    /// The final contents of the pod's `/etc/hosts` ([`POD_IP_PLACEHOLDER`] becomes the IP).
+    pub hosts: String,
+}
+
+/// A pod sandbox that exists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sandbox {
+    pub uid: String,
+    pub namespace: String,
+    pub name: String,
+    pub hostname: String,
+    pub ip: Ipv4Addr,
+    pub gateway: Ipv4Addr,
+    /// The pod's network namespace (`/proc/<holder>/ns/net`), to `setns` into.
+    pub netns_path: PathBuf,
+    /// The process holding the pod's namespaces.
+    pub holder_pid: i32,
+    /// The host end of the pod's veth, on the bridge.
+    pub veth: String,
+    pub created_at: SystemTime,
+}
+
+/// A sandbox as [`Runtime::list_sandboxes`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxStatus {
+    pub sandbox: Sandbox,
+    /// False when its holder is gone (after a reboot, or killed): remove and recreate it.
+    pub ready: bool,
+}
+
+/// The holder process of a sandbox: its identity and namespaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct HolderRecord {
+    pub proc: ProcId,
+    pub mnt_ns: u64,
+    pub net_ns: u64,
+}
+
+/// `sandboxes/<uid>/sandbox.json`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct SandboxRecord {
+    pub uid: String,
+    pub namespace: String,
+    pub name: String,
+    pub hostname: String,
+    pub ip: Ipv4Addr,
+    pub veth: String,
+    pub created_unix_ms: u64,
+    /// Absent until the holder has set the pod up.
+    pub holder: Option<HolderRecord>,
+}
+
+/// A sandbox the runtime knows, with its containers' current instances.
+#[derive(Debug)]
+pub(crate) struct SandboxEntry {
+    pub sandbox: Sandbox,
+    pub record: SandboxRecord,
+    /// A pidfd for a holder this runtime started (for a recovered one, the pid and start time).
+    pub holder_pidfd: Option<OwnedFd>,
+    pub containers: Mutex<HashMap<String, Arc<ContainerRun>>>,
+    pub log_dir: PathBuf,
+}
+
+impl SandboxEntry {
+    pub(crate) fn holder(&self) -> Option<HolderRecord> {
+        self.record.holder
+    }
+
+    pub(crate) fn ready(&self) -> bool {
+        self.record.holder.is_some_and(|h| h.proc.alive())
+    }
+}
+
+/// Per-key async locks that forget keys nobody holds.
+#[derive(Debug, Default)]
+pub(crate) struct KeyedLocks {
+    map: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+pub(crate) struct KeyedGuard<'a> {
+    locks: &'a KeyedLocks,
+    key: String,
+    lock: Arc<tokio::sync::Mutex<()>>,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl KeyedLocks {
+    pub(crate) async fn lock(&self, key: &str) -> KeyedGuard<'_> {
+        let lock = {
+            let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+            map.entry(key.to_string()).or_default().clone()
+        };
+        let guard = lock.clone().lock_owned().await;
+        KeyedGuard { locks: self, key: key.to_string(), lock, guard: Some(guard) }
+    }
+}
+
+impl Drop for KeyedGuard<'_> {
+    fn drop(&mut self) {
+        self.guard.take();
+        let mut map = self.locks.map.lock().unwrap_or_else(|p| p.into_inner());
+        // Two references (the map's and ours) mean nobody else holds or awaits this key.
+        if Arc::strong_count(&self.lock) == 2 {
+            map.remove(&self.key);
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub cfg: RuntimeConfig,
+    pub gateway: Ipv4Addr,
+    pub net: NodeNetwork,
+    pub ipam: Mutex<Ipam>,
+    pub sandboxes: Mutex<HashMap<String, Arc<SandboxEntry>>>,
+    pub locks: KeyedLocks,
+    sandboxes_dir: PathBuf,
+    logs_dir: PathBuf,
+}
+
+/// The node's pod runtime. Cheap to share behind an `Arc`; every method takes `&self`.
+#[derive(Debug)]
+pub struct Runtime {
+    pub(crate) inner: Arc<Inner>,
+    _lock: Flock<File>,
+}
+
+impl Inner {
+    pub(crate) fn entry(&self, uid: &str) -> Result<Arc<SandboxEntry>, RuntimeError> {
+        let map = self.sandboxes.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(uid).cloned().ok_or_else(|| RuntimeError::SandboxNotFound { uid: uid.to_string() })
+    }
+
+    fn sandbox_dir(&self, uid: &str) -> PathBuf {
+        self.sandboxes_dir.join(uid)
+    }
+
+    fn log_dir(&self, record: &SandboxRecord) -> PathBuf {
+        self.logs_dir.join(format!("{}_{}_{}", record.namespace, record.name, record.uid))
+    }
+
+    fn ipam(&self) -> std::sync::MutexGuard<'_, Ipam> {
+        self.ipam.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Runtime {
+    /// Prepares the node (bridge, gateway, sysctls) in the node's network namespace, loads the
+    /// IPAM state and adopts the sandboxes a previous runtime left (their containers, which
+    /// nobody supervises any more, are killed: the agent restarts them).
+    pub fn new(cfg: RuntimeConfig) -> Result<Runtime, RuntimeError> {
+        validate_config(&cfg)?;
+        let sandboxes_dir = cfg.state_dir.join("sandboxes");
+        let logs_dir = cfg.state_dir.join("logs");
+        for d in [&cfg.state_dir, &sandboxes_dir, &logs_dir] {
+            fs::create_dir_all(d).map_err(|e| RuntimeError::io(format!("creating {}", d.display()), e))?;
+        }
+        let lock_path = cfg.state_dir.join("lock");
+        let lock_file =
+            File::create(&lock_path).map_err(|e| RuntimeError::io(format!("creating {}", lock_path.display()), e))?;
+        let lock = Flock::lock(lock_file, FlockArg::LockExclusiveNonblock)
+            .map_err(|_| RuntimeError::StateDirLocked { path: cfg.state_dir.clone() })?;
+
+        let netns_path = cfg.node_netns.clone().unwrap_or_else(|| PathBuf::from("/proc/thread-self/ns/net"));
+        let netns = File::open(&netns_path)
+            .map_err(|e| RuntimeError::io(format!("opening the node network namespace {}", netns_path.display()), e))?;
+        let gateway = ipam::gateway(cfg.pod_cidr);
+        let ipam = Ipam::open(cfg.state_dir.join("ipam"), cfg.pod_cidr)?;
+        let net = NodeNetwork::setup(netns, &cfg.bridge, ipam.cidr(), gateway, &cfg.service_cidr)?;
+        let inner = Arc::new(Inner {
+            cfg,
+            gateway,
+            net,
+            ipam: Mutex::new(ipam),
+            sandboxes: Mutex::new(HashMap::new()),
+            locks: KeyedLocks::default(),
+            sandboxes_dir,
+            logs_dir,
+        });
+        recover(&inner)?;
+        Ok(Runtime { inner, _lock: lock })
+    }
+
+    /// Creates a pod's sandbox: namespaces, overlay root, veth, address and routes.
+    pub async fn create_sandbox(&self, req: SandboxRequest) -> Result<Sandbox, RuntimeError> {
+        validate_request(&req)?;
+        let inner = &self.inner;
+        let _guard = inner.locks.lock(&req.uid).await;
+        let dir = inner.sandbox_dir(&req.uid);
+        if inner.entry(&req.uid).is_ok() || dir.exists() {
+            return Err(RuntimeError::SandboxExists { uid: req.uid });
+        }
+        let ip = inner.ipam().allocate(&req.uid)?;
+        let mut record = SandboxRecord {
+            uid: req.uid.clone(),
+            namespace: req.namespace.clone(),
+            name: req.name.clone(),
+            hostname: req.hostname.clone(),
+            ip,
+            veth: veth_name(ip),
+            created_unix_ms: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
+            holder: None,
+        };
+        let mut holder_pidfd = None;
+        match self.build_sandbox(&req, &mut record, &mut holder_pidfd).await {
+            Ok(()) => {
+                let entry = Arc::new(SandboxEntry {
+                    sandbox: sandbox_of(&record, inner.gateway),
+                    log_dir: inner.log_dir(&record),
+                    record,
+                    holder_pidfd,
+                    containers: Mutex::new(HashMap::new()),
+                });
+                let sandbox = entry.sandbox.clone();
+                inner.sandboxes.lock().unwrap_or_else(|p| p.into_inner()).insert(req.uid.clone(), entry);
+                tracing::info!(uid = %req.uid, pod = %format!("{}/{}", req.namespace, req.name), ip = %ip, "sandbox created");
+                Ok(sandbox)
+            }
+            Err(e) => {
+                if let Err(cleanup) = teardown(inner, &record, holder_pidfd.as_ref()).await {
+                    tracing::warn!(uid = %req.uid, error = %cleanup, "cleaning up a failed sandbox");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn build_sandbox(
+        &self,
+        req: &SandboxRequest,
+        record: &mut SandboxRecord,
+        holder_pidfd: &mut Option<OwnedFd>,
+    ) -> Result<(), RuntimeError> {
+        let inner = &self.inner;
+        let dir = inner.sandbox_dir(&req.uid);
+        let root_dir = dir.join("root");
+        fs::create_dir_all(&root_dir).map_err(|e| RuntimeError::io(format!("creating {}", root_dir.display()), e))?;
+        write_record(&dir, record)?;
+
+        let config = HolderConfig {
+            hostname: req.hostname.clone(),
+            resolv_conf: req.resolv_conf.clone(),
+            hosts: req.hosts.replace(POD_IP_PLACEHOLDER, &record.ip.to_string()),
+            root_dir,
+        };
+        let mut child = tokio::process::Command::new(&inner.cfg.self_exe)
+            .arg("__image")
+            .arg(HOLDER_IMAGE)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .env_clear()
+            .kill_on_drop(false)
+            .spawn()
+            .map_err(|e| RuntimeError::Spawn {
+                what: format!("the sandbox holder {}", inner.cfg.self_exe.display()),
+                source: e,
+            })?;
+        let pid = child.id().map(|p| p as i32).unwrap_or(0);
+        *holder_pidfd = sys::pidfd_open(pid).ok();
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take();
+        // Reap the holder whenever it ends; nobody needs its status.
+        tokio::spawn(async move {
+            let _ = child.wait().await;
+        });
+        let reply = tokio::time::timeout(HOLDER_START_TIMEOUT, async move {
+            let json = serde_json::to_vec(&config).map_err(|e| io::Error::other(e.to_string()))?;
+            if let Some(mut stdin) = stdin {
+                stdin.write_all(&json).await?;
+                stdin.shutdown().await?;
+            }
+            let mut line = String::new();
+            if let Some(stdout) = stdout {
+                BufReader::new(stdout).read_line(&mut line).await?;
+            }
+            Ok::<String, io::Error>(line)
+        })
+        .await;
+        let line = match reply {
+            Ok(Ok(line)) => line,
+            Ok(Err(e)) => return Err(RuntimeError::SandboxSetup(format!("talking to the holder: {e}"))),
+            Err(_) => {
+                if let Some(fd) = holder_pidfd.as_ref() {
+                    let _ = sys::pidfd_send_signal(fd.as_fd(), Signal::SIGKILL);
+                }
+                return Err(RuntimeError::Timeout(format!("waiting {HOLDER_START_TIMEOUT:?} for the sandbox holder")));
+            }
+        };
+        let line = line.trim();
+        if line != "ok" {
+            let why = line.strip_prefix("error: ").unwrap_or(if line.is_empty() {
+                "the holder exited without a reply (is self_exe a pier binary that dispatches `__image`?)"
+            } else {
+                line
+            });
+            return Err(RuntimeError::SandboxSetup(why.to_string()));
+        }
+        let (Some(proc), Some(mnt_ns), Some(net_ns)) =
+            (ProcId::of(pid), procfs::ns_inode(pid, "mnt"), procfs::ns_inode(pid, "net"))
+        else {
+            return Err(RuntimeError::SandboxSetup("the holder died right after setting up".into()));
+        };
+        record.holder = Some(HolderRecord { proc, mnt_ns, net_ns });
+        write_record(&dir, record)?;
+
+        let netns_path = format!("/proc/{pid}/ns/net");
+        let pod_netns = File::open(&netns_path).map_err(|e| RuntimeError::io(format!("opening {netns_path}"), e))?;
+        if !proc.alive() {
+            return Err(RuntimeError::SandboxSetup("the holder died during setup".into()));
+        }
+        let inner2 = self.inner.clone();
+        let (veth, ip) = (record.veth.clone(), record.ip);
+        tokio::task::spawn_blocking(move || inner2.net.wire_pod(pod_netns.as_fd(), &veth, ip))
+            .await
+            .map_err(|e| RuntimeError::SandboxSetup(format!("network setup task: {e}")))?
+    }
+
+    /// Removes a sandbox: kills every process in the pod, deletes its veth, releases its IP and
+    /// deletes its state and logs. Idempotent: removing an unknown uid succeeds.
+    pub async fn remove_sandbox(&self, uid: &str) -> Result<(), RuntimeError> {
+        if !valid_uid(uid) {
+            return Err(RuntimeError::InvalidRequest(format!("invalid sandbox uid {uid:?}")));
+        }
+        let inner = &self.inner;
+        let _guard = inner.locks.lock(uid).await;
+        let entry = inner.entry(uid).ok();
+        let record = match &entry {
+            Some(e) => Some(e.record.clone()),
+            None => read_record(&inner.sandbox_dir(uid)),
+        };
+        if let Some(entry) = &entry {
+            // Stop the containers through their pidfds first: exact, and their waiters learn why.
+            let runs: Vec<Arc<ContainerRun>> =
+                entry.containers.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect();
+            for run in runs {
+                run.kill();
+            }
+        }
+        match &record {
+            Some(record) => teardown(inner, record, entry.as_ref().and_then(|e| e.holder_pidfd.as_ref())).await?,
+            None => {
+                inner.ipam().release_owner(uid)?;
+            }
+        }
+        inner.sandboxes.lock().unwrap_or_else(|p| p.into_inner()).remove(uid);
+        if record.is_some() {
+            tracing::info!(uid = %uid, "sandbox removed");
+        }
+        Ok(())
+    }
+
+    /// Removes every sandbox (a node being drained or a test cleaning up: holders outlive the
+    /// runtime by design, so pods survive an agent restart). Tries them all; the first error wins.
+    pub async fn remove_all_sandboxes(&self) -> Result<(), RuntimeError> {
+        let uids: Vec<String> =
+            self.inner.sandboxes.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect();
+        let mut first = None;
+        for uid in uids {
+            if let Err(e) = self.remove_sandbox(&uid).await {
+                first.get_or_insert(e);
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+
+    /// Every sandbox this node has, including those recovered after a restart.
+    pub fn list_sandboxes(&self) -> Vec<SandboxStatus> {
+        let map = self.inner.sandboxes.lock().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<SandboxStatus> =
+            map.values().map(|e| SandboxStatus { sandbox: e.sandbox.clone(), ready: e.ready() }).collect();
+        v.sort_by(|a, b| a.sandbox.uid.cmp(&b.sandbox.uid));
+        v
+    }
+
+    /// One sandbox by uid.
+    pub fn sandbox(&self, uid: &str) -> Option<SandboxStatus> {
+        let entry = self.inner.entry(uid).ok()?;
+        Some(SandboxStatus { sandbox: entry.sandbox.clone(), ready: entry.ready() })
+    }
+
+    /// Every address IPAM holds and the sandbox uid holding it.
+    pub fn ip_allocations(&self) -> Result<Vec<(Ipv4Addr, String)>, RuntimeError> {
+        self.inner.ipam().allocations()
+    }
+
+    /// The gateway address pods route through (the bridge's).
+    pub fn gateway(&self) -> Ipv4Addr {
+        self.inner.gateway
+    }
+}
+
+/// Opens a live holder's mount and network namespaces. Holding them keeps the namespaces (and
+/// so their inode numbers) from being freed and reused by a new pod while the runtime looks for
+/// processes by namespace; `None` when the holder is gone or is not the recorded process.
+fn pin_namespaces(h: &HolderRecord) -> Option<(File, File)> {
+    use std::os::unix::fs::MetadataExt;
+    if !h.proc.alive() {
+        return None;
+    }
+    let mnt = File::open(format!("/proc/{}/ns/mnt", h.proc.pid)).ok()?;
+    let net = File::open(format!("/proc/{}/ns/net", h.proc.pid)).ok()?;
+    let same = mnt.metadata().ok()?.ino() == h.mnt_ns && net.metadata().ok()?.ino() == h.net_ns;
+    // Checked after opening: the pid was not recycled in between.
+    (same && h.proc.alive()).then_some((mnt, net))
+}
+
+/// SIGKILLs every process in the pinned namespaces until none is left (bounded by
+/// [`KILL_TIMEOUT`]); the pauses between rounds grow from a millisecond, since SIGKILL usually
+/// lands at once.
+async fn kill_all_in(h: &HolderRecord) -> Result<(), RuntimeError> {
+    let deadline = tokio::time::Instant::now() + KILL_TIMEOUT;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        let pids = procfs::pids_in_namespaces(h.mnt_ns, h.net_ns);
+        if pids.is_empty() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(RuntimeError::Timeout(format!(
+                "killing the pod processes {pids:?} (held by pid {})",
+                h.proc.pid
+            )));
+        }
+        for pid in pids {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(MAX_KILL_PAUSE);
+    }
+}
+
+/// Kills everything in a sandbox, deletes its veth, releases its IP and deletes its files.
+async fn teardown(
+    inner: &Arc<Inner>,
+    record: &SandboxRecord,
+    holder_pidfd: Option<&OwnedFd>,
+) -> Result<(), RuntimeError> {
+    let pinned = record.holder.as_ref().and_then(pin_namespaces);
+    if let Some(fd) = holder_pidfd {
+        let _ = sys::pidfd_send_signal(fd.as_fd(), Signal::SIGKILL);
+    } else if let Some(h) = record.holder.filter(|h| h.proc.alive()) {
+        let _ = kill(Pid::from_raw(h.proc.pid), Signal::SIGKILL);
+    }
+    if let (Some(h), Some(_pins)) = (record.holder.as_ref(), &pinned) {
+        kill_all_in(h).await?;
+    }
+    drop(pinned);
+    let inner2 = inner.clone();
+    let veth = record.veth.clone();
+    tokio::task::spawn_blocking(move || inner2.net.unwire_pod(&veth))
+        .await
+        .map_err(|e| RuntimeError::net("veth removal task", io::Error::other(e.to_string())))??;
+    {
+        let ipam = inner.ipam();
+        ipam.release(record.ip, &record.uid)?;
+        ipam.release_owner(&record.uid)?;
+    }
+    remove_dir_all(&inner.log_dir(record))?;
+    remove_dir_all(&inner.sandbox_dir(&record.uid))?;
+    Ok(())
+}
+
+/// Adopts what a previous runtime left in the state directory.
+fn recover(inner: &Arc<Inner>) -> Result<(), RuntimeError> {
+    let dirs = fs::read_dir(&inner.sandboxes_dir)
+        .map_err(|e| RuntimeError::io(format!("listing {}", inner.sandboxes_dir.display()), e))?;
+    for d in dirs.flatten() {
+        let Some(uid) = d.file_name().to_str().map(str::to_string) else { continue };
+        let record = read_record(&d.path()).filter(|r| r.uid == uid && valid_uid(&uid));
+        let Some(record) = record.filter(|r| r.holder.is_some()) else {
+            // Interrupted before it was ever handed out: finish removing it.
+            tracing::info!(uid = %uid, "removing a sandbox whose creation was interrupted");
+            if let Some(r) = read_record(&d.path()) {
+                let _ = inner.net.unwire_pod(&r.veth);
+                let _ = inner.ipam().release(r.ip, &r.uid);
+            }
+            if valid_uid(&uid) {
+                let _ = inner.ipam().release_owner(&uid);
+            }
+            remove_dir_all(&d.path())?;
+            continue;
+        };
+        if let Some(h) = record.holder.as_ref()
+            && let Some(_pins) = pin_namespaces(h)
+        {
+            // The previous runtime's containers: their output pipes died with it and nobody can
+            // wait for them, so they go (the holder stays: the pod keeps its namespaces and IP).
+            // One round, without waiting: nothing here can be slower than a SIGKILL.
+            for pid in procfs::pids_in_namespaces(h.mnt_ns, h.net_ns) {
+                if pid != h.proc.pid {
+                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                }
+            }
+        }
+        if !inner.ipam().reserve(record.ip, &uid)? {
+            tracing::warn!(uid = %uid, ip = %record.ip, "recovered sandbox's address is held by another sandbox");
+        }
+        let entry = Arc::new(SandboxEntry {
+            sandbox: sandbox_of(&record, inner.gateway),
+            log_dir: inner.log_dir(&record),
+            record,
+            holder_pidfd: None,
+            containers: Mutex::new(HashMap::new()),
+        });
+        inner.sandboxes.lock().unwrap_or_else(|p| p.into_inner()).insert(uid, entry);
+    }
+    // Addresses whose owner has no sandbox: reservations interrupted by a crash.
+    let known: Vec<String> = inner.sandboxes.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect();
+    let ipam = inner.ipam();
+    for (ip, owner) in ipam.allocations()? {
+        if !known.contains(&owner) {
+            tracing::info!(ip = %ip, owner = %owner, "releasing an address without a sandbox");
+            ipam.release(ip, &owner)?;
+        }
+    }
+    Ok(())
+}
+
+fn sandbox_of(record: &SandboxRecord, gateway: Ipv4Addr) -> Sandbox {
+    let pid = record.holder.map(|h| h.proc.pid).unwrap_or(0);
+    Sandbox {
+        uid: record.uid.clone(),
+        namespace: record.namespace.clone(),
+        name: record.name.clone(),
+        hostname: record.hostname.clone(),
+        ip: record.ip,
+        gateway,
+        netns_path: PathBuf::from(format!("/proc/{pid}/ns/net")),
+        holder_pid: pid,
+        veth: record.veth.clone(),
+        created_at: UNIX_EPOCH + Duration::from_millis(record.created_unix_ms),
+    }
+}
+
+fn write_record(dir: &Path, record: &SandboxRecord) -> Result<(), RuntimeError> {
+    let path = dir.join("sandbox.json");
+    let tmp = dir.join(".sandbox.json.tmp");
+    let json = serde_json::to_vec_pretty(record)
+        .map_err(|e| RuntimeError::io("encoding the sandbox record", io::Error::other(e)))?;
+    fs::write(&tmp, json)
+        .and_then(|()| fs::rename(&tmp, &path))
+        .map_err(|e| RuntimeError::io(format!("writing {}", path.display()), e))
+}
+
+fn read_record(dir: &Path) -> Option<SandboxRecord> {
+    let bytes = fs::read(dir.join("sandbox.json")).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+fn remove_dir_all(path: &Path) -> Result<(), RuntimeError> {
+    match fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(RuntimeError::io(format!("removing {}", path.display()), e)),
+    }
+}
+
+fn validate_config(cfg: &RuntimeConfig) -> Result<(), RuntimeError> {
+    let b = &cfg.bridge;
+    if b.is_empty()
+        || b.len() > 15
+        || !b.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_' || c == b'.')
+    {
+        return Err(RuntimeError::InvalidConfig(format!(
+            "bridge name {b:?} is not a valid interface name (1-15 of [A-Za-z0-9._-])"
+        )));
+    }
+    if !cfg.self_exe.is_file() {
+        return Err(RuntimeError::InvalidConfig(format!("self_exe {} is not a file", cfg.self_exe.display())));
+    }
+    if cfg.state_dir.as_os_str().is_empty() {
+        return Err(RuntimeError::InvalidConfig("state_dir is empty".into()));
+    }
+    Ok(())
+}
+
+/// Pod uids become directory names: no separators, no dot files, bounded length.
+pub(crate) fn valid_uid(uid: &str) -> bool {
+    !uid.is_empty()
+        && uid.len() <= 128
+        && !uid.starts_with('.')
+        && uid.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+}
+
+/// Namespace, pod and container names (DNS subdomains and labels are a subset).
+pub(crate) fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && !name.starts_with('.')
+        && name.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+}
+
+fn valid_hostname(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 64
+        && !h.starts_with(['-', '.'])
+        && h.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.'))
+}
+
+fn validate_request(req: &SandboxRequest) -> Result<(), RuntimeError> {
+    let bad = |what: &str, v: &str| Err(RuntimeError::InvalidRequest(format!("invalid {what} {v:?}")));
+    if !valid_uid(&req.uid) {
+        return bad("sandbox uid", &req.uid);
+    }
+    if !valid_name(&req.namespace) {
+        return bad("namespace", &req.namespace);
+    }
+    if !valid_name(&req.name) {
+        return bad("pod name", &req.name);
+    }
+    if !valid_hostname(&req.hostname) {
+        return bad("hostname (1-64 of [A-Za-z0-9.-])", &req.hostname);
+    }
+    for (what, text) in [("resolv.conf", &req.resolv_conf), ("hosts file", &req.hosts)] {
+        if text.len() > 1 << 20 || text.contains('\0') {
+            return Err(RuntimeError::InvalidRequest(format!("the {what} is larger than 1 MiB or contains NUL")));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_that_would_escape_the_state_directory_are_refused() {
+        for bad in ["", "..", ".x", "a/b", "a b", &"x".repeat(129), "ä"] {
+            assert!(!valid_uid(bad), "{bad:?}");
+        }
+        assert!(valid_uid("0f8b1c9e-5a5e-4f8e-9a57-2f1f3a0c9d11"));
+        assert!(valid_hostname("kubia-7d4b9"));
+        assert!(!valid_hostname(&"h".repeat(65)));
+        assert!(!valid_hostname("-x"));
+    }
+
+    #[tokio::test]
+    async fn keyed_locks_serialise_per_key_and_forget_idle_keys() {
+        let locks = KeyedLocks::default();
+        let a = locks.lock("a").await;
+        // Another key is independent.
+        let b = tokio::time::timeout(Duration::from_millis(100), locks.lock("b")).await.expect("b is free");
+        assert!(tokio::time::timeout(Duration::from_millis(50), locks.lock("a")).await.is_err(), "a is held");
+        drop(a);
+        drop(b);
+        assert!(locks.map.lock().expect("map").is_empty());
+    }
+}
