@@ -5,6 +5,7 @@
 //! and drives the runtime is a thin shell around them.
 
 pub mod envvars;
+pub mod machine;
 pub mod node;
 pub mod pods;
 pub mod probes;

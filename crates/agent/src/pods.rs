@@ -50,6 +50,10 @@ pub struct SandboxSpec {
     pub hosts: String,
 }
 
+/// Written where the pod's IP belongs in [`SandboxSpec::hosts`]; the runtime substitutes the
+/// address it assigns.
+pub const POD_IP_PLACEHOLDER: &str = "{{POD_IP}}";
+
 /// A container to start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LaunchSpec {
@@ -133,7 +137,7 @@ pub fn resolv_conf(pod: &Pod, cfg: &PodConfig, host_resolv: &str) -> String {
 }
 
 /// The pod's `/etc/hosts`, as the kubelet writes it.
-pub fn hosts_file(pod: &Pod, ip: IpAddr, cfg: &PodConfig) -> String {
+pub fn hosts_file(pod: &Pod, ip: &str, cfg: &PodConfig) -> String {
     let spec = pod.spec.as_ref();
     let name = pod.metadata.name.as_deref().unwrap_or("");
     let hostname = spec.and_then(|s| s.hostname.clone()).unwrap_or_else(|| name.to_string());
@@ -492,9 +496,8 @@ impl PodManager {
                 resolv_conf: resolv_conf(&pod, &self.cfg, &host_resolv),
                 hosts: String::new(),
             };
-            // The hosts file needs the IP, which the sandbox gets: write a placeholder now and
-            // let the runtime substitute nothing — the kubelet also writes it after the IP.
-            sandbox.hosts = hosts_file(&pod, self.cfg.node_ip, &self.cfg);
+            // The IP is only known once the sandbox has it: the runtime fills it in.
+            sandbox.hosts = hosts_file(&pod, POD_IP_PLACEHOLDER, &self.cfg);
             match self.runtime.create_sandbox(&sandbox).await {
                 Ok(ip) => {
                     track.lock().await.ip = Some(ip);
@@ -834,7 +837,7 @@ mod tests {
         let p = pod(
             json!({"metadata": {"name": "web-0", "namespace": "default"}, "spec": {"containers": [], "hostname": "web-0", "subdomain": "web"}}),
         );
-        let h = hosts_file(&p, "10.244.0.5".parse().unwrap(), &cfg());
+        let h = hosts_file(&p, "10.244.0.5", &cfg());
         assert!(h.contains("10.244.0.5\tweb-0.web.default.svc.cluster.local\tweb-0\n"), "{h}");
         assert!(h.starts_with("# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n"));
     }

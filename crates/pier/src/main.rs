@@ -3,6 +3,7 @@
 //! machine as a node.
 
 mod netinfo;
+mod node_streams;
 mod pki;
 
 use std::net::{IpAddr, SocketAddr};
@@ -122,7 +123,7 @@ async fn server(args: ServerArgs) -> Result<()> {
     if !matches!(args.proxy_mode.as_str(), "nftables" | "userspace") {
         bail!("--proxy-mode {:?}: supported values: nftables, userspace", args.proxy_mode);
     }
-    let _ = (&args.cluster_domain, &args.loadbalancer_ip_pool);
+    let _ = &args.loadbalancer_ip_pool;
     std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
     let node_ip = args.node_ip.or_else(netinfo::detect_node_ip).unwrap_or(IpAddr::from([127, 0, 0, 1]));
 
@@ -140,6 +141,8 @@ async fn server(args: ServerArgs) -> Result<()> {
     };
 
     let first_ip = pier_apiserver::alloc::IpAllocator::new(cidrs[0]).nth(1);
+    let dns_ip = pier_apiserver::alloc::IpAllocator::new(cidrs[0]).nth(10);
+    let cidrs_for_runtime = cidrs.clone();
     let mut dns_names: Vec<String> =
         vec!["localhost".into(), "kubernetes".into(), "kubernetes.default".into(), "kubernetes.default.svc".into()];
     dns_names.push(format!("kubernetes.default.svc.{}", args.cluster_domain));
@@ -203,6 +206,23 @@ async fn server(args: ServerArgs) -> Result<()> {
     let node = pier_agent::node::NodeConfig { name: node_name, node_ip, cluster_pod_cidr, labels: Vec::new() };
     let pod_cidr = pier_agent::node::register(&client, &node).await.context("registering the node")?;
     tokio::spawn(pier_agent::node::heartbeat(client.clone(), node.clone()));
+
+    // Pods: the runtime (bridge pier0 and all) comes up with the first pod.
+    let mut runtime_config = pier_runtime::RuntimeConfig::new(
+        args.data_dir.join("runtime"),
+        pod_cidr,
+        std::env::current_exe().context("locating the pier binary")?,
+    );
+    runtime_config.service_cidr = cidrs_for_runtime.clone();
+    let machine = Arc::new(pier_agent::machine::Machine::new(runtime_config));
+    api.set_node_streams(Arc::new(node_streams::LocalNode { machine: machine.clone() }));
+    let pod_config = pier_agent::pods::PodConfig {
+        node_name: node.name.clone(),
+        node_ip,
+        cluster_dns: dns_ip,
+        cluster_domain: args.cluster_domain.clone(),
+    };
+    tokio::spawn(pier_agent::pods::PodManager::new(client.clone(), machine, pod_config).run());
     api.set_ready(true);
     tracing::info!(url = %server_url, kubeconfig = %kubeconfig_path.display(), %node_ip, node = %node.name, %pod_cidr, "pier is ready");
     serving.await.context("server task")??;
@@ -211,6 +231,13 @@ async fn server(args: ServerArgs) -> Result<()> {
 }
 
 fn main() -> Result<()> {
+    // The sandbox holder and the built-in images run this binary inside pods; they must start
+    // before anything else (no threads, no logging set up).
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some("__image") {
+        let name = argv.get(2).cloned().unwrap_or_default();
+        pier_runtime::run_builtin(&name, &argv[3.min(argv.len())..]);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
