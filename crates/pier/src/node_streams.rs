@@ -45,9 +45,15 @@ impl NodeStreams for LocalNode {
         // Upstream's wording when a container has not started yet.
         rt.log_path(&uid, &o.container, o.previous).map_err(|_| {
             if o.previous {
-                ApiError::bad_request(format!("previous terminated container \"{}\" in pod \"{name}\" not found", o.container))
+                ApiError::bad_request(format!(
+                    "previous terminated container \"{}\" in pod \"{name}\" not found",
+                    o.container
+                ))
             } else {
-                ApiError::bad_request(format!("container \"{}\" in pod \"{name}\" is waiting to start: ContainerCreating", o.container))
+                ApiError::bad_request(format!(
+                    "container \"{}\" in pod \"{name}\" is waiting to start: ContainerCreating",
+                    o.container
+                ))
             }
         })?;
         let options = pier_runtime::LogOptions {
@@ -67,7 +73,14 @@ impl NodeStreams for LocalNode {
         Ok(chunks(r))
     }
 
-    async fn exec(&self, pod: &Value, container: &str, command: Vec<String>, stdin: bool, tty: bool) -> ApiResult<ExecSession> {
+    async fn exec(
+        &self,
+        pod: &Value,
+        container: &str,
+        command: Vec<String>,
+        stdin: bool,
+        tty: bool,
+    ) -> ApiResult<ExecSession> {
         let uid = uid_of(pod)?;
         let rt = self.machine.runtime().await.map_err(ApiError::internal)?;
         let name = pod["metadata"]["name"].as_str().unwrap_or("");

@@ -225,6 +225,34 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.kill9();
+        kill_pods(&self.data_dir);
+    }
+}
+
+/// Kills every process of every pod the server left behind: the sandbox holders (recorded
+/// under the runtime's state directory) and whatever runs in their network namespaces.
+/// Pods outlive their agent by design, so a test that kills its server must do this.
+pub fn kill_pods(data_dir: &Path) {
+    let Ok(dirs) = std::fs::read_dir(data_dir.join("runtime/sandboxes")) else { return };
+    let mut namespaces = Vec::new();
+    for d in dirs.flatten() {
+        let Ok(text) = std::fs::read_to_string(d.path().join("sandbox.json")) else { continue };
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else { continue };
+        if let Some(inode) = v["holder"]["net_ns"].as_u64() {
+            namespaces.push(PathBuf::from(format!("net:[{inode}]")));
+        }
+    }
+    if namespaces.is_empty() {
+        return;
+    }
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+        if let Ok(ns) = std::fs::read_link(format!("/proc/{pid}/ns/net"))
+            && namespaces.contains(&ns)
+        {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
     }
 }
 
