@@ -1,7 +1,8 @@
 //! A real `pier server` for the benchmarks: started from a built binary on a free loopback port
 //! with a fresh data directory, and killed when the guard drops (also when the benchmark fails
-//! or is interrupted). Only 127.0.0.1 is contacted; the node IP is a documentation address
-//! (192.0.2.0/24) that only appears inside objects.
+//! or is interrupted). Only 127.0.0.1 is contacted, and the node IP is loopback too: the API
+//! benchmark runs no pods, so the server never sets up pod networking (that happens with
+//! the first pod) and the `kubernetes` Service gets no endpoints.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -42,7 +43,7 @@ impl Server {
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
             .arg("--node-ip")
-            .arg("192.0.2.10")
+            .arg("127.0.0.1")
             // Info only: per-request debug logging would be measured too.
             .env("RUST_LOG", "info")
             .envs(env.iter().map(|(k, v)| (k, v)))

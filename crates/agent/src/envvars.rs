@@ -90,8 +90,8 @@ pub fn expand(value: &str, vars: &BTreeMap<String, String>) -> String {
                 i += 2;
                 continue;
             }
-            if bytes[i + 1] == b'(' {
-                if let Some(end) = value[i + 2..].find(')') {
+            if bytes[i + 1] == b'('
+                && let Some(end) = value[i + 2..].find(')') {
                     let name = &value[i + 2..i + 2 + end];
                     match vars.get(name) {
                         Some(v) => out.push_str(v),
@@ -100,7 +100,6 @@ pub fn expand(value: &str, vars: &BTreeMap<String, String>) -> String {
                     i += 3 + end;
                     continue;
                 }
-            }
         }
         let ch = value[i..].chars().next().unwrap_or('\u{fffd}');
         out.push(ch);

@@ -176,14 +176,14 @@ mod tests {
     fn status_has_the_ready_condition_and_addresses() {
         let cfg = NodeConfig {
             name: "n1".into(),
-            node_ip: "192.0.2.1".parse().unwrap(),
+            node_ip: "198.51.100.1".parse().unwrap(),
             cluster_pod_cidr: "10.244.0.0/16".parse().unwrap(),
             labels: vec![],
         };
         let s = node_status(&cfg, true);
         assert_eq!(s["conditions"][3]["type"], "Ready");
         assert_eq!(s["conditions"][3]["status"], "True");
-        assert_eq!(s["addresses"][0], json!({"type": "InternalIP", "address": "192.0.2.1"}));
+        assert_eq!(s["addresses"][0], json!({"type": "InternalIP", "address": "198.51.100.1"}));
         assert_eq!(s["nodeInfo"]["kubeletVersion"], KUBELET_VERSION);
     }
 }

@@ -803,7 +803,7 @@ mod tests {
     fn cfg() -> PodConfig {
         PodConfig {
             node_name: "n1".into(),
-            node_ip: "192.0.2.1".parse().unwrap(),
+            node_ip: "198.51.100.1".parse().unwrap(),
             cluster_dns: "10.96.0.10".parse().unwrap(),
             cluster_domain: "cluster.local".into(),
         }
@@ -815,7 +815,7 @@ mod tests {
 
     #[test]
     fn resolv_conf_per_dns_policy() {
-        let host = "nameserver 192.0.2.53\nsearch corp.example\noptions edns0\n";
+        let host = "nameserver 198.51.100.53\nsearch corp.example\noptions edns0\n";
         let p = pod(json!({"metadata": {"name": "kubia", "namespace": "default"}, "spec": {"containers": []}}));
         assert_eq!(
             resolv_conf(&p, &cfg(), host),
@@ -824,7 +824,7 @@ mod tests {
         let p = pod(
             json!({"metadata": {"name": "k", "namespace": "shop"}, "spec": {"containers": [], "dnsPolicy": "Default"}}),
         );
-        assert_eq!(resolv_conf(&p, &cfg(), host), "search corp.example\nnameserver 192.0.2.53\noptions edns0\n");
+        assert_eq!(resolv_conf(&p, &cfg(), host), "search corp.example\nnameserver 198.51.100.53\noptions edns0\n");
         let p = pod(
             json!({"metadata": {"name": "k", "namespace": "shop"}, "spec": {"containers": [], "dnsPolicy": "None",
             "dnsConfig": {"nameservers": ["1.2.3.4"], "searches": ["a.b"], "options": [{"name": "ndots", "value": "2"}, {"name": "edns0"}]}}}),
@@ -853,7 +853,7 @@ mod tests {
         assert_eq!(field_ref(&p, "status.podIP", ip, &cfg()).as_deref(), Some("10.244.0.5"));
         assert_eq!(field_ref(&p, "spec.nodeName", ip, &cfg()).as_deref(), Some("n1"));
         assert_eq!(field_ref(&p, "metadata.labels['app']", ip, &cfg()).as_deref(), Some("kubia"));
-        assert_eq!(field_ref(&p, "status.hostIP", ip, &cfg()).as_deref(), Some("192.0.2.1"));
+        assert_eq!(field_ref(&p, "status.hostIP", ip, &cfg()).as_deref(), Some("198.51.100.1"));
     }
 
     #[test]

@@ -25,7 +25,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the API server, its store, the controllers and the node agent on this machine.
-    Server(ServerArgs),
+    Server(Box<ServerArgs>),
     /// Join this machine to a pier cluster as a node.
     Agent(AgentArgs),
 }
@@ -246,7 +246,7 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
-        Command::Server(args) => rt.block_on(server(args)),
+        Command::Server(args) => rt.block_on(server(*args)),
         Command::Agent(args) => {
             let _ = (&args.server, &args.token_file);
             bail!("pier agent: joining another machine as a node is not built yet")

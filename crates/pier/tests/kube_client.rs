@@ -19,10 +19,25 @@ async fn client(c: &Cluster) -> kube::Client {
     kube::Client::try_from(config).unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kube_client_lists_creates_patches_and_watches() {
+/// The cluster's API listens inside its sealed namespace: the client runs on a thread that
+/// joins that namespace, with its own runtime.
+#[test]
+fn kube_client_lists_creates_patches_and_watches() {
     let c = Cluster::start();
-    let client = client(&c).await;
+    let ns = c.netns.as_ref().unwrap().name.clone();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let f = std::fs::File::open(format!("/run/netns/{ns}")).unwrap();
+            nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(scenario(&c));
+        })
+        .join()
+        .unwrap();
+    });
+}
+
+async fn scenario(c: &Cluster) {
+    let client = client(c).await;
     let svcs: Api<Service> = Api::namespaced(client.clone(), "default");
 
     let list = svcs.list(&ListParams::default()).await.unwrap();

@@ -32,7 +32,7 @@ pub fn config(token: Option<&str>) -> Config {
     Config {
         service_cidrs: vec!["10.96.0.0/12".parse().unwrap()],
         node_port_range: (30000, 32767),
-        advertise: ("192.0.2.10".parse().unwrap(), 6443),
+        advertise: ("198.51.100.10".parse().unwrap(), 6443),
         token: token.map(str::to_string),
         compaction_interval: Duration::from_secs(3600),
     }

@@ -1,7 +1,8 @@
-//! A real `pier server` for black-box tests: started from the built binary on a free loopback
-//! port with a fresh data directory, driven with the real `kubectl`, and killed when the
-//! handle drops. Only 127.0.0.1 is ever contacted; the node IP is a documentation address
-//! (192.0.2.0/24) that only appears inside objects and never receives a packet.
+//! A real `pier server` for black-box tests: started from the built binary with a fresh data
+//! directory inside a fresh sealed network namespace (only `lo` and one veth to a second
+//! private namespace, no route out; both deleted when the handle drops), driven with the real
+//! `kubectl` run inside the same namespace, and killed — with every pod it started — when the
+//! handle drops.
 
 #![allow(dead_code, clippy::unwrap_used, clippy::disallowed_methods)]
 
@@ -69,23 +70,27 @@ impl Cluster {
         c
     }
 
-    /// Starts a server on `data_dir` (existing or not) with extra flags.
+    /// Starts a server on `data_dir` (existing or not) with extra flags, in a fresh sealed
+    /// network namespace: every test cluster runs sealed, because a node that runs pods
+    /// creates its bridge and routes in the namespace it runs in.
     pub fn start_in(data_dir: &Path, extra: &[&str]) -> Cluster {
-        let log = data_dir.join(format!("server-{}.log", std::process::id()));
         std::fs::create_dir_all(data_dir).unwrap();
-        let logf = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
         let _ = std::fs::remove_file(data_dir.join("kubeconfig.yaml"));
-        let port = free_port();
-        let child = Command::new(pier_bin())
+        let log = data_dir.join(format!("server-{}.log", rand_suffix()));
+        let logf = std::fs::File::create(&log).unwrap();
+        let netns = Netns::create();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &netns.name])
+            .arg(pier_bin())
             .arg("server")
             .arg("--data-dir")
             .arg(data_dir)
-            .arg("--listen")
-            .arg(format!("127.0.0.1:{port}"))
             .arg("--node-ip")
-            .arg("192.0.2.10")
+            .arg(NODE_IP)
+            .arg("--node-name")
+            .arg("pier-node")
             .args(extra)
-            .env("RUST_LOG", "info,pier_apiserver=debug")
+            .env("RUST_LOG", "info,pier_apiserver=debug,pier_agent=debug,pier_runtime=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(logf)
@@ -93,7 +98,7 @@ impl Cluster {
             .expect("spawn pier server");
         let c = Cluster {
             child: Some(child),
-            netns: None,
+            netns: Some(netns),
             data_dir: data_dir.to_path_buf(),
             _tmp: None,
             cache_dir: tempfile::tempdir().unwrap(),
@@ -120,41 +125,11 @@ impl Cluster {
         self.data_dir.join("kubeconfig.yaml")
     }
 
-    /// Starts a server inside a fresh sealed network namespace (only `lo` and one veth whose
-    /// peer is in a second private namespace; no route out), as every test that runs pods
-    /// must: pod, cluster and node IPs then exist only inside it.
+    /// Starts a server on a new data directory with extra flags (sealed, like every cluster).
     pub fn start_sealed(extra: &[&str]) -> Cluster {
         let tmp = tempfile::tempdir().unwrap();
-        let data_dir = tmp.path().to_path_buf();
-        let netns = Netns::create();
-        let log = data_dir.join("server.log");
-        let logf = std::fs::File::create(&log).unwrap();
-        let child = Command::new("ip")
-            .args(["netns", "exec", &netns.name])
-            .arg(pier_bin())
-            .arg("server")
-            .arg("--data-dir")
-            .arg(&data_dir)
-            .arg("--node-ip")
-            .arg(NODE_IP)
-            .arg("--node-name")
-            .arg("pier-node")
-            .args(extra)
-            .env("RUST_LOG", "info,pier_agent=debug,pier_runtime=debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(logf)
-            .spawn()
-            .expect("spawn pier server");
-        let c = Cluster {
-            child: Some(child),
-            netns: Some(netns),
-            data_dir,
-            _tmp: Some(tmp),
-            cache_dir: tempfile::tempdir().unwrap(),
-            log,
-        };
-        c.wait_ready();
+        let mut c = Cluster::start_in(tmp.path(), extra);
+        c._tmp = Some(tmp);
         c
     }
 
@@ -256,9 +231,9 @@ pub fn kill_pods(data_dir: &Path) {
     }
 }
 
-/// The node IP of sealed clusters: a documentation address (RFC 5737) that exists only
-/// inside the test's namespaces.
-pub const NODE_IP: &str = "192.0.2.1";
+/// The node IP of test clusters: a documentation address (RFC 5737, TEST-NET-2) that exists
+/// only inside the test's namespaces.
+pub const NODE_IP: &str = "198.51.100.1";
 
 /// A pair of fresh network namespaces joined by a veth: the node (`name`) with `NODE_IP`, and
 /// a peer holding the other end. Neither has a default route. Both go when this drops.
@@ -287,7 +262,7 @@ impl Netns {
         run(&["-n", &name, "addr", "add", &format!("{NODE_IP}/24"), "dev", "eth0"]);
         run(&["-n", &name, "link", "set", "eth0", "up"]);
         run(&["-n", &peer, "link", "set", "lo", "up"]);
-        run(&["-n", &peer, "addr", "add", "192.0.2.2/24", "dev", "eth0"]);
+        run(&["-n", &peer, "addr", "add", "198.51.100.2/24", "dev", "eth0"]);
         run(&["-n", &peer, "link", "set", "eth0", "up"]);
         Netns { name, peer }
     }
