@@ -85,6 +85,7 @@ pub static RESOURCES: &[ResourceInfo] = &[
             STATUS,
             Subresource { name: "log", kind: None, verbs: &["get"] },
             Subresource { name: "exec", kind: None, verbs: &["create", "get"] },
+            Subresource { name: "binding", kind: Some(("", "v1", "Binding")), verbs: &["create"] },
         ],
     },
     ResourceInfo {
@@ -300,6 +301,7 @@ pub fn roundtrip(kind: &str, value: &Value) -> Result<Value, DecodeError> {
         "Ingress" => through::<networking::v1::Ingress>(value),
         "IngressClass" => through::<networking::v1::IngressClass>(value),
         "Scale" => through::<autoscaling::v1::Scale>(value),
+        "Binding" => through::<core::v1::Binding>(value),
         other => Err(DecodeError(format!("no kind {other:?} is registered"))),
     }
 }

@@ -209,6 +209,12 @@ async fn run_once(registry: &Registry) -> Result<(), pier_store::StoreError> {
         match ev.kind {
             EventKind::Created | EventKind::Updated => {
                 index.put(idx, &obj);
+                // A dependent created after its owner was deleted is collected at once, as
+                // upstream's collector does when it finds the owner gone.
+                let r = objref(idx, &obj);
+                if ev.kind == EventKind::Created && owner_uids(&obj).iter().any(|o| !index.live.contains_key(o)) {
+                    collect(registry, &r, &index).await;
+                }
                 if in_foreground_deletion(&obj) {
                     foreground_step(registry, &objref(idx, &obj), &index).await;
                 }

@@ -318,7 +318,7 @@ fn expected_gvk(rr: &ResourceRequest) -> (String, &'static str) {
     if let Some(sub) = rr.subresource.as_deref()
         && let Some((g, v, k)) = rr.resource.subresource(sub).and_then(|s| s.kind)
     {
-        return (format!("{g}/{v}"), k);
+        return (if g.is_empty() { v.to_string() } else { format!("{g}/{v}") }, k);
     }
     (rr.resource.api_version(), rr.resource.kind)
 }
@@ -440,6 +440,10 @@ async fn resource(
             crate::streams::exec(st.node_streams(), &pod, &query, &mut parts).await
         }
         (&Method::POST, None, None) => create(st, &rr, &query, &headers, req).await,
+        (&Method::POST, Some(name), Some("binding")) => {
+            let name = name.to_string();
+            bind(st, &rr, &name, &query, &headers, req).await
+        }
         (&Method::PUT, Some(name), sub) => {
             let name = name.to_string();
             update(st, &rr, &name, sub, &query, &headers, req).await
@@ -657,6 +661,61 @@ async fn update(
         st.registry.update(r, &old, rev, obj, sub, &opts).await?
     };
     Ok(Answer::ok(out).warn(warnings).into_response())
+}
+
+/// `POST pods/{name}/binding`: the scheduler's assignment of a pod to a node. Only an
+/// unassigned pod can be bound; the binding sets `spec.nodeName` and PodScheduled.
+async fn bind(
+    st: &Arc<AppState>,
+    rr: &ResourceRequest,
+    name: &str,
+    q: &Query,
+    headers: &HeaderMap,
+    req: Request,
+) -> ApiResult<Response> {
+    let r = rr.resource;
+    let opts = write_options(q, headers)?;
+    let body = read_body(req).await?;
+    let value = parse_object_body(headers, &body)?;
+    let (binding, _) = admit_body(rr, value, Some(&body), FieldValidation::Ignore)?;
+    let node = binding["target"]["name"].as_str().filter(|n| !n.is_empty()).ok_or_else(|| {
+        ApiError::new(422, "Invalid", format!("Binding.core \"{name}\" is invalid: target.name: Required value"))
+    })?;
+    let ns = rr.namespace.as_deref();
+    for _ in 0..8 {
+        let (old, rev) = st.registry.get_kv(r, ns, name).await?;
+        if !old["metadata"]["deletionTimestamp"].is_null() {
+            return Err(ApiError::conflict_message(r, name, format!("pod {name} is being deleted, cannot be assigned to a host")));
+        }
+        if let Some(current) = old["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) {
+            return Err(ApiError::conflict_message(
+                r,
+                name,
+                format!("Operation cannot be fulfilled on pods/binding \"{name}\": pod {name} is already assigned to node \"{current}\""),
+            ));
+        }
+        let mut new = old.clone();
+        new["spec"]["nodeName"] = json!(node);
+        let t = crate::registry::format_time(opts.now);
+        let mut conditions: Vec<Value> = old["status"]["conditions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|c| c["type"] != "PodScheduled")
+            .collect();
+        conditions.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": t}));
+        new["status"]["conditions"] = json!(conditions);
+        match st.registry.write_unchecked(r, &old, rev, new).await {
+            Ok(_) => {
+                let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201});
+                return Ok(Answer::created(status).into_response());
+            }
+            Err(e) if e.code == 409 => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(ApiError::conflict(r, name))
 }
 
 /// `autoscaling/v1 Scale` of a Deployment or ReplicaSet.

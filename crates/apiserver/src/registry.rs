@@ -191,11 +191,28 @@ impl Registry {
         let has_status = r.subresource("status").is_some();
         match subresource {
             Some("status") => {
-                // A status write changes the status and nothing else.
-                let status = new.get("status").cloned().unwrap_or(Value::Null);
-                let mut merged = old.clone();
-                merged["status"] = status;
-                merged["metadata"]["managedFields"] = new["metadata"]["managedFields"].clone();
+                // A status write changes the status (and, as upstream's status strategies
+                // allow, annotations) but never the spec or the labels.
+                let mut merged = new.clone();
+                match old.get("spec") {
+                    Some(spec) => merged["spec"] = spec.clone(),
+                    None => {
+                        if let Some(m) = merged.as_object_mut() {
+                            m.remove("spec");
+                        }
+                    }
+                }
+                merged["metadata"]["labels"] = old["metadata"]["labels"].clone();
+                if merged["metadata"]["labels"].is_null()
+                    && let Some(m) = merged["metadata"].as_object_mut()
+                {
+                    m.remove("labels");
+                }
+                for (k, v) in old.as_object().into_iter().flatten() {
+                    if !matches!(k.as_str(), "status" | "metadata" | "spec") {
+                        merged[k.as_str()] = v.clone();
+                    }
+                }
                 new = merged;
                 validation::default_object(r.kind, &mut new);
                 let errs = validation::validate_status(r.kind, &new, old);
@@ -220,7 +237,10 @@ impl Registry {
                 if !errs.is_empty() {
                     return Err(ApiError::invalid(r, &name, &errs));
                 }
-                if new.get("spec") != old.get("spec") {
+                if new.get("spec") != old.get("spec")
+                    || (r.kind == "EndpointSlice"
+                        && (new.get("endpoints") != old.get("endpoints") || new.get("ports") != old.get("ports")))
+                {
                     let g = old["metadata"]["generation"].as_i64().unwrap_or(0);
                     new["metadata"]["generation"] = json!(g + 1);
                 }
@@ -276,6 +296,17 @@ impl Registry {
             return self.remove(r, &out, kv.mod_revision).await;
         }
         Ok(out)
+    }
+
+    /// Writes `new` over the stored object whose `mod_revision` is `expected`, with no
+    /// admission: for server-internal transitions that user validation forbids (a binding
+    /// setting `spec.nodeName`).
+    pub async fn write_unchecked(&self, r: &ResourceInfo, old: &Value, expected: Revision, new: Value) -> ApiResult<Value> {
+        let name = name_of(old).to_string();
+        let ns = old["metadata"]["namespace"].as_str().map(str::to_string);
+        let key = object_key(r, ns.as_deref(), &name);
+        let kv = self.store.update(&key, encode(&new)?, expected).await.map_err(|e| ApiError::from_store(r, &name, e))?;
+        decode(&kv)
     }
 
     /// Deletes an object: marks it for deletion while finalizers remain, otherwise removes it
@@ -477,7 +508,9 @@ fn prepare_create(r: &ResourceInfo, obj: &mut Value, now: Timestamp) {
         m.remove("deletionGracePeriodSeconds");
         m.remove("selfLink");
     }
-    if obj.get("spec").is_some() || matches!(r.kind, "Deployment" | "ReplicaSet" | "Service" | "Pod" | "Ingress") {
+    if obj.get("spec").is_some()
+        || matches!(r.kind, "Deployment" | "ReplicaSet" | "Service" | "Pod" | "Ingress" | "EndpointSlice")
+    {
         obj["metadata"]["generation"] = json!(1);
     }
     if r.subresource("status").is_some()

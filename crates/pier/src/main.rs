@@ -204,6 +204,14 @@ async fn server(args: ServerArgs) -> Result<()> {
         IpNet::V6(_) => bail!("--pod-cidr {}: an IPv4 CIDR is required", args.pod_cidr),
     };
     let node = pier_agent::node::NodeConfig { name: node_name, node_ip, cluster_pod_cidr, labels: Vec::new() };
+    tokio::spawn({
+        let client = client.clone();
+        async move {
+            if let Err(e) = pier_controllers::run(client, pier_controllers::ControllerConfig::default(), std::future::pending()).await {
+                tracing::error!(error = %e, "the controllers stopped");
+            }
+        }
+    });
     let pod_cidr = pier_agent::node::register(&client, &node).await.context("registering the node")?;
     tokio::spawn(pier_agent::node::heartbeat(client.clone(), node.clone()));
 
