@@ -91,15 +91,16 @@ pub fn expand(value: &str, vars: &BTreeMap<String, String>) -> String {
                 continue;
             }
             if bytes[i + 1] == b'('
-                && let Some(end) = value[i + 2..].find(')') {
-                    let name = &value[i + 2..i + 2 + end];
-                    match vars.get(name) {
-                        Some(v) => out.push_str(v),
-                        None => out.push_str(&value[i..i + 3 + end]),
-                    }
-                    i += 3 + end;
-                    continue;
+                && let Some(end) = value[i + 2..].find(')')
+            {
+                let name = &value[i + 2..i + 2 + end];
+                match vars.get(name) {
+                    Some(v) => out.push_str(v),
+                    None => out.push_str(&value[i..i + 3 + end]),
                 }
+                i += 3 + end;
+                continue;
+            }
         }
         let ch = value[i..].chars().next().unwrap_or('\u{fffd}');
         out.push(ch);

@@ -685,13 +685,19 @@ async fn bind(
     for _ in 0..8 {
         let (old, rev) = st.registry.get_kv(r, ns, name).await?;
         if !old["metadata"]["deletionTimestamp"].is_null() {
-            return Err(ApiError::conflict_message(r, name, format!("pod {name} is being deleted, cannot be assigned to a host")));
+            return Err(ApiError::conflict_message(
+                r,
+                name,
+                format!("pod {name} is being deleted, cannot be assigned to a host"),
+            ));
         }
         if let Some(current) = old["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) {
             return Err(ApiError::conflict_message(
                 r,
                 name,
-                format!("Operation cannot be fulfilled on pods/binding \"{name}\": pod {name} is already assigned to node \"{current}\""),
+                format!(
+                    "Operation cannot be fulfilled on pods/binding \"{name}\": pod {name} is already assigned to node \"{current}\""
+                ),
             ));
         }
         let mut new = old.clone();
@@ -704,11 +710,13 @@ async fn bind(
             .into_iter()
             .filter(|c| c["type"] != "PodScheduled")
             .collect();
-        conditions.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": t}));
+        conditions
+            .push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": t}));
         new["status"]["conditions"] = json!(conditions);
         match st.registry.write_unchecked(r, &old, rev, new).await {
             Ok(_) => {
-                let status = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201});
+                let status =
+                    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201});
                 return Ok(Answer::created(status).into_response());
             }
             Err(e) if e.code == 409 => continue,

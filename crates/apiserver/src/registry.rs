@@ -301,11 +301,18 @@ impl Registry {
     /// Writes `new` over the stored object whose `mod_revision` is `expected`, with no
     /// admission: for server-internal transitions that user validation forbids (a binding
     /// setting `spec.nodeName`).
-    pub async fn write_unchecked(&self, r: &ResourceInfo, old: &Value, expected: Revision, new: Value) -> ApiResult<Value> {
+    pub async fn write_unchecked(
+        &self,
+        r: &ResourceInfo,
+        old: &Value,
+        expected: Revision,
+        new: Value,
+    ) -> ApiResult<Value> {
         let name = name_of(old).to_string();
         let ns = old["metadata"]["namespace"].as_str().map(str::to_string);
         let key = object_key(r, ns.as_deref(), &name);
-        let kv = self.store.update(&key, encode(&new)?, expected).await.map_err(|e| ApiError::from_store(r, &name, e))?;
+        let kv =
+            self.store.update(&key, encode(&new)?, expected).await.map_err(|e| ApiError::from_store(r, &name, e))?;
         decode(&kv)
     }
 

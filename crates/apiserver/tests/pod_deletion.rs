@@ -60,7 +60,13 @@ async fn binding_assigns_an_unassigned_pod_once() {
     s.post(&format!("{base}/p/binding"), &binding).await.expect(201);
     let p = s.get(&format!("{base}/p")).await.expect(200);
     assert_eq!(p["spec"]["nodeName"], "node-a");
-    assert!(p["status"]["conditions"].as_array().unwrap().iter().any(|c| c["type"] == "PodScheduled" && c["status"] == "True"));
+    assert!(
+        p["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["type"] == "PodScheduled" && c["status"] == "True")
+    );
     let again = s.post(&format!("{base}/p/binding"), &binding).await.expect_status(409, "Conflict");
     assert!(again["message"].as_str().unwrap().contains("is already assigned to node \"node-a\""), "{again}");
 }
@@ -69,12 +75,18 @@ async fn binding_assigns_an_unassigned_pod_once() {
 async fn a_dependent_of_a_deleted_owner_is_collected() {
     let s = TestServer::start().await;
     let svc = s
-        .post("/api/v1/namespaces/default/services", &json!({"metadata": {"name": "gone"}, "spec": {"ports": [{"port": 80}]}}))
+        .post(
+            "/api/v1/namespaces/default/services",
+            &json!({"metadata": {"name": "gone"}, "spec": {"ports": [{"port": 80}]}}),
+        )
         .await
         .expect(201);
     let uid = svc["metadata"]["uid"].as_str().unwrap().to_string();
     s.delete("/api/v1/namespaces/default/services/gone").await.expect(200);
     let cm = json!({"metadata": {"name": "orphan", "ownerReferences": [{"apiVersion": "v1", "kind": "Service", "name": "gone", "uid": uid}]}});
     s.post("/api/v1/namespaces/default/configmaps", &cm).await.expect(201);
-    s.wait_for("/api/v1/namespaces/default/configmaps/orphan", std::time::Duration::from_secs(5), |code, _| code == 404).await;
+    s.wait_for("/api/v1/namespaces/default/configmaps/orphan", std::time::Duration::from_secs(5), |code, _| {
+        code == 404
+    })
+    .await;
 }

@@ -207,7 +207,10 @@ async fn server(args: ServerArgs) -> Result<()> {
     tokio::spawn({
         let client = client.clone();
         async move {
-            if let Err(e) = pier_controllers::run(client, pier_controllers::ControllerConfig::default(), std::future::pending()).await {
+            if let Err(e) =
+                pier_controllers::run(client, pier_controllers::ControllerConfig::default(), std::future::pending())
+                    .await
+            {
                 tracing::error!(error = %e, "the controllers stopped");
             }
         }
