@@ -69,10 +69,30 @@ struct ServerArgs {
 
 #[derive(clap::Args, Debug)]
 struct AgentArgs {
+    /// The API server, `https://HOST:PORT`.
     #[arg(long)]
     server: String,
+    /// A file holding the bearer token (the server's `DATA_DIR/token`).
     #[arg(long)]
     token_file: PathBuf,
+    /// The server's CA certificate (`DATA_DIR/pki/ca.crt`); without it the server's
+    /// certificate is not verified.
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+    /// Where this node keeps its pod runtime state.
+    #[arg(long, default_value = "/var/lib/pier-agent")]
+    data_dir: PathBuf,
+    #[arg(long)]
+    node_ip: Option<IpAddr>,
+    #[arg(long)]
+    node_name: Option<String>,
+    /// The cluster's pod CIDR; this node takes a free /24 of it.
+    #[arg(long, default_value = "10.244.0.0/16")]
+    pod_cidr: IpNet,
+    #[arg(long, default_value = "10.96.0.0/12")]
+    service_cidr: String,
+    #[arg(long, default_value = "cluster.local")]
+    cluster_domain: String,
 }
 
 fn parse_port_range(s: &str) -> Result<(u16, u16)> {
@@ -115,6 +135,91 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
+}
+
+/// What a node needs beyond its Node object.
+struct NodeArgs {
+    data_dir: PathBuf,
+    service_cidrs: Vec<IpNet>,
+    cluster_dns: IpAddr,
+    cluster_domain: String,
+}
+
+/// Registers this machine as a Node and runs its pods; the same for `pier server` and
+/// `pier agent`.
+async fn run_node(
+    client: &kube::Client,
+    node: &pier_agent::node::NodeConfig,
+    args: &NodeArgs,
+) -> Result<(Arc<pier_agent::machine::Machine>, ipnet::Ipv4Net)> {
+    let pod_cidr = pier_agent::node::register(client, node).await.context("registering the node")?;
+    tokio::spawn(pier_agent::node::heartbeat(client.clone(), node.clone()));
+    // Pods: the runtime (bridge pier0 and all) comes up with the first pod.
+    let mut runtime_config = pier_runtime::RuntimeConfig::new(
+        args.data_dir.join("runtime"),
+        pod_cidr,
+        std::env::current_exe().context("locating the pier binary")?,
+    );
+    runtime_config.service_cidr = args.service_cidrs.clone();
+    let machine = Arc::new(pier_agent::machine::Machine::new(runtime_config));
+    let pod_config = pier_agent::pods::PodConfig {
+        node_name: node.name.clone(),
+        node_ip: node.node_ip,
+        cluster_dns: args.cluster_dns,
+        cluster_domain: args.cluster_domain.clone(),
+    };
+    tokio::spawn(pier_agent::pods::PodManager::new(client.clone(), machine.clone(), pod_config).run());
+    Ok((machine, pod_cidr))
+}
+
+fn default_node_name() -> Result<String> {
+    Ok(nix::unistd::gethostname()?.to_string_lossy().to_lowercase())
+}
+
+/// `pier agent`: this machine joins the cluster at `--server` as a node.
+async fn agent(args: AgentArgs) -> Result<()> {
+    let token = std::fs::read_to_string(&args.token_file)
+        .with_context(|| format!("reading {}", args.token_file.display()))?
+        .trim()
+        .to_string();
+    let url: http::Uri = args.server.parse().with_context(|| format!("--server {:?}", args.server))?;
+    let mut config = kube::Config::new(url);
+    config.auth_info.token = Some(token.into());
+    match &args.ca_file {
+        Some(ca) => {
+            let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
+            let certs = rustls_pemfile::certs(&mut pem.as_slice()).collect::<Result<Vec<_>, _>>()?;
+            config.root_cert = Some(certs.into_iter().map(|c| c.to_vec()).collect());
+        }
+        None => {
+            tracing::warn!("no --ca-file: the API server's certificate is not verified");
+            config.accept_invalid_certs = true;
+        }
+    }
+    let client = kube::Client::try_from(config)?;
+    let cidrs = parse_cidrs(&args.service_cidr)?;
+    let node_ip = args.node_ip.or_else(netinfo::detect_node_ip).context("no node IP: pass --node-ip")?;
+    let cluster_pod_cidr = match args.pod_cidr {
+        IpNet::V4(v4) => v4,
+        IpNet::V6(_) => bail!("--pod-cidr {}: an IPv4 CIDR is required", args.pod_cidr),
+    };
+    let name = match &args.node_name {
+        Some(n) => n.clone(),
+        None => default_node_name()?,
+    };
+    let node = pier_agent::node::NodeConfig { name, node_ip, cluster_pod_cidr, labels: Vec::new() };
+    let node_args = NodeArgs {
+        data_dir: args.data_dir.clone(),
+        service_cidrs: cidrs.clone(),
+        cluster_dns: pier_apiserver::alloc::IpAllocator::new(cidrs[0]).nth(10),
+        cluster_domain: args.cluster_domain.clone(),
+    };
+    std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let (_machine, pod_cidr) = run_node(&client, &node, &node_args).await?;
+    tracing::info!(server = %args.server, node = %node.name, %node_ip, %pod_cidr, "pier agent is ready");
+    shutdown_signal().await;
+    tracing::info!("pier agent stopped");
+    Ok(())
 }
 
 async fn server(args: ServerArgs) -> Result<()> {
@@ -197,7 +302,7 @@ async fn server(args: ServerArgs) -> Result<()> {
     let client = kube::Client::try_from(client_config)?;
     let node_name = match &args.node_name {
         Some(n) => n.clone(),
-        None => nix::unistd::gethostname()?.to_string_lossy().to_lowercase(),
+        None => default_node_name()?,
     };
     let cluster_pod_cidr = match args.pod_cidr {
         IpNet::V4(v4) => v4,
@@ -215,25 +320,14 @@ async fn server(args: ServerArgs) -> Result<()> {
             }
         }
     });
-    let pod_cidr = pier_agent::node::register(&client, &node).await.context("registering the node")?;
-    tokio::spawn(pier_agent::node::heartbeat(client.clone(), node.clone()));
-
-    // Pods: the runtime (bridge pier0 and all) comes up with the first pod.
-    let mut runtime_config = pier_runtime::RuntimeConfig::new(
-        args.data_dir.join("runtime"),
-        pod_cidr,
-        std::env::current_exe().context("locating the pier binary")?,
-    );
-    runtime_config.service_cidr = cidrs_for_runtime.clone();
-    let machine = Arc::new(pier_agent::machine::Machine::new(runtime_config));
-    api.set_node_streams(Arc::new(node_streams::LocalNode { machine: machine.clone() }));
-    let pod_config = pier_agent::pods::PodConfig {
-        node_name: node.name.clone(),
-        node_ip,
+    let node_args = NodeArgs {
+        data_dir: args.data_dir.clone(),
+        service_cidrs: cidrs_for_runtime.clone(),
         cluster_dns: dns_ip,
         cluster_domain: args.cluster_domain.clone(),
     };
-    tokio::spawn(pier_agent::pods::PodManager::new(client.clone(), machine, pod_config).run());
+    let (machine, pod_cidr) = run_node(&client, &node, &node_args).await?;
+    api.set_node_streams(Arc::new(node_streams::LocalNode { machine, node_name: node.name.clone() }));
     api.set_ready(true);
     tracing::info!(url = %server_url, kubeconfig = %kubeconfig_path.display(), %node_ip, node = %node.name, %pod_cidr, "pier is ready");
     serving.await.context("server task")??;
@@ -258,9 +352,6 @@ fn main() -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
         Command::Server(args) => rt.block_on(server(*args)),
-        Command::Agent(args) => {
-            let _ = (&args.server, &args.token_file);
-            bail!("pier agent: joining another machine as a node is not built yet")
-        }
+        Command::Agent(args) => rt.block_on(agent(args)),
     }
 }

@@ -16,6 +16,25 @@ use tokio::sync::mpsc;
 
 pub struct LocalNode {
     pub machine: Arc<Machine>,
+    pub node_name: String,
+}
+
+impl LocalNode {
+    /// Only pods on this node can be reached here; other nodes' streams are not proxied yet.
+    fn check_local(&self, pod: &Value) -> ApiResult<()> {
+        match pod["spec"]["nodeName"].as_str() {
+            Some(n) if n == self.node_name => Ok(()),
+            Some(n) if !n.is_empty() => Err(ApiError::new(
+                503,
+                "ServiceUnavailable",
+                format!("pod runs on node {n}: logs and exec of pods on other nodes are not proxied yet"),
+            )),
+            _ => Err(ApiError::bad_request(format!(
+                "pod {} does not have a host assigned",
+                pod["metadata"]["name"].as_str().unwrap_or("")
+            ))),
+        }
+    }
 }
 
 fn uid_of(pod: &Value) -> ApiResult<String> {
@@ -39,6 +58,7 @@ fn chunks<R: tokio::io::AsyncRead + Send + Unpin + 'static>(r: R) -> BoxStream<'
 #[async_trait::async_trait]
 impl NodeStreams for LocalNode {
     async fn logs(&self, pod: &Value, o: LogOptions) -> ApiResult<BoxStream<'static, Bytes>> {
+        self.check_local(pod)?;
         let uid = uid_of(pod)?;
         let rt = self.machine.runtime().await.map_err(ApiError::internal)?;
         let name = pod["metadata"]["name"].as_str().unwrap_or("").to_string();

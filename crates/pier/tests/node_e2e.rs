@@ -32,3 +32,53 @@ fn the_server_is_a_ready_node() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "ok");
 }
+
+/// A second machine joins with `pier agent --server URL --token-file FILE`: here the other end
+/// of the node's link (the peer namespace) plays that machine.
+#[test]
+fn a_second_node_joins_with_pier_agent() {
+    let c = Cluster::start_sealed(&[]);
+    let peer = c.netns.as_ref().unwrap().peer.clone();
+    let agent_dir = tempfile::tempdir().unwrap();
+    let log = std::fs::File::create(agent_dir.path().join("agent.log")).unwrap();
+    let mut agent = std::process::Command::new("ip")
+        .args(["netns", "exec", &peer])
+        .arg(common::pier_bin())
+        .args(["agent", "--server", &format!("https://{NODE_IP}:6443"), "--token-file"])
+        .arg(c.data_dir.join("token"))
+        .arg("--ca-file")
+        .arg(c.data_dir.join("pki/ca.crt"))
+        .arg("--data-dir")
+        .arg(agent_dir.path())
+        .args(["--node-ip", "198.51.100.2", "--node-name", "pier-node-2"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let nodes = loop {
+        let out = c.kubectl(&["get", "nodes", "--no-headers"]).ok().stdout;
+        if out.lines().filter(|l| l.split_whitespace().nth(1) == Some("Ready")).count() == 2 {
+            break out;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "second node did not join: {out}\n{}",
+            std::fs::read_to_string(agent_dir.path().join("agent.log")).unwrap_or_default()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert!(nodes.contains("pier-node-2"), "{nodes}");
+    let cidr = c.kubectl(&["get", "node", "pier-node-2", "-o", "jsonpath={.spec.podCIDR}"]).ok().stdout;
+    assert_eq!(cidr, "10.244.1.0/24");
+    // A pod bound to the new node runs there, with an address from its range.
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: far\nspec:\n  nodeName: pier-node-2\n  containers:\n  - name: kubia\n    image: luksa/kubia\n";
+    c.kubectl_stdin(&["apply", "-f", "-"], pod).ok();
+    c.kubectl(&["wait", "--for=condition=Ready", "pod/far", "--timeout=30s"]).ok();
+    let ip = c.kubectl(&["get", "pod", "far", "-o", "jsonpath={.status.podIP}"]).ok().stdout;
+    assert!(ip.starts_with("10.244.1."), "{ip}");
+    let _ = agent.kill();
+    let _ = agent.wait();
+    common::kill_pods(agent_dir.path());
+}
