@@ -677,32 +677,43 @@ fn namespaces_take_their_content_and_owners_their_dependents() {
     // Its ClusterIP was freed with it.
     c.kubectl(&["apply", "-f", &manifest(&dir, "redis.yaml", REDIS_SVC)]).ok();
 
-    let rs = "apiVersion: apps/v1\nkind: ReplicaSet\nmetadata:\n  name: kubia\nspec:\n  replicas: 0\n  selector:\n    matchLabels:\n      app: kubia\n  template:\n    metadata:\n      labels:\n        app: kubia\n    spec:\n      containers:\n      - name: kubia\n        image: luksa/kubia\n";
+    // A ReplicaSet's pods carry an ownerReference to it.
+    let rs = "apiVersion: apps/v1\nkind: ReplicaSet\nmetadata:\n  name: kubia\nspec:\n  replicas: 1\n  selector:\n    matchLabels:\n      app: kubia\n  template:\n    metadata:\n      labels:\n        app: kubia\n    spec:\n      containers:\n      - name: kubia\n        image: luksa/kubia\n";
+    let pod_of_rs = || {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let out = c.kubectl(&["get", "pods", "-l", "app=kubia", "-o", "jsonpath={.items[*].metadata.name}"]).ok().stdout;
+            if let Some(name) = out.split_whitespace().next() {
+                return name.to_string();
+            }
+            assert!(std::time::Instant::now() < deadline, "the ReplicaSet made no pod");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
     c.kubectl_stdin(&["apply", "-f", "-"], rs).ok();
-    let uid = c.kubectl(&["get", "rs", "kubia", "-o", "jsonpath={.metadata.uid}"]).ok().stdout;
-    let pod = format!(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: kubia-owned\n  labels:\n    app: kubia\n  ownerReferences:\n  - apiVersion: apps/v1\n    kind: ReplicaSet\n    name: kubia\n    uid: {uid}\n    controller: true\nspec:\n  containers:\n  - name: kubia\n    image: luksa/kubia\n"
-    );
-    c.kubectl_stdin(&["apply", "-f", "-"], &pod).ok();
+    let pod = pod_of_rs();
+    let owner = c.kubectl(&["get", "pod", &pod, "-o", "jsonpath={.metadata.ownerReferences[0].kind}/{.metadata.ownerReferences[0].name}"]).ok().stdout;
+    assert_eq!(owner, "ReplicaSet/kubia");
     // Orphan keeps the pod, without the reference.
     c.kubectl(&["delete", "rs", "kubia", "--cascade=orphan"]).ok();
-    let refs = c.kubectl(&["get", "pod", "kubia-owned", "-o", "jsonpath={.metadata.ownerReferences}"]).ok().stdout;
+    let refs = c.kubectl(&["get", "pod", &pod, "-o", "jsonpath={.metadata.ownerReferences}"]).ok().stdout;
     assert_eq!(refs, "");
-    c.kubectl(&["delete", "pod", "kubia-owned"]).ok();
-    // Foreground: kubectl waits until the ReplicaSet is gone, and its pod went first.
+    // A new ReplicaSet with the same selector adopts it; foreground deletion waits for it.
     c.kubectl_stdin(&["apply", "-f", "-"], rs).ok();
-    let uid = c.kubectl(&["get", "rs", "kubia", "-o", "jsonpath={.metadata.uid}"]).ok().stdout;
-    c.kubectl_stdin(&["apply", "-f", "-"], &pod.replace(&uid_placeholder(&pod), &uid)).ok();
-    c.kubectl(&["delete", "rs", "kubia", "--cascade=foreground", "--timeout=20s"]).ok();
-    c.kubectl(&["get", "pod", "kubia-owned"]).fails();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while c.kubectl(&["get", "pod", &pod, "-o", "jsonpath={.metadata.ownerReferences[0].name}"]).ok().stdout != "kubia" {
+        assert!(std::time::Instant::now() < deadline, "the orphan was not adopted");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    c.kubectl(&["delete", "rs", "kubia", "--cascade=foreground", "--timeout=60s"]).ok();
+    c.kubectl(&["get", "pod", &pod]).fails();
     // Background (the default): the pod follows shortly.
     c.kubectl_stdin(&["apply", "-f", "-"], rs).ok();
-    let uid = c.kubectl(&["get", "rs", "kubia", "-o", "jsonpath={.metadata.uid}"]).ok().stdout;
-    c.kubectl_stdin(&["apply", "-f", "-"], &pod.replace(&uid_placeholder(&pod), &uid)).ok();
+    let pod = pod_of_rs();
     c.kubectl(&["delete", "rs", "kubia"]).ok();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
-        let out = c.kubectl(&["get", "pod", "kubia-owned"]);
+        let out = c.kubectl(&["get", "pod", &pod]);
         if out.code != 0 {
             assert!(out.stderr.contains("not found"), "{}", out.stderr);
             break;
@@ -712,10 +723,6 @@ fn namespaces_take_their_content_and_owners_their_dependents() {
     }
 }
 
-/// The uid written in a pod manifest's ownerReferences.
-fn uid_placeholder(pod: &str) -> String {
-    pod.lines().find_map(|l| l.trim().strip_prefix("uid: ")).unwrap().to_string()
-}
 
 #[test]
 fn bad_input_gets_upstream_status_codes_and_changes_nothing() {
