@@ -15,7 +15,7 @@ use pier_api::resources::{self, RESOURCES};
 use pier_store::EventKind;
 use serde_json::Value;
 
-use crate::registry::{FOREGROUND, Registry, WriteOptions, decode, finalizers, name_of, object_key};
+use crate::registry::{FOREGROUND, ORPHAN, Registry, WriteOptions, decode, finalizers, name_of, object_key};
 
 /// An object's identity in the index: the resource's index in `RESOURCES`, namespace, name.
 type ObjRef = (usize, Option<String>, String);
@@ -117,6 +117,27 @@ fn in_foreground_deletion(obj: &Value) -> bool {
     !obj["metadata"]["deletionTimestamp"].is_null() && finalizers(obj).iter().any(|f| f == FOREGROUND)
 }
 
+fn in_orphan_deletion(obj: &Value) -> bool {
+    !obj["metadata"]["deletionTimestamp"].is_null() && finalizers(obj).iter().any(|f| f == ORPHAN)
+}
+
+/// Orphaning deletion of `owner`: its dependents lose their reference to it, then the
+/// finalizer goes and with it the owner.
+async fn orphan_step(registry: &Registry, owner: &ObjRef) {
+    let Some(res) = RESOURCES.get(owner.0) else { return };
+    let Ok(obj) = registry.get(res, owner.1.as_deref(), &owner.2).await else { return };
+    if !in_orphan_deletion(&obj) {
+        return;
+    }
+    orphan_dependents(registry, &obj).await;
+    if let Ok((obj, rev)) = registry.get_kv(res, owner.1.as_deref(), &owner.2).await {
+        let mut new = obj.clone();
+        let rest: Vec<String> = finalizers(&obj).into_iter().filter(|f| f != ORPHAN).collect();
+        new["metadata"]["finalizers"] = serde_json::json!(rest);
+        let _ = registry.update(res, &obj, rev, new, None, &system_options()).await;
+    }
+}
+
 /// One step of foreground deletion of `owner`: delete its dependents (in the foreground
 /// too), or, once none is left, drop the finalizer so the owner goes.
 async fn foreground_step(registry: &Registry, owner: &ObjRef, index: &Index) {
@@ -202,6 +223,16 @@ async fn run_once(registry: &Registry) -> Result<(), pier_store::StoreError> {
     for owner in foreground {
         foreground_step(registry, &owner, &index).await;
     }
+    let orphaning: Vec<ObjRef> = list
+        .items
+        .iter()
+        .filter_map(|kv| Some((resource_index(&kv.key)?, decode(kv).ok()?)))
+        .filter(|(_, obj)| in_orphan_deletion(obj))
+        .map(|(idx, obj)| objref(idx, &obj))
+        .collect();
+    for owner in orphaning {
+        orphan_step(registry, &owner).await;
+    }
     while let Some(ev) = events.next().await {
         let ev = ev?;
         let Some(idx) = resource_index(&ev.kv.key) else { continue };
@@ -217,6 +248,9 @@ async fn run_once(registry: &Registry) -> Result<(), pier_store::StoreError> {
                 }
                 if in_foreground_deletion(&obj) {
                     foreground_step(registry, &objref(idx, &obj), &index).await;
+                }
+                if in_orphan_deletion(&obj) {
+                    orphan_step(registry, &objref(idx, &obj)).await;
                 }
                 if RESOURCES[idx].kind == "Namespace" && !obj["metadata"]["deletionTimestamp"].is_null() {
                     let registry = registry.clone();

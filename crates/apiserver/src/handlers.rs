@@ -961,11 +961,6 @@ async fn delete(
 ) -> ApiResult<Response> {
     let opts = write_options(q, headers)?;
     let del = delete_options(headers, req, q).await?;
-    if del["propagationPolicy"].as_str() == Some("Orphan") && !opts.dry_run {
-        // Orphan before the delete, so the collector never sees dependents of a gone owner.
-        let obj = st.registry.get(rr.resource, rr.namespace.as_deref(), name).await?;
-        crate::gc::orphan_dependents(&st.registry, &obj).await;
-    }
     let out = st.registry.delete(rr.resource, rr.namespace.as_deref(), name, &del, &opts).await?;
     Ok(Answer::ok(out).into_response())
 }

@@ -389,8 +389,18 @@ impl Registry {
         }
         let mut fins = finalizers(&obj);
         let mut marked = obj.clone();
-        if options["propagationPolicy"].as_str() == Some("Foreground") && !fins.iter().any(|f| f == FOREGROUND) {
-            fins.push(FOREGROUND.into());
+        // Cascading policies become finalizers the garbage collector acts on, as upstream:
+        // the owner stays (marked for deletion, so controllers stop adopting) until its
+        // dependents are gone (Foreground) or released (Orphan).
+        let policy_finalizer = match options["propagationPolicy"].as_str() {
+            Some("Foreground") => Some(FOREGROUND),
+            Some("Orphan") => Some(ORPHAN),
+            _ => None,
+        };
+        if let Some(f) = policy_finalizer
+            && !fins.iter().any(|x| x == f)
+        {
+            fins.push(f.into());
             marked["metadata"]["finalizers"] = json!(fins);
         }
         if r.kind == "Namespace" && !fins.iter().any(|f| f == "kubernetes") {
@@ -482,6 +492,8 @@ fn pod_grace_period(pod: &Value, options: &Value) -> Option<i64> {
 
 /// The finalizer of foreground cascading deletion.
 pub const FOREGROUND: &str = "foregroundDeletion";
+/// The finalizer of orphaning deletion.
+pub const ORPHAN: &str = "orphan";
 
 pub fn finalizers(v: &Value) -> Vec<String> {
     v["metadata"]["finalizers"]

@@ -347,8 +347,11 @@ async fn orphan_propagation_keeps_dependents_without_the_reference() {
             let body = json!({"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Orphan"}).to_string();
             s.req(Method::DELETE, &path, &[("content-type", "application/json")], body).await
         };
-        r.expect(200);
-        s.get(&path).await.expect_status(404, "NotFound");
+        // As upstream: the owner is marked with the `orphan` finalizer, the collector releases
+        // the dependents, then the owner goes.
+        let marked = r.expect(200);
+        assert_eq!(marked["metadata"]["finalizers"], json!(["orphan"]));
+        s.wait_for(&path, GC_WAIT, |c, _| c == 404).await;
         // Give the collector time to (wrongly) act.
         tokio::time::sleep(Duration::from_millis(1500)).await;
         let kept = s.get(&format!("{}/{dep_name}", cm_path("default"))).await.expect(200);
