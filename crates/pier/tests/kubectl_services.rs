@@ -682,7 +682,8 @@ fn namespaces_take_their_content_and_owners_their_dependents() {
     let pod_of_rs = || {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         loop {
-            let out = c.kubectl(&["get", "pods", "-l", "app=kubia", "-o", "jsonpath={.items[*].metadata.name}"]).ok().stdout;
+            let out =
+                c.kubectl(&["get", "pods", "-l", "app=kubia", "-o", "jsonpath={.items[*].metadata.name}"]).ok().stdout;
             if let Some(name) = out.split_whitespace().next() {
                 return name.to_string();
             }
@@ -692,7 +693,16 @@ fn namespaces_take_their_content_and_owners_their_dependents() {
     };
     c.kubectl_stdin(&["apply", "-f", "-"], rs).ok();
     let pod = pod_of_rs();
-    let owner = c.kubectl(&["get", "pod", &pod, "-o", "jsonpath={.metadata.ownerReferences[0].kind}/{.metadata.ownerReferences[0].name}"]).ok().stdout;
+    let owner = c
+        .kubectl(&[
+            "get",
+            "pod",
+            &pod,
+            "-o",
+            "jsonpath={.metadata.ownerReferences[0].kind}/{.metadata.ownerReferences[0].name}",
+        ])
+        .ok()
+        .stdout;
     assert_eq!(owner, "ReplicaSet/kubia");
     // Orphan keeps the pod, without the reference.
     c.kubectl(&["delete", "rs", "kubia", "--cascade=orphan"]).ok();
@@ -701,7 +711,8 @@ fn namespaces_take_their_content_and_owners_their_dependents() {
     // A new ReplicaSet with the same selector adopts it; foreground deletion waits for it.
     c.kubectl_stdin(&["apply", "-f", "-"], rs).ok();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while c.kubectl(&["get", "pod", &pod, "-o", "jsonpath={.metadata.ownerReferences[0].name}"]).ok().stdout != "kubia" {
+    while c.kubectl(&["get", "pod", &pod, "-o", "jsonpath={.metadata.ownerReferences[0].name}"]).ok().stdout != "kubia"
+    {
         assert!(std::time::Instant::now() < deadline, "the orphan was not adopted");
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
@@ -722,7 +733,6 @@ fn namespaces_take_their_content_and_owners_their_dependents() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
-
 
 #[test]
 fn bad_input_gets_upstream_status_codes_and_changes_nothing() {
