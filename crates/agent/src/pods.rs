@@ -246,22 +246,26 @@ pub async fn container_env(
             if let Some(f) = &from.field_ref {
                 field_ref(pod, &f.field_path, pod_ip, cfg).unwrap_or_default()
             } else if let Some(r) = &from.config_map_key_ref {
-                match cms
-                    .get_opt(&r.name)
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .and_then(|cm| cm.data?.get(&r.key).cloned())
-                {
-                    Some(v) => v,
-                    None if r.optional == Some(true) => continue,
-                    None => return Err(format!("couldn't find key {} in ConfigMap {ns}/{}", r.key, r.name)),
+                let optional = r.optional == Some(true);
+                match cms.get_opt(&r.name).await.map_err(|e| e.to_string())? {
+                    None if optional => continue,
+                    None => return Err(format!("configmap \"{}\" not found", r.name)),
+                    Some(cm) => match cm.data.and_then(|d| d.get(&r.key).cloned()) {
+                        Some(v) => v,
+                        None if optional => continue,
+                        None => return Err(format!("couldn't find key {} in ConfigMap {ns}/{}", r.key, r.name)),
+                    },
                 }
             } else if let Some(r) = &from.secret_key_ref {
-                match secrets.get_opt(&r.name).await.map_err(|e| e.to_string())?.and_then(|s| decode_secret(&s, &r.key))
-                {
-                    Some(v) => v,
-                    None if r.optional == Some(true) => continue,
-                    None => return Err(format!("couldn't find key {} in Secret {ns}/{}", r.key, r.name)),
+                let optional = r.optional == Some(true);
+                match secrets.get_opt(&r.name).await.map_err(|e| e.to_string())? {
+                    None if optional => continue,
+                    None => return Err(format!("secret \"{}\" not found", r.name)),
+                    Some(sec) => match decode_secret(&sec, &r.key) {
+                        Some(v) => v,
+                        None if optional => continue,
+                        None => return Err(format!("couldn't find key {} in Secret {ns}/{}", r.key, r.name)),
+                    },
                 }
             } else {
                 String::new()
@@ -304,6 +308,11 @@ struct PodTrack {
     start_time: String,
     containers: Vec<ContainerTrack>,
     ready_since: Option<String>,
+    /// Each condition's last status and when it last changed: the kubelet moves
+    /// `lastTransitionTime` only on a change.
+    transitions: HashMap<String, (String, String)>,
+    /// The grace period to stop the containers with, once the pod is being deleted.
+    stop_grace: Option<u64>,
 }
 
 fn render_status(track: &PodTrack, pod: &Pod, cfg: &PodConfig) -> Value {
@@ -378,6 +387,20 @@ fn render_status(track: &PodTrack, pod: &Pod, cfg: &PodConfig) -> Value {
         status["podIPs"] = json!([{"ip": ip.to_string()}]);
     }
     status
+}
+
+/// Keeps each condition's `lastTransitionTime` from its last change.
+fn stamp_transitions(transitions: &mut HashMap<String, (String, String)>, status: &mut Value) {
+    for c in status["conditions"].as_array_mut().into_iter().flatten() {
+        let ty = c["type"].as_str().unwrap_or("").to_string();
+        let st = c["status"].as_str().unwrap_or("").to_string();
+        let now_t = c["lastTransitionTime"].as_str().unwrap_or("").to_string();
+        let entry = transitions.entry(ty).or_insert_with(|| (st.clone(), now_t.clone()));
+        if entry.0 != st {
+            *entry = (st, now_t);
+        }
+        c["lastTransitionTime"] = json!(entry.1);
+    }
 }
 
 /// The node's pod loop.
@@ -484,6 +507,8 @@ impl PodManager {
                 })
                 .collect(),
             ready_since: None,
+            transitions: HashMap::new(),
+            stop_grace: None,
         }));
         if pod.metadata.deletion_timestamp.is_none() {
             let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
@@ -508,14 +533,12 @@ impl PodManager {
                     for c in &mut t.containers {
                         c.state = json!({"waiting": {"reason": "ContainerCreating", "message": format!("failed to create the pod sandbox: {e}")}});
                     }
-                    let st = render_status(&t, &pod, &self.cfg);
                     drop(t);
-                    self.patch_status(&pod, st).await;
+                    self.publish(&pod, &track).await;
                 }
             }
         }
-        let st = render_status(&*track.lock().await, &pod, &self.cfg);
-        self.patch_status(&pod, st).await;
+        self.publish(&pod, &track).await;
 
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
@@ -544,6 +567,7 @@ impl PodManager {
             }
         }
         let grace = pod.metadata.deletion_grace_period_seconds.and_then(|g| u64::try_from(g).ok()).unwrap_or(30);
+        track.lock().await.stop_grace = Some(grace);
         let _ = stop_tx.send(true);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(grace) + Duration::from_secs(2);
         for t in tasks {
@@ -599,12 +623,17 @@ impl PodManager {
                     continue;
                 }
             };
+            // `$(VAR)` in command and args expands with the container's environment.
+            let vars: BTreeMap<String, String> = env.iter().cloned().collect();
+            let expand_all = |v: &Option<Vec<String>>| -> Vec<String> {
+                v.iter().flatten().map(|a| envvars::expand(a, &vars)).collect()
+            };
             let spec = LaunchSpec {
                 name: container.name.clone(),
                 attempt,
                 image: container.image.clone().unwrap_or_default(),
-                command: container.command.clone().unwrap_or_default(),
-                args: container.args.clone().unwrap_or_default(),
+                command: expand_all(&container.command),
+                args: expand_all(&container.args),
                 env,
                 working_dir: container.working_dir.clone(),
                 tty: container.tty.unwrap_or(false),
@@ -645,7 +674,8 @@ impl PodManager {
             let code = match waited {
                 Some(code) => code,
                 None => {
-                    self.runtime.stop_container(handle, Duration::from_secs(u64::try_from(grace).unwrap_or(30))).await;
+                    let grace = track.lock().await.stop_grace.unwrap_or(u64::try_from(grace).unwrap_or(30));
+                    self.runtime.stop_container(handle, Duration::from_secs(grace)).await;
                     return;
                 }
             };
@@ -662,20 +692,25 @@ impl PodManager {
                 self.set_state(&pod, &track, index, terminated, false).await;
                 return;
             }
-            let delay = backoff(attempt);
+            // As the kubelet: the first restart is immediate, later ones back off.
+            let delay = if attempt == 0 { Duration::ZERO } else { backoff(attempt - 1) };
             {
                 let mut t = track.lock().await;
                 let c = &mut t.containers[index];
                 c.last_state = terminated;
-                c.restarts += 1;
                 c.ready = false;
-                c.state = json!({"waiting": {"reason": "CrashLoopBackOff",
-                    "message": format!("back-off {}s restarting failed container={} pod={}", delay.as_secs(), container.name, pod.metadata.name.as_deref().unwrap_or(""))}});
+                if !delay.is_zero() {
+                    c.state = json!({"waiting": {"reason": "CrashLoopBackOff",
+                        "message": format!("back-off {}s restarting failed container={} pod={}", delay.as_secs(), container.name, pod.metadata.name.as_deref().unwrap_or(""))}});
+                }
             }
-            self.publish(&pod, &track).await;
+            if !delay.is_zero() {
+                self.publish(&pod, &track).await;
+            }
             if wait_or_stop(&mut stop, delay).await {
                 return;
             }
+            track.lock().await.containers[index].restarts += 1;
             attempt += 1;
         }
     }
@@ -690,14 +725,14 @@ impl PodManager {
     }
 
     async fn publish(&self, pod: &Pod, track: &Arc<Mutex<PodTrack>>) {
-        let st = {
-            let mut t = track.lock().await;
-            let st = render_status(&t, pod, &self.cfg);
-            if st["conditions"][2]["status"] == "True" && t.ready_since.is_none() {
-                t.ready_since = Some(now());
-            }
-            st
-        };
+        // Rendered and written under the lock: concurrent container tasks must not let an
+        // older snapshot land last.
+        let mut t = track.lock().await;
+        let mut st = render_status(&t, pod, &self.cfg);
+        if st["conditions"][2]["status"] == "True" && t.ready_since.is_none() {
+            t.ready_since = Some(now());
+        }
+        stamp_transitions(&mut t.transitions, &mut st);
         self.patch_status(pod, st).await;
     }
 
@@ -719,7 +754,8 @@ impl PodManager {
             let liveness = spec_of(&c.liveness_probe);
             let ip = track.lock().await.ip;
             if let Some(s) = &startup {
-                let mut st = ProbeState::starting_at(false);
+                // No verdict yet: the failure threshold must be able to fire.
+                let mut st = ProbeState::default();
                 tokio::time::sleep(s.initial_delay).await;
                 loop {
                     let ok = self.check(s, ip, handle).await;
@@ -879,6 +915,8 @@ mod tests {
             start_time: now(),
             containers: vec![c(json!({"running": {}}), false, 0)],
             ready_since: None,
+            transitions: HashMap::new(),
+            stop_grace: None,
         };
         let s = render_status(&t, &p, &cfg());
         assert_eq!(s["phase"], "Running");

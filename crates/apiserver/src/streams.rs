@@ -147,10 +147,32 @@ pub async fn exec(
     let nodes = nodes.ok_or_else(no_node)?;
     let stdin = q.flag("stdin");
     let tty = q.flag("tty");
-    let session = nodes.exec(pod, &container, command, stdin, tty).await?;
     let upgrade = upgrade.protocols([V5, V4]);
     let v5 = upgrade.selected_protocol().and_then(|p| p.to_str().ok()) == Some(V5);
-    Ok(upgrade.on_upgrade(move |socket| bridge(socket, session, v5)).into_response())
+    let pod = pod.clone();
+    // The node is asked once the connection is upgraded, so its failures (a command that
+    // does not exist, a container not running) reach kubectl on the status channel, as from
+    // a kubelet, instead of turning into a refused upgrade.
+    Ok(upgrade
+        .on_upgrade(move |socket| async move {
+            match nodes.exec(&pod, &container, command, stdin, tty).await {
+                Ok(session) => bridge(socket, session, v5).await,
+                Err(e) => fail(socket, e).await,
+            }
+        })
+        .into_response())
+}
+
+/// Ends an upgraded exec connection with a failure `Status` on channel 3.
+async fn fail(socket: WebSocket, e: ApiError) {
+    let (mut tx, _rx) = socket.split();
+    let mut status = e.status();
+    if let Some(m) = status.as_object_mut() {
+        m.remove("kind");
+        m.remove("apiVersion");
+    }
+    let _ = tx.send(frame(3, status.to_string().as_bytes())).await;
+    let _ = tx.send(Message::Close(Some(axum::extract::ws::CloseFrame { code: 1000, reason: "".into() }))).await;
 }
 
 fn frame(channel: u8, data: &[u8]) -> Message {

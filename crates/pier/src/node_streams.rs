@@ -63,6 +63,14 @@ impl NodeStreams for LocalNode {
         let rt = self.machine.runtime().await.map_err(ApiError::internal)?;
         let name = pod["metadata"]["name"].as_str().unwrap_or("").to_string();
         // Upstream's wording when a container has not started yet.
+        let waiting_reason = pod["status"]["containerStatuses"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["name"].as_str() == Some(o.container.as_str()))
+            .and_then(|c| c["state"]["waiting"]["reason"].as_str())
+            .unwrap_or("ContainerCreating")
+            .to_string();
         rt.log_path(&uid, &o.container, o.previous).map_err(|_| {
             if o.previous {
                 ApiError::bad_request(format!(
@@ -71,7 +79,7 @@ impl NodeStreams for LocalNode {
                 ))
             } else {
                 ApiError::bad_request(format!(
-                    "container \"{}\" in pod \"{name}\" is waiting to start: ContainerCreating",
+                    "container \"{}\" in pod \"{name}\" is waiting to start: {waiting_reason}",
                     o.container
                 ))
             }
@@ -107,7 +115,10 @@ impl NodeStreams for LocalNode {
         let c = rt
             .container(&uid, container)
             .ok_or_else(|| ApiError::bad_request(format!("container {container} is not valid for pod {name}")))?;
-        let mut p = rt.exec(&c, &command, &[], tty).await.map_err(|e| ApiError::internal(e.to_string()))?;
+        let mut p = rt
+            .exec(&c, &command, &[], tty)
+            .await
+            .map_err(|e| ApiError::internal(format!("error executing command in container: {e}")))?;
         let (out_tx, out_rx) = mpsc::channel::<ExecOutput>(64);
         let (in_tx, mut in_rx) = mpsc::channel::<Bytes>(64);
         let (resize_tx, mut resize_rx) = mpsc::channel::<(u16, u16)>(8);

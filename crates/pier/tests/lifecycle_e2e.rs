@@ -282,8 +282,10 @@ fn a_failing_exec_liveness_probe_restarts_the_container_and_it_crash_loops() {
         if r[2] == "CrashLoopBackOff" { Ok(r) } else { Err(format!("{r:?}")) }
     });
     assert_eq!(r[1], "0/1", "{r:?}");
+    // As a kubelet counts: the restart count grows when the container starts again, so it
+    // is still 1 while the second restart backs off.
     let p = get_pod(&c, "live");
-    assert_eq!(restarts(&p), 2, "{}", p["status"]);
+    assert_eq!(restarts(&p), 1, "{}", p["status"]);
     let waiting = &cs(&p)["state"]["waiting"];
     assert_eq!(waiting["reason"], "CrashLoopBackOff");
     assert!(
@@ -466,7 +468,6 @@ fn a_startup_probe_gates_readiness_and_liveness() {
 }
 
 #[test]
-#[ignore = "bug: a startup probe that keeps failing never kills the container (its state starts at failure, so the threshold never fires)"]
 fn a_failing_startup_probe_restarts_the_container() {
     let c = Cluster::start_sealed(&[]);
     let mut never_starts = sh_pod("never-starts", "sleep 3600", json!({}));
@@ -486,7 +487,6 @@ fn a_failing_startup_probe_restarts_the_container() {
 }
 
 #[test]
-#[ignore = "bug: concurrent status writes of one pod's containers race, so a stale snapshot (a running container still ContainerCreating) can be the last one written"]
 fn every_container_of_a_multi_container_pod_is_reported_running() {
     let c = Cluster::start_sealed(&[]);
     let names = ["multi-0", "multi-1", "multi-2"];
@@ -508,7 +508,6 @@ fn every_container_of_a_multi_container_pod_is_reported_running() {
 }
 
 #[test]
-#[ignore = "bug: every status write stamps every condition's lastTransitionTime with the current time"]
 fn condition_transition_times_move_only_on_transitions() {
     let c = Cluster::start_sealed(&[]);
     let mut p = sh_pod("flip", "sleep 3600", json!({}));
@@ -604,7 +603,6 @@ fn restart_policies_decide_restarts_and_terminal_statuses() {
 }
 
 #[test]
-#[ignore = "bug: the first restart waits 10 s of back-off; the kubelet restarts a container at once the first time"]
 fn the_first_restart_is_immediate_and_later_ones_back_off() {
     let c = Cluster::start_sealed(&[]);
     // Each instance numbers itself (the pod's filesystem outlives its containers here).
@@ -870,7 +868,6 @@ fn a_missing_configmap_key_holds_the_container_until_it_exists() {
 }
 
 #[test]
-#[ignore = "bug: `kubectl logs` of a waiting container always says `waiting to start: ContainerCreating`, not the container's waiting reason"]
 fn logs_of_a_waiting_container_give_its_reason() {
     let c = Cluster::start_sealed(&[]);
     let mut p = sh_pod("waits", "sleep 3600", json!({}));
@@ -891,7 +888,6 @@ fn logs_of_a_waiting_container_give_its_reason() {
 }
 
 #[test]
-#[ignore = "bug: a configMapKeyRef to a missing ConfigMap says \"couldn't find key\" instead of the kubelet's `configmap \"absent\" not found`"]
 fn a_missing_configmap_says_not_found() {
     let c = Cluster::start_sealed(&[]);
     let mut p = sh_pod("nocm", "sleep 3600", json!({}));
@@ -911,7 +907,6 @@ fn a_missing_configmap_says_not_found() {
 }
 
 #[test]
-#[ignore = "bug: $(VAR) references in command and args are not expanded (the kubelet expands them with the container's env)"]
 fn command_and_args_expand_env_references() {
     let c = Cluster::start_sealed(&[]);
     // Unexpanded, sh would run `$(GREETING)` as a command substitution and print " from ".
@@ -1086,7 +1081,6 @@ fn exec_pipes_stdin_passes_exit_codes_and_picks_containers() {
 }
 
 #[test]
-#[ignore = "bug: a missing command fails the exec before the websocket upgrade, so kubectl falls back to SPDY and prints `Upgrade request required`"]
 fn exec_of_a_missing_command_says_so() {
     let c = Cluster::start_sealed(&[]);
     apply(&c, &[sh_pod("shell", "sleep 3600", json!({}))]);
