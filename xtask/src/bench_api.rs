@@ -29,6 +29,7 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use crate::ApiArgs;
+use crate::report::{Machine, machine, mb, median, ms, percentile, print_table, revision, verdict};
 use crate::server::{Server, proc_cpu, proc_status_bytes};
 
 const NAMESPACE: &str = "bench";
@@ -167,82 +168,6 @@ async fn watcher(
     out
 }
 
-/// Nearest-rank percentile of sorted samples.
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = (p * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-fn median(samples: &[Duration]) -> Duration {
-    let mut s = samples.to_vec();
-    s.sort();
-    percentile(&s, 0.5)
-}
-
-fn ms(d: Duration) -> String {
-    let v = d.as_secs_f64() * 1000.0;
-    if v < 10.0 { format!("{v:.2} ms") } else { format!("{v:.0} ms") }
-}
-
-fn mb(bytes: u64) -> String {
-    format!("{:.1} MB", bytes as f64 / 1e6)
-}
-
-fn verdict(pass: bool) -> &'static str {
-    if pass { "PASS" } else { "FAIL" }
-}
-
-struct Machine {
-    cpus: usize,
-    model: String,
-    kernel: String,
-    memory: String,
-}
-
-fn first_line_value(text: &str, key: &str) -> Option<String> {
-    text.lines().find(|l| l.starts_with(key)).and_then(|l| l.split_once(':')).map(|(_, v)| v.trim().to_string())
-}
-
-fn machine() -> Machine {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let kernel = std::process::Command::new("uname")
-        .arg("-sr")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/osrelease").ok().map(|s| s.trim().to_string()))
-        .unwrap_or_else(|| "unknown".into());
-    let memory = first_line_value(&meminfo, "MemTotal")
-        .and_then(|v| v.trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map(|kb| format!("{:.1} GB", kb as f64 * 1024.0 / 1e9))
-        .unwrap_or_else(|| "unknown".into());
-    Machine {
-        cpus: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-        model: first_line_value(&cpuinfo, "model name").unwrap_or_else(|| "unknown".into()),
-        kernel,
-        memory,
-    }
-}
-
-/// `git describe` of the workspace, for the report.
-fn revision() -> String {
-    std::process::Command::new("git")
-        .args(["describe", "--always", "--dirty"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|| "unknown".into())
-}
-
 /// Reads a memory field of the server, failing if the process is gone.
 fn rss(server: &mut Server, field: &str) -> Result<u64> {
     server.check_alive()?;
@@ -287,7 +212,7 @@ struct Measured {
 pub async fn run(args: &ApiArgs, pier: &Path) -> Result<()> {
     let machine = machine();
     eprintln!("xtask: starting {} server on 127.0.0.1", pier.display());
-    let mut server = Server::start(pier, &args.server_env).await?;
+    let mut server = Server::start(pier, &args.common.server_env).await?;
     let measured = match measure(args, &mut server).await {
         Ok(m) => m,
         // A failure caused by the server dying says so, with the end of its log.
@@ -504,18 +429,13 @@ fn report(args: &ApiArgs, pier: &Path, m: &Machine, r: &Measured) {
         revision(),
         pier.display()
     );
-    let env: String = args.server_env.iter().map(|(k, v)| format!(" --server-env {k}={v}")).collect();
+    let env: String = args.common.server_env.iter().map(|(k, v)| format!(" --server-env {k}={v}")).collect();
     println!(
         "command: cargo xtask bench api --services {n} --concurrency {c} --watchers {w} --lists {}{env}",
         args.lists
     );
     println!();
-    let width = rows.iter().map(|r| r.0.len()).max().unwrap_or(0).max(6);
-    println!("| {:width$} | {:>10} | {:>26} | {:6} |", "metric", "goal", "measured", "result");
-    println!("|{}|{}|{}|{}|", "-".repeat(width + 2), "-".repeat(12), "-".repeat(28), "-".repeat(8));
-    for (metric, goal, measured, result) in &rows {
-        println!("| {metric:width$} | {goal:>10} | {measured:>26} | {result:6} |");
-    }
+    print_table(&rows);
     println!();
     println!("details:");
     println!(

@@ -5,12 +5,20 @@
 //! binaries, starts a real `pier server` on a loopback port with a fresh data directory, drives
 //! it with the `kube` client and prints a report (see `docs/benchmarks.md`).
 //!
+//! `cargo xtask bench pods` measures pod start latency and endpoint propagation against the
+//! goals of issue 3. Pods get addresses and a bridge, so that server runs in a fresh sealed
+//! network namespace the benchmark creates and deletes (see [`sealed`]), and the client joins
+//! it (see [`bench_pods`]).
+//!
 //! `cargo xtask` runs this crate in the dev profile, whose client-side JSON and TLS code would
 //! make the load generator itself the bottleneck. So the dev build only builds
 //! `target/release/{pier,xtask}` and hands over to the release `xtask`, which does the
 //! measuring.
 
 mod bench_api;
+mod bench_pods;
+mod report;
+mod sealed;
 mod server;
 
 use std::path::{Path, PathBuf};
@@ -40,6 +48,39 @@ enum Bench {
     /// Create N Services with C concurrent requests while W watchers watch them, then list
     /// them: creates/s, list latency, watch delivery latency, server RSS, SQLite size.
     Api(ApiArgs),
+    /// In a sealed network namespace: pod start latency (1 pod at a time, 50 at once, a
+    /// ReplicaSet of 50) and EndpointSlice propagation of readiness flips among 1,000 Services.
+    Pods(PodsArgs),
+}
+
+/// Options every benchmark takes.
+#[derive(Args, Debug, Clone)]
+pub struct CommonArgs {
+    /// Use the existing release binaries as they are instead of running `cargo build --release`.
+    #[arg(long)]
+    pub no_build: bool,
+    /// The `pier` binary to benchmark (default: `target/release/pier`).
+    #[arg(long)]
+    pub pier: Option<PathBuf>,
+    /// Extra environment for the server, `KEY=VALUE` (repeatable; for experiments such as
+    /// `MALLOC_ARENA_MAX=2`). `RUST_LOG` is `info` unless given here.
+    #[arg(long = "server-env", value_name = "KEY=VALUE", value_parser = parse_env)]
+    pub server_env: Vec<(String, String)>,
+    /// Measure from this process even when it is a debug build (the client is then much
+    /// slower than the server; for working on the xtask itself).
+    #[arg(long)]
+    pub debug_client: bool,
+}
+
+impl CommonArgs {
+    fn to_argv(&self, pier: &Path) -> Vec<String> {
+        let mut v = vec!["--no-build".to_string(), "--pier".to_string(), pier.display().to_string()];
+        for (k, val) in &self.server_env {
+            v.push("--server-env".into());
+            v.push(format!("{k}={val}"));
+        }
+        v
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -56,20 +97,92 @@ pub struct ApiArgs {
     /// How many full lists to time.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub lists: u32,
-    /// Use the existing release binaries as they are instead of running `cargo build --release`.
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+impl ApiArgs {
+    fn to_argv(&self) -> Vec<String> {
+        vec![
+            "--services".into(),
+            self.services.to_string(),
+            "--concurrency".into(),
+            self.concurrency.to_string(),
+            "--watchers".into(),
+            self.watchers.to_string(),
+            "--lists".into(),
+            self.lists.to_string(),
+        ]
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct PodsArgs {
+    /// Single pods started one after another (each deleted before the next) for the 1-pod
+    /// latency.
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub sequential: u32,
+    /// Pods created at once for the concurrent round.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=200))]
+    pub burst: u32,
+    /// Replicas of the ReplicaSet round (the scheduler in the path); 0 skips it.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(0..=200))]
+    pub replicas: u32,
+    /// Services in the cluster during the endpoint measurement, the measured one included.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=20_000))]
+    pub services: u32,
+    /// Give the filler Services no selector (by default each selects its own label, which no
+    /// pod has, so every one has a managed, empty EndpointSlice).
     #[arg(long)]
-    pub no_build: bool,
-    /// The `pier` binary to benchmark (default: `target/release/pier`).
-    #[arg(long)]
-    pub pier: Option<PathBuf>,
-    /// Extra environment for the server, `KEY=VALUE` (repeatable; for experiments such as
-    /// `MALLOC_ARENA_MAX=2`). `RUST_LOG` is `info` unless given here.
-    #[arg(long = "server-env", value_name = "KEY=VALUE", value_parser = parse_env)]
-    pub server_env: Vec<(String, String)>,
-    /// Measure from this process even when it is a debug build (the client is then much
-    /// slower than the server; for working on the xtask itself).
-    #[arg(long)]
-    pub debug_client: bool,
+    pub selectorless_fillers: bool,
+    /// Pods behind the measured Service (`app=bench`, exec readiness probe).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub endpoint_pods: u32,
+    /// Readiness flips of one pod to time.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub flips: u32,
+    /// Make the server's data directory (store, pod runtime state, container logs) under this
+    /// directory instead of the temp directory, e.g. `/dev/shm` to take the disk's filesystem
+    /// out of the measurement.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir_in: Option<PathBuf>,
+    /// Copy the server's log here before cleaning up (to see where the time goes, for example
+    /// with `--server-env RUST_LOG=info,pier_agent=debug,pier_runtime=debug`).
+    #[arg(long, value_name = "PATH")]
+    pub server_log: Option<PathBuf>,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+impl PodsArgs {
+    fn to_argv(&self) -> Vec<String> {
+        let mut v = vec![
+            "--sequential".into(),
+            self.sequential.to_string(),
+            "--burst".into(),
+            self.burst.to_string(),
+            "--replicas".into(),
+            self.replicas.to_string(),
+            "--services".into(),
+            self.services.to_string(),
+            "--endpoint-pods".into(),
+            self.endpoint_pods.to_string(),
+            "--flips".into(),
+            self.flips.to_string(),
+        ];
+        if self.selectorless_fillers {
+            v.push("--selectorless-fillers".into());
+        }
+        if let Some(d) = &self.data_dir_in {
+            v.push("--data-dir-in".into());
+            v.push(std::path::absolute(d).unwrap_or_else(|_| d.clone()).display().to_string());
+        }
+        if let Some(p) = &self.server_log {
+            v.push("--server-log".into());
+            v.push(std::path::absolute(p).unwrap_or_else(|_| p.clone()).display().to_string());
+        }
+        v
+    }
 }
 
 fn parse_env(s: &str) -> Result<(String, String), String> {
@@ -118,42 +231,51 @@ fn build_release() -> Result<()> {
 }
 
 /// Runs the measurement in the release `xtask` with the same options, returning its exit code.
-fn hand_over_to_release(args: &ApiArgs, pier: &Path) -> Result<i32> {
+/// Ctrl-C is left to the child, which cleans up before it exits: this process only waits.
+fn hand_over_to_release(task: &str, argv: Vec<String>, common: &CommonArgs, pier: &Path) -> Result<i32> {
     let exe = target_dir().join("release").join("xtask");
     if !exe.exists() {
         bail!("{} is missing: run without --no-build, or cargo build --release -p xtask", exe.display());
     }
     eprintln!("xtask: measuring with the release build {}", exe.display());
-    let mut cmd = Command::new(&exe);
-    cmd.args(["bench", "api", "--no-build"])
-        .arg("--services")
-        .arg(args.services.to_string())
-        .arg("--concurrency")
-        .arg(args.concurrency.to_string())
-        .arg("--watchers")
-        .arg(args.watchers.to_string())
-        .arg("--lists")
-        .arg(args.lists.to_string())
-        .arg("--pier")
-        .arg(pier);
-    for (k, v) in &args.server_env {
-        cmd.arg("--server-env").arg(format!("{k}={v}"));
-    }
-    let status = cmd.status().with_context(|| format!("running {}", exe.display()))?;
+    // A handler (not SIG_IGN, which the child would inherit) keeps this process alive on
+    // Ctrl-C, so the terminal gets its prompt back only after the child has cleaned up.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting tokio")?;
+    let _signals = {
+        let _enter = rt.enter();
+        use tokio::signal::unix::{SignalKind, signal};
+        (signal(SignalKind::interrupt())?, signal(SignalKind::terminate())?)
+    };
+    let status = Command::new(&exe)
+        .args(["bench", task])
+        .args(argv)
+        .args(common.to_argv(pier))
+        .status()
+        .with_context(|| format!("running {}", exe.display()))?;
     Ok(status.code().unwrap_or(1))
 }
 
-fn bench_api(args: ApiArgs) -> Result<i32> {
-    if !args.no_build {
+/// Builds (unless `--no-build`) and finds the `pier` binary; `Err(exit code)` after handing
+/// the run over to the release `xtask`.
+fn prepare(task: &str, argv: Vec<String>, common: &CommonArgs) -> Result<std::result::Result<PathBuf, i32>> {
+    if !common.no_build {
         build_release()?;
     }
-    let pier = args.pier.clone().unwrap_or_else(|| target_dir().join("release").join("pier"));
+    let pier = common.pier.clone().unwrap_or_else(|| target_dir().join("release").join("pier"));
     if !pier.exists() {
         bail!("{} does not exist: build it with cargo build --release -p pier", pier.display());
     }
-    if cfg!(debug_assertions) && !args.debug_client {
-        return hand_over_to_release(&args, &pier);
+    if cfg!(debug_assertions) && !common.debug_client {
+        return Ok(Err(hand_over_to_release(task, argv, common, &pier)?));
     }
+    Ok(Ok(pier))
+}
+
+fn bench_api(args: ApiArgs) -> Result<i32> {
+    let pier = match prepare("api", args.to_argv(), &args.common)? {
+        Ok(p) => p,
+        Err(code) => return Ok(code),
+    };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
     rt.block_on(async {
         tokio::select! {
@@ -164,10 +286,22 @@ fn bench_api(args: ApiArgs) -> Result<i32> {
     Ok(0)
 }
 
+fn bench_pods(args: PodsArgs) -> Result<i32> {
+    let pier = match prepare("pods", args.to_argv(), &args.common)? {
+        Ok(p) => p,
+        Err(code) => return Ok(code),
+    };
+    // The pier binary runs as root inside namespaces it gets a path to: make it absolute.
+    let pier = std::path::absolute(&pier).with_context(|| format!("resolving {}", pier.display()))?;
+    bench_pods::run(&args, &pier)?;
+    Ok(0)
+}
+
 fn main() -> Result<ExitCode> {
     let cli = Cli::parse();
     let code = match cli.task {
         Task::Bench { which: Bench::Api(args) } => bench_api(args)?,
+        Task::Bench { which: Bench::Pods(args) } => bench_pods(args)?,
     };
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
 }

@@ -112,13 +112,47 @@ pub fn proc_status_bytes(pid: u32, field: &str) -> Option<u64> {
 
 /// User + system CPU time of a process (`/proc/<pid>/stat`), or of this one with `"self"`.
 pub fn proc_cpu(pid: &str) -> Option<Duration> {
+    proc_cpu_fields(pid, 2)
+}
+
+/// [`proc_cpu`] plus the CPU time of the process's waited-for children (`cutime`, `cstime`).
+pub fn proc_cpu_with_children(pid: &str) -> Option<Duration> {
+    proc_cpu_fields(pid, 4)
+}
+
+fn proc_cpu_fields(pid: &str, n: usize) -> Option<Duration> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name, which is in parentheses and may contain spaces.
     let rest = &text[text.rfind(')')? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(Duration::from_secs_f64((utime + stime) as f64 / clock_ticks() as f64))
+    let mut ticks = 0u64;
+    for i in 11..11 + n {
+        ticks += fields.get(i)?.parse::<u64>().ok()?;
+    }
+    Some(Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64))
+}
+
+/// CPU time of every live thread of a process, to the nanosecond (`/proc/<pid>/task/*/schedstat`;
+/// `/proc/<pid>/stat` counts in clock ticks per process, which rounds a short-lived pod
+/// process's few milliseconds down to nothing).
+pub fn proc_threads_cpu(pid: i32) -> Duration {
+    let mut ns = 0u64;
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
+        let text = std::fs::read_to_string(t.path().join("schedstat")).unwrap_or_default();
+        ns += text.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    }
+    Duration::from_nanos(ns)
+}
+
+/// CPU time the whole machine spent busy (every CPU: user, nice, system, irq, softirq and
+/// steal from `/proc/stat`), for telling the benchmark's own load from everything else.
+pub fn machine_cpu() -> Option<Duration> {
+    let text = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = text.lines().find(|l| l.starts_with("cpu "))?;
+    let v: Vec<u64> = line.split_whitespace().skip(1).filter_map(|f| f.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal
+    let busy = v.first()? + v.get(1)? + v.get(2)? + v.get(5)? + v.get(6)? + v.get(7).copied().unwrap_or(0);
+    Some(Duration::from_secs_f64(busy as f64 / clock_ticks() as f64))
 }
 
 fn clock_ticks() -> u64 {
