@@ -329,6 +329,32 @@ impl Registry {
         options: &Value,
         opts: &WriteOptions,
     ) -> ApiResult<Value> {
+        // A write that lands between the read and the delete is not the client's conflict
+        // unless it asked for a resourceVersion: retry, as upstream's store does.
+        let mut attempt = 0;
+        loop {
+            match self.delete_once(r, ns, name, options, opts).await {
+                Err(e)
+                    if e.code == 409
+                        && e.message.contains("the object has been modified")
+                        && options["preconditions"]["resourceVersion"].is_null()
+                        && attempt < 8 =>
+                {
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn delete_once(
+        &self,
+        r: &ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+        options: &Value,
+        opts: &WriteOptions,
+    ) -> ApiResult<Value> {
         let preconditions = &options["preconditions"];
         if r.kind == "Namespace" && crate::bootstrap::PROTECTED_NAMESPACES.contains(&name) {
             return Err(ApiError::forbidden(format!(
