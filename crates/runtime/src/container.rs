@@ -382,10 +382,17 @@ fn container_env(hostname: &str, tty: bool, spec_env: &[(String, String)]) -> Ve
 }
 
 fn overlay_env(env: &mut Vec<(String, String)>, extra: &[(String, String)]) {
+    // Indexed, not searched: a pod in a namespace with a thousand Services has eight
+    // thousand variables, and a linear search per variable made starts quadratic.
+    let mut index: std::collections::HashMap<String, usize> =
+        env.iter().enumerate().map(|(i, (k, _))| (k.clone(), i)).collect();
     for (k, v) in extra {
-        match env.iter_mut().find(|(ek, _)| ek == k) {
-            Some(e) => e.1 = v.clone(),
-            None => env.push((k.clone(), v.clone())),
+        match index.get(k) {
+            Some(&i) => env[i].1 = v.clone(),
+            None => {
+                index.insert(k.clone(), env.len());
+                env.push((k.clone(), v.clone()));
+            }
         }
     }
 }
