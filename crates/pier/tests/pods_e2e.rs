@@ -6,23 +6,9 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::Cluster;
-
-fn wait_until(what: &str, limit: Duration, mut f: impl FnMut() -> Option<String>) -> String {
-    let deadline = Instant::now() + limit;
-    let mut last = None;
-    while Instant::now() < deadline {
-        match f() {
-            Some(v) => return v,
-            None => std::thread::sleep(Duration::from_millis(200)),
-        }
-        last = Some(());
-    }
-    let _ = last;
-    panic!("timed out waiting for {what}");
-}
+use common::{Cluster, wait_until};
 
 const KUBIA_SVC: &str = "apiVersion: v1
 kind: Service

@@ -9,18 +9,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::Cluster;
-
-fn wait_until<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if let Some(v) = f() {
-            return v;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    panic!("timed out waiting for {what}");
-}
+use common::{Cluster, wait_until};
 
 const KUBIA_SVC: &str = "apiVersion: v1
 kind: Service

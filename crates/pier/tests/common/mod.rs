@@ -294,3 +294,16 @@ pub fn manifest(dir: &tempfile::TempDir, name: &str, contents: &str) -> String {
     std::fs::write(&p, contents).unwrap();
     p.to_string_lossy().into_owned()
 }
+
+/// Polls `f` every 200 ms until it gives a value, for at most `limit`.
+#[track_caller]
+pub fn wait_until<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Some(v) = f() {
+            return v;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("timed out waiting for {what}");
+}
