@@ -130,9 +130,8 @@ pub async fn run_endpointslice_controller(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ControllerError> {
     config.validate()?;
-    let stop = runtime::Shutdown::from_future(shutdown);
-    let informers = runtime::Informers::new(client.clone(), stop.clone());
-    endpointslice::driver::run(client, config, informers, stop).await
+    run_alone(client, shutdown, |client, informers, stop| endpointslice::driver::run(client, config, informers, stop))
+        .await
 }
 
 /// Runs only the EndpointSlice mirroring controller (hand-written Endpoints of selector-less
@@ -143,9 +142,10 @@ pub async fn run_endpointslice_mirroring_controller(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ControllerError> {
     config.validate()?;
-    let stop = runtime::Shutdown::from_future(shutdown);
-    let informers = runtime::Informers::new(client.clone(), stop.clone());
-    endpointslice::mirroring_driver::run(client, config, informers, stop).await
+    run_alone(client, shutdown, |client, informers, stop| {
+        endpointslice::mirroring_driver::run(client, config, informers, stop)
+    })
+    .await
 }
 
 /// Runs only the Endpoints controller (Services with a selector → core/v1 Endpoints).
@@ -155,9 +155,7 @@ pub async fn run_endpoints_controller(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ControllerError> {
     config.validate()?;
-    let stop = runtime::Shutdown::from_future(shutdown);
-    let informers = runtime::Informers::new(client.clone(), stop.clone());
-    endpoints::driver::run(client, config, informers, stop).await
+    run_alone(client, shutdown, |client, informers, stop| endpoints::driver::run(client, config, informers, stop)).await
 }
 
 /// Runs only the ReplicaSet controller.
@@ -167,9 +165,8 @@ pub async fn run_replicaset_controller(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ControllerError> {
     config.validate()?;
-    let stop = runtime::Shutdown::from_future(shutdown);
-    let informers = runtime::Informers::new(client.clone(), stop.clone());
-    replicaset::driver::run(client, config, informers, stop).await
+    run_alone(client, shutdown, |client, informers, stop| replicaset::driver::run(client, config, informers, stop))
+        .await
 }
 
 /// Runs only the Deployment controller (it needs the ReplicaSet controller to make progress).
@@ -179,9 +176,8 @@ pub async fn run_deployment_controller(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ControllerError> {
     config.validate()?;
-    let stop = runtime::Shutdown::from_future(shutdown);
-    let informers = runtime::Informers::new(client.clone(), stop.clone());
-    deployment::driver::run(client, config, informers, stop).await
+    run_alone(client, shutdown, |client, informers, stop| deployment::driver::run(client, config, informers, stop))
+        .await
 }
 
 /// Runs only the scheduler.
@@ -189,7 +185,20 @@ pub async fn run_scheduler(
     client: kube::Client,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ControllerError> {
+    run_alone(client, shutdown, scheduler::driver::run).await
+}
+
+/// Runs one controller with caches of its own until `shutdown`.
+async fn run_alone<F, Fut>(
+    client: kube::Client,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    driver: F,
+) -> Result<(), ControllerError>
+where
+    F: FnOnce(kube::Client, runtime::Informers, runtime::Shutdown) -> Fut,
+    Fut: Future<Output = Result<(), ControllerError>>,
+{
     let stop = runtime::Shutdown::from_future(shutdown);
     let informers = runtime::Informers::new(client.clone(), stop.clone());
-    scheduler::driver::run(client, informers, stop).await
+    driver(client, informers, stop).await
 }

@@ -301,6 +301,26 @@ impl Informers {
     }
 }
 
+/// Forwards changes of an informer's own objects to `queue` under their own keys; a resync
+/// queues what `resync` returns (every cached object, and whatever else the controller must
+/// reconsider). The first subscription of every controller.
+pub(crate) fn forward_own<K, R>(
+    informer: &Informer<K>,
+    queue: Arc<WorkQueue<crate::objects::ObjectKey>>,
+    stop: Shutdown,
+    resync: R,
+) where
+    K: Watched,
+    R: Fn() -> Vec<crate::objects::ObjectKey> + Send + 'static,
+{
+    use crate::objects::ObjectKey;
+    forward(informer, queue, stop, move |c| match c {
+        Change::Applied { new, .. } => vec![ObjectKey::of(new.meta())],
+        Change::Deleted(obj) => vec![ObjectKey::of(obj.meta())],
+        Change::Resync => resync(),
+    });
+}
+
 /// Forwards an informer's changes to `queue` as the keys `map` derives from them, until `stop`.
 pub(crate) fn forward<K, T, F>(informer: &Informer<K>, queue: Arc<WorkQueue<T>>, stop: Shutdown, map: F)
 where

@@ -13,7 +13,8 @@ use k8s_openapi::api::core::v1::Pod;
 use super::DeploymentInputs;
 use crate::objects::{self, ObjectKey};
 use crate::runtime::{
-    CACHE_CATCH_UP, Change, Informer, Informers, ReconcileResult, Shutdown, WorkQueue, apply_all, forward, run_workers,
+    CACHE_CATCH_UP, Change, Informer, Informers, ReconcileResult, Shutdown, WorkQueue, apply_all, forward, forward_own,
+    run_workers,
 };
 use crate::write::Write;
 use crate::{ControllerConfig, ControllerError};
@@ -46,11 +47,7 @@ pub(crate) async fn run(
     let queue = WorkQueue::new();
 
     let ds = ctx.deployments.clone();
-    forward(&ctx.deployments, queue.clone(), stop.clone(), move |c| match c {
-        Change::Applied { new, .. } => vec![ObjectKey::of(&new.metadata)],
-        Change::Deleted(d) => vec![ObjectKey::of(&d.metadata)],
-        Change::Resync => all(&ds),
-    });
+    forward_own(&ctx.deployments, queue.clone(), stop.clone(), move || all(&ds));
     let ds = ctx.deployments.clone();
     forward(&ctx.replica_sets, queue.clone(), stop.clone(), move |c| {
         let state = ds.state();

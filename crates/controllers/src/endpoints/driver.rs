@@ -15,7 +15,8 @@ use super::EndpointsInputs;
 use crate::endpointslice;
 use crate::objects::{self, ObjectKey};
 use crate::runtime::{
-    CACHE_CATCH_UP, Change, Informer, Informers, ReconcileResult, Shutdown, WorkQueue, apply_all, forward, run_workers,
+    CACHE_CATCH_UP, Change, Informer, Informers, ReconcileResult, Shutdown, WorkQueue, apply_all, forward, forward_own,
+    run_workers,
 };
 use crate::{ControllerConfig, ControllerError};
 
@@ -48,11 +49,7 @@ pub(crate) async fn run(
     let queue = WorkQueue::new();
 
     let (services, endpoints) = (ctx.services.clone(), ctx.endpoints.clone());
-    forward(&ctx.services, queue.clone(), stop.clone(), move |c| match c {
-        Change::Applied { new, .. } => vec![ObjectKey::of(&new.metadata)],
-        Change::Deleted(svc) => vec![ObjectKey::of(&svc.metadata)],
-        Change::Resync => resync(&services, &endpoints),
-    });
+    forward_own(&ctx.services, queue.clone(), stop.clone(), move || resync(&services, &endpoints));
     let services = ctx.services.clone();
     forward(&ctx.pods, queue.clone(), stop.clone(), move |c| {
         let state = services.state();

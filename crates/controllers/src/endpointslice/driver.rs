@@ -17,7 +17,8 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use super::{CONTROLLER_NAME, LABEL_MANAGED_BY, LABEL_SERVICE_NAME, SliceInputs};
 use crate::objects::{self, ObjectKey};
 use crate::runtime::{
-    CACHE_CATCH_UP, Change, Informer, Informers, ReconcileResult, Shutdown, WorkQueue, apply_all, forward, run_workers,
+    CACHE_CATCH_UP, Change, Informer, Informers, ReconcileResult, Shutdown, WorkQueue, apply_all, forward, forward_own,
+    run_workers,
 };
 use crate::{ControllerConfig, ControllerError};
 
@@ -63,11 +64,7 @@ pub(crate) async fn run(
     let queue = WorkQueue::new();
 
     let services = ctx.services.clone();
-    forward(&ctx.services, queue.clone(), stop.clone(), move |c| match c {
-        Change::Applied { new, .. } => vec![ObjectKey::of(&new.metadata)],
-        Change::Deleted(svc) => vec![ObjectKey::of(&svc.metadata)],
-        Change::Resync => all_services(&services),
-    });
+    forward_own(&ctx.services, queue.clone(), stop.clone(), move || all_services(&services));
     let services = ctx.services.clone();
     forward(&ctx.pods, queue.clone(), stop.clone(), move |c| {
         let state = services.state();

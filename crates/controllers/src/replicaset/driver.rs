@@ -20,7 +20,7 @@ use super::{ManageError, ReplicaSetInputs};
 use crate::objects::ObjectKey;
 use crate::runtime::{
     CACHE_CATCH_UP, Change, Informer, Informers, ReconcileError, ReconcileResult, Shutdown, WorkQueue, apply_all,
-    forward, run_workers,
+    forward, forward_own, run_workers,
 };
 use crate::write::{self, Kind, Write};
 use crate::{ControllerConfig, ControllerError};
@@ -46,11 +46,7 @@ pub(crate) async fn run(
     let queue = WorkQueue::new();
 
     let rss = ctx.replica_sets.clone();
-    forward(&ctx.replica_sets, queue.clone(), stop.clone(), move |c| match c {
-        Change::Applied { new, .. } => vec![ObjectKey::of(&new.metadata)],
-        Change::Deleted(rs) => vec![ObjectKey::of(&rs.metadata)],
-        Change::Resync => all(&rss),
-    });
+    forward_own(&ctx.replica_sets, queue.clone(), stop.clone(), move || all(&rss));
     let rss = ctx.replica_sets.clone();
     forward(&ctx.pods, queue.clone(), stop.clone(), move |c| {
         let state = rss.state();
