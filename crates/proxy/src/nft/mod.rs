@@ -1,0 +1,138 @@
+//! nftables mode: keeps pier's table in step with the service table, one transaction per
+//! batch of changed Services, and rebuilds the whole table when it went missing or a
+//! transaction failed.
+//!
+//! Scripts go to the `nft` binary on its standard input for now: one process per batch, so an
+//! update costs a fork plus nft's parse of that batch, independent of the table's size.
+
+pub mod render;
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::net::Ipv4Addr;
+use std::process::{Command, Stdio};
+
+use crate::table::{NodeContext, ServiceKey, ServicePort};
+use crate::{DataPlane, ProxyError};
+use render::ServiceObjects;
+
+#[derive(Debug)]
+pub struct Nftables {
+    node: NodeContext,
+    objects: BTreeMap<ServiceKey, ServiceObjects>,
+    /// How many live Services use each endpoint address (the hairpin set is shared).
+    hairpin_refs: BTreeMap<Ipv4Addr, usize>,
+}
+
+/// Runs one nft script as a single transaction.
+pub fn run_nft(script: &str) -> Result<(), ProxyError> {
+    let mut child = Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| ProxyError::Nft(format!("running nft: {e}")))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(script.as_bytes()).map_err(|e| ProxyError::Nft(format!("writing to nft: {e}")))?;
+    }
+    let out = child.wait_with_output().map_err(|e| ProxyError::Nft(format!("waiting for nft: {e}")))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(ProxyError::Nft(String::from_utf8_lossy(&out.stderr).trim().to_string()))
+    }
+}
+
+/// The live table as nft prints it, or `None` when there is none.
+pub fn list_table() -> Result<Option<String>, ProxyError> {
+    let out = Command::new("nft")
+        .args(["list", "table", render::FAMILY, render::TABLE])
+        .output()
+        .map_err(|e| ProxyError::Nft(format!("running nft: {e}")))?;
+    if out.status.success() { Ok(Some(String::from_utf8_lossy(&out.stdout).into_owned())) } else { Ok(None) }
+}
+
+fn table_exists() -> Result<bool, ProxyError> {
+    let out = Command::new("nft")
+        .args(["list", "tables", render::FAMILY])
+        .output()
+        .map_err(|e| ProxyError::Nft(format!("running nft: {e}")))?;
+    let wanted = format!("table {} {}", render::FAMILY, render::TABLE);
+    Ok(out.status.success() && String::from_utf8_lossy(&out.stdout).lines().any(|l| l.trim() == wanted))
+}
+
+impl Nftables {
+    pub fn new(node: NodeContext) -> Nftables {
+        Nftables { node, objects: BTreeMap::new(), hairpin_refs: BTreeMap::new() }
+    }
+
+    fn count_hairpin(&mut self, old: &ServiceObjects, new: &ServiceObjects) -> (Vec<Ipv4Addr>, Vec<Ipv4Addr>) {
+        let (mut add, mut remove) = (Vec::new(), Vec::new());
+        for ip in new.hairpin.difference(&old.hairpin) {
+            let n = self.hairpin_refs.entry(*ip).or_default();
+            *n += 1;
+            if *n == 1 {
+                add.push(*ip);
+            }
+        }
+        for ip in old.hairpin.difference(&new.hairpin) {
+            if let Some(n) = self.hairpin_refs.get_mut(ip) {
+                *n -= 1;
+                if *n == 0 {
+                    self.hairpin_refs.remove(ip);
+                    remove.push(*ip);
+                }
+            }
+        }
+        (add, remove)
+    }
+
+    fn rebuild_refs(&mut self) {
+        self.hairpin_refs.clear();
+        for o in self.objects.values() {
+            for ip in &o.hairpin {
+                *self.hairpin_refs.entry(*ip).or_default() += 1;
+            }
+        }
+    }
+}
+
+impl DataPlane for Nftables {
+    fn full_sync(&mut self, table: &BTreeMap<ServiceKey, Vec<ServicePort>>) -> Result<(), ProxyError> {
+        let objects: BTreeMap<ServiceKey, ServiceObjects> =
+            table.iter().map(|(k, ports)| (k.clone(), render::render_service(ports, &self.node))).collect();
+        run_nft(&render::full_script(&self.node, objects.values()))?;
+        self.objects = objects;
+        self.rebuild_refs();
+        Ok(())
+    }
+
+    fn apply(&mut self, changes: &[(ServiceKey, Vec<ServicePort>)]) -> Result<(), ProxyError> {
+        let empty = ServiceObjects::default();
+        let mut script = String::new();
+        let mut staged = Vec::with_capacity(changes.len());
+        for (key, ports) in changes {
+            let new = render::render_service(ports, &self.node);
+            let old = self.objects.get(key).unwrap_or(&empty).clone();
+            let (add, remove) = self.count_hairpin(&old, &new);
+            script.push_str(&render::delta_script(&old, &new, &add, &remove));
+            staged.push((key.clone(), new));
+        }
+        for (key, new) in staged {
+            if new == ServiceObjects::default() {
+                self.objects.remove(&key);
+            } else {
+                self.objects.insert(key, new);
+            }
+        }
+        if script.is_empty() {
+            return Ok(());
+        }
+        run_nft(&script)
+    }
+
+    fn healthy(&mut self) -> Result<bool, ProxyError> {
+        table_exists()
+    }
+}

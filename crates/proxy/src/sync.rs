@@ -1,0 +1,272 @@
+//! The loop between the API and a data plane: watches Services and EndpointSlices, keeps the
+//! snapshot, and after each burst of events recompiles only the Services that changed and
+//! hands them to the data plane in one batch. Nothing is programmed before both initial lists
+//! are in (CIP-21); a data plane that lost its state (table deleted out of band) or failed a
+//! batch is rebuilt in full.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use futures::{FutureExt, StreamExt};
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::Api;
+use kube::runtime::watcher;
+
+use crate::DataPlane;
+use crate::table::{NodeContext, ServiceKey, Snapshot};
+
+/// How often the data plane is checked for out-of-band damage.
+const HEALTH_CHECK: Duration = Duration::from_secs(2);
+
+/// What `/healthz` and `/metrics` report.
+#[derive(Debug, Default)]
+pub struct Health {
+    inner: Mutex<HealthInner>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct HealthInner {
+    /// When the data plane last matched the API (kube-proxy's `lastUpdated`).
+    pub last_updated: Option<SystemTime>,
+    /// Seconds from an object change arriving to its rules being live, one per batch.
+    pub programming_latencies: Vec<f64>,
+    pub full_syncs: u64,
+    pub partial_syncs: u64,
+    pub services: usize,
+}
+
+impl Health {
+    pub fn snapshot(&self) -> HealthInner {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn record(&self, started: Option<Instant>, full: bool, services: usize) {
+        let mut h = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        h.last_updated = Some(SystemTime::now());
+        h.services = services;
+        if full {
+            h.full_syncs += 1;
+        } else {
+            h.partial_syncs += 1;
+        }
+        if let Some(t) = started {
+            // Bounded: the histogram is rebuilt from these, the recent ones are what matter.
+            if h.programming_latencies.len() >= 4096 {
+                h.programming_latencies.drain(..2048);
+            }
+            h.programming_latencies.push(t.elapsed().as_secs_f64());
+        }
+    }
+}
+
+enum Event {
+    Service(Box<watcher::Event<Service>>),
+    Slice(watcher::Event<EndpointSlice>),
+}
+
+/// The watched objects plus the bookkeeping of relists.
+#[derive(Default)]
+struct State {
+    snap: Snapshot,
+    /// Slice (namespace, name) → the Service it was filed under.
+    slice_owner: BTreeMap<(String, String), ServiceKey>,
+    relist_services: Option<BTreeMap<ServiceKey, Service>>,
+    relist_slices: Option<Vec<EndpointSlice>>,
+    services_synced: bool,
+    slices_synced: bool,
+    dirty: BTreeSet<ServiceKey>,
+}
+
+fn slice_id(s: &EndpointSlice) -> (String, String) {
+    (s.metadata.namespace.clone().unwrap_or_default(), s.metadata.name.clone().unwrap_or_default())
+}
+
+impl State {
+    fn put_slice(&mut self, s: EndpointSlice) {
+        let id = slice_id(&s);
+        self.drop_slice(&id);
+        if let Some(owner) = Snapshot::owner_of(&s) {
+            self.dirty.insert(owner.clone());
+            self.slice_owner.insert(id.clone(), owner.clone());
+            self.snap.slices.entry(owner).or_default().insert(id.1, s);
+        }
+    }
+
+    fn drop_slice(&mut self, id: &(String, String)) {
+        if let Some(owner) = self.slice_owner.remove(id) {
+            if let Some(m) = self.snap.slices.get_mut(&owner) {
+                m.remove(&id.1);
+                if m.is_empty() {
+                    self.snap.slices.remove(&owner);
+                }
+            }
+            self.dirty.insert(owner);
+        }
+    }
+
+    fn handle(&mut self, ev: Event) {
+        match ev {
+            Event::Service(e) => match *e {
+                watcher::Event::Init => self.relist_services = Some(BTreeMap::new()),
+                watcher::Event::InitApply(s) => {
+                    if let Some(r) = &mut self.relist_services {
+                        r.insert(ServiceKey::of(&s), s);
+                    }
+                }
+                watcher::Event::InitDone => {
+                    let fresh = self.relist_services.take().unwrap_or_default();
+                    self.dirty.extend(self.snap.services.keys().cloned());
+                    self.dirty.extend(fresh.keys().cloned());
+                    self.snap.services = fresh;
+                    self.services_synced = true;
+                }
+                watcher::Event::Apply(s) => {
+                    let key = ServiceKey::of(&s);
+                    self.dirty.insert(key.clone());
+                    self.snap.services.insert(key, s);
+                }
+                watcher::Event::Delete(s) => {
+                    let key = ServiceKey::of(&s);
+                    self.snap.services.remove(&key);
+                    self.dirty.insert(key);
+                }
+            },
+            Event::Slice(e) => match e {
+                watcher::Event::Init => self.relist_slices = Some(Vec::new()),
+                watcher::Event::InitApply(s) => {
+                    if let Some(r) = &mut self.relist_slices {
+                        r.push(s);
+                    }
+                }
+                watcher::Event::InitDone => {
+                    let fresh = self.relist_slices.take().unwrap_or_default();
+                    let ids: Vec<_> = self.slice_owner.keys().cloned().collect();
+                    for id in ids {
+                        self.drop_slice(&id);
+                    }
+                    for s in fresh {
+                        self.put_slice(s);
+                    }
+                    self.slices_synced = true;
+                }
+                watcher::Event::Apply(s) => self.put_slice(s),
+                watcher::Event::Delete(s) => self.drop_slice(&slice_id(&s)),
+            },
+        }
+    }
+}
+
+/// Runs the data plane until the process ends.
+pub async fn run(client: kube::Client, node: NodeContext, plane: Box<dyn DataPlane>, health: Arc<Health>) {
+    let services = watcher(Api::<Service>::all(client.clone()), watcher::Config::default())
+        .map(|e| e.map(|e| Event::Service(Box::new(e))));
+    let slices = watcher(Api::<EndpointSlice>::all(client), watcher::Config::default()).map(|e| e.map(Event::Slice));
+    let mut events = futures::stream::select(services.boxed(), slices.boxed());
+    let mut state = State::default();
+    let mut plane = Some(plane);
+    let mut needs_full = true;
+    let mut check = tokio::time::interval(HEALTH_CHECK);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let started;
+        tokio::select! {
+            ev = events.next() => {
+                started = Instant::now();
+                match ev {
+                    None => return,
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "proxy watch failed; retrying");
+                        continue;
+                    }
+                    Some(Ok(ev)) => state.handle(ev),
+                }
+                // Take the whole burst that is already here: one batch, one transaction.
+                while let Some(Some(ev)) = events.next().now_or_never() {
+                    match ev {
+                        Ok(ev) => state.handle(ev),
+                        Err(e) => tracing::warn!(error = %e, "proxy watch failed; retrying"),
+                    }
+                }
+            }
+            _ = check.tick() => {
+                started = Instant::now();
+                if !(state.services_synced && state.slices_synced) {
+                    continue;
+                }
+                if needs_full {
+                    // A failed batch: rebuild now, below.
+                } else {
+                let Some(mut p) = plane.take() else { return };
+                let (p, ok) = match tokio::task::spawn_blocking(move || { let ok = p.healthy(); (p, ok) }).await {
+                    Ok(r) => r,
+                    Err(e) => { tracing::error!(error = %e, "proxy health check panicked"); return; }
+                };
+                plane = Some(p);
+                match ok {
+                    Ok(true) => continue,
+                    Ok(false) => { tracing::warn!("the data plane lost its state; rebuilding it"); needs_full = true; }
+                    Err(e) => { tracing::warn!(error = %e, "checking the data plane"); continue; }
+                }
+                }
+            }
+        }
+        if !(state.services_synced && state.slices_synced) {
+            continue;
+        }
+        let node_ctx = node.clone();
+        let Some(mut p) = plane.take() else { return };
+        let full = needs_full;
+        let work = if full {
+            state.dirty.clear();
+            Work::Full(state.snap.compile_all(&node_ctx))
+        } else {
+            let dirty = std::mem::take(&mut state.dirty);
+            Work::Partial(
+                dirty
+                    .into_iter()
+                    .map(|k| {
+                        let ports = state.snap.compile(&k, &node_ctx);
+                        (k, ports)
+                    })
+                    .collect(),
+            )
+        };
+        let services = state.snap.services.len();
+        let result = tokio::task::spawn_blocking(move || {
+            let r = match &work {
+                Work::Full(t) => p.full_sync(t),
+                Work::Partial(c) if c.is_empty() => Ok(()),
+                Work::Partial(c) => p.apply(c),
+            };
+            (p, r)
+        })
+        .await;
+        let (p, r) = match result {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::error!(error = %e, "the data plane panicked");
+                return;
+            }
+        };
+        plane = Some(p);
+        match r {
+            Ok(()) => {
+                needs_full = false;
+                health.record(Some(started), full, services);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, full, "programming the data plane failed; rebuilding it");
+                needs_full = true;
+                // Retry soon, without spinning when the failure persists.
+                tokio::time::sleep(Duration::from_millis(if full { 1000 } else { 0 })).await;
+            }
+        }
+    }
+}
+
+enum Work {
+    Full(BTreeMap<ServiceKey, Vec<crate::table::ServicePort>>),
+    Partial(Vec<(ServiceKey, Vec<crate::table::ServicePort>)>),
+}

@@ -1,0 +1,308 @@
+//! The desired-state compiler: one Service plus its EndpointSlices plus this node → the
+//! service ports the data plane must serve, with everything resolved (addresses, node port,
+//! usable endpoints after the ready / serving-terminating fallback, traffic policies,
+//! affinity). Pure and deterministic: no IO, no clock, sorted output.
+//!
+//! It compiles one Service at a time because that is the unit of change: a Service or one of
+//! its slices changed, so that Service — and nothing else — is recompiled and re-rendered.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
+
+use ipnet::Ipv4Net;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+/// The label that ties an EndpointSlice to its Service.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+/// Services carrying either label belong to another proxy (kube-proxy's informer selector
+/// `!service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless`).
+const SKIP_LABELS: [&str; 2] = ["service.kubernetes.io/service-proxy-name", "service.kubernetes.io/headless"];
+
+/// What the compiler needs to know about the node it compiles for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeContext {
+    pub name: String,
+    /// The cluster's pod CIDR: cluster-IP traffic from outside it is masqueraded.
+    pub pod_cidr: Ipv4Net,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ServiceKey {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl ServiceKey {
+    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> ServiceKey {
+        ServiceKey { namespace: namespace.into(), name: name.into() }
+    }
+
+    pub fn of(svc: &Service) -> ServiceKey {
+        ServiceKey::new(
+            svc.metadata.namespace.clone().unwrap_or_default(),
+            svc.metadata.name.clone().unwrap_or_default(),
+        )
+    }
+}
+
+impl fmt::Display for ServiceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+    Sctp,
+}
+
+impl Protocol {
+    fn parse(s: Option<&str>) -> Option<Protocol> {
+        match s.unwrap_or("TCP") {
+            "TCP" => Some(Protocol::Tcp),
+            "UDP" => Some(Protocol::Udp),
+            "SCTP" => Some(Protocol::Sctp),
+            _ => None,
+        }
+    }
+
+    /// The lower-case name nftables and kube-proxy's chain names use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::Sctp => "sctp",
+        }
+    }
+}
+
+/// One usable endpoint of a service port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Backend {
+    pub ip: Ipv4Addr,
+    pub port: u16,
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.ip, self.port)
+    }
+}
+
+/// Everything the data plane needs for one port of one Service on this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServicePort {
+    pub service: ServiceKey,
+    /// The port's name ("" when the Service has a single unnamed port).
+    pub port_name: String,
+    pub protocol: Protocol,
+    pub port: u16,
+    pub cluster_ips: Vec<Ipv4Addr>,
+    pub node_port: Option<u16>,
+    /// `spec.externalIPs` and the LoadBalancer ingress IPs (ipMode VIP): traffic to them is
+    /// external traffic, as for the node port.
+    pub external_ips: Vec<Ipv4Addr>,
+    /// ClientIP affinity timeout in seconds.
+    pub affinity_timeout: Option<u32>,
+    /// externalTrafficPolicy: Local.
+    pub external_local: bool,
+    /// internalTrafficPolicy: Local.
+    pub internal_local: bool,
+    /// Usable endpoints anywhere in the cluster (ready ones, else serving-and-terminating ones).
+    pub cluster_endpoints: Vec<Backend>,
+    /// Usable endpoints on this node, with the same fallback computed on its own.
+    pub local_endpoints: Vec<Backend>,
+}
+
+impl ServicePort {
+    /// `namespace/name:port` (or `namespace/name` for an unnamed port), as kube-proxy names a
+    /// service port in its logs and comments.
+    pub fn display_name(&self) -> String {
+        if self.port_name.is_empty() {
+            self.service.to_string()
+        } else {
+            format!("{}:{}", self.service, self.port_name)
+        }
+    }
+
+    /// The endpoints cluster-IP traffic may reach.
+    pub fn internal_endpoints(&self) -> &[Backend] {
+        if self.internal_local { &self.local_endpoints } else { &self.cluster_endpoints }
+    }
+
+    /// The endpoints external traffic (node port, external and LB IPs) from outside may reach.
+    pub fn external_endpoints(&self) -> &[Backend] {
+        if self.external_local { &self.local_endpoints } else { &self.cluster_endpoints }
+    }
+
+    pub fn has_external(&self) -> bool {
+        self.node_port.is_some() || !self.external_ips.is_empty()
+    }
+}
+
+/// Whether the proxy ignores this Service entirely (CIP-17, CIP-18): another proxy's, headless,
+/// ExternalName or without a cluster IP.
+pub fn skipped(svc: &Service) -> bool {
+    let labels = svc.metadata.labels.as_ref();
+    if SKIP_LABELS.iter().any(|l| labels.is_some_and(|m| m.contains_key(*l))) {
+        return true;
+    }
+    let Some(spec) = &svc.spec else { return true };
+    if spec.type_.as_deref() == Some("ExternalName") {
+        return true;
+    }
+    matches!(spec.cluster_ip.as_deref(), None | Some("") | Some("None"))
+}
+
+/// One endpoint of one slice, before the usable-set choice.
+#[derive(Debug, Clone, Copy)]
+struct Candidate {
+    backend: Backend,
+    local: bool,
+    ready: bool,
+    serving_terminating: bool,
+}
+
+/// Ready endpoints, or — when there are none — the serving-and-terminating ones (CIP-11).
+fn usable(cands: &[Candidate], pick: impl Fn(&Candidate) -> bool) -> Vec<Backend> {
+    let ready: BTreeSet<Backend> = cands.iter().filter(|c| pick(c) && c.ready).map(|c| c.backend).collect();
+    let chosen = if ready.is_empty() {
+        cands.iter().filter(|c| pick(c) && c.serving_terminating).map(|c| c.backend).collect()
+    } else {
+        ready
+    };
+    chosen.into_iter().collect()
+}
+
+fn parse_v4(s: &str) -> Option<Ipv4Addr> {
+    match s.parse::<IpAddr>() {
+        Ok(IpAddr::V4(v4)) => Some(v4),
+        _ => None,
+    }
+}
+
+/// Compiles one Service with the EndpointSlices labelled with its name (any manager, CIP-22).
+/// Returns nothing for a Service the proxy skips.
+pub fn compile_service(svc: &Service, slices: &[&EndpointSlice], node: &NodeContext) -> Vec<ServicePort> {
+    if skipped(svc) {
+        return Vec::new();
+    }
+    let Some(spec) = &svc.spec else { return Vec::new() };
+    let key = ServiceKey::of(svc);
+    let mut cluster_ips: Vec<Ipv4Addr> = match &spec.cluster_ips {
+        Some(ips) if !ips.is_empty() => ips.iter().filter_map(|s| parse_v4(s)).collect(),
+        _ => spec.cluster_ip.as_deref().and_then(parse_v4).into_iter().collect(),
+    };
+    cluster_ips.dedup();
+    let mut external_ips: BTreeSet<Ipv4Addr> = spec.external_ips.iter().flatten().filter_map(|s| parse_v4(s)).collect();
+    let lb_ingress = svc.status.as_ref().and_then(|s| s.load_balancer.as_ref()).and_then(|lb| lb.ingress.as_ref());
+    for ing in lb_ingress.into_iter().flatten() {
+        // ipMode Proxy means the load balancer itself delivers to the node; only VIP is ours.
+        if ing.ip_mode.as_deref().is_none_or(|m| m == "VIP") {
+            external_ips.extend(ing.ip.as_deref().and_then(parse_v4));
+        }
+    }
+    let affinity_timeout = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
+        spec.session_affinity_config
+            .as_ref()
+            .and_then(|c| c.client_ip.as_ref())
+            .and_then(|c| c.timeout_seconds)
+            .and_then(|t| u32::try_from(t).ok())
+            .filter(|t| *t > 0)
+            .unwrap_or(10_800)
+    });
+    let external_local = spec.external_traffic_policy.as_deref() == Some("Local");
+    let internal_local = spec.internal_traffic_policy.as_deref() == Some("Local");
+
+    let mut out = Vec::new();
+    for sp in spec.ports.iter().flatten() {
+        let Some(protocol) = Protocol::parse(sp.protocol.as_deref()) else { continue };
+        let Ok(port) = u16::try_from(sp.port) else { continue };
+        let port_name = sp.name.clone().unwrap_or_default();
+        // Slice ports are matched to service ports by name and protocol (PORT-10).
+        let mut cands = Vec::new();
+        for slice in slices {
+            if slice.address_type != "IPv4" {
+                continue;
+            }
+            let Some(slice_port) = slice.ports.iter().flatten().find(|p| {
+                p.name.as_deref().unwrap_or("") == port_name && Protocol::parse(p.protocol.as_deref()) == Some(protocol)
+            }) else {
+                continue;
+            };
+            let Some(target) = slice_port.port.and_then(|p| u16::try_from(p).ok()).filter(|p| *p != 0) else {
+                continue;
+            };
+            for ep in &slice.endpoints {
+                let cond = ep.conditions.as_ref();
+                let ready = cond.and_then(|c| c.ready).unwrap_or(true);
+                let serving = cond.and_then(|c| c.serving).unwrap_or(ready);
+                let terminating = cond.and_then(|c| c.terminating).unwrap_or(false);
+                let local = ep.node_name.as_deref() == Some(node.name.as_str());
+                for ip in ep.addresses.iter().filter_map(|a| parse_v4(a)) {
+                    cands.push(Candidate {
+                        backend: Backend { ip, port: target },
+                        local,
+                        ready,
+                        serving_terminating: serving && terminating,
+                    });
+                }
+            }
+        }
+        let cluster_endpoints = usable(&cands, |_| true);
+        let local_endpoints = if external_local || internal_local { usable(&cands, |c| c.local) } else { Vec::new() };
+        out.push(ServicePort {
+            service: key.clone(),
+            port_name,
+            protocol,
+            port,
+            cluster_ips: cluster_ips.clone(),
+            node_port: sp.node_port.and_then(|p| u16::try_from(p).ok()).filter(|p| *p != 0),
+            external_ips: external_ips.iter().copied().collect(),
+            affinity_timeout,
+            external_local,
+            internal_local,
+            cluster_endpoints,
+            local_endpoints,
+        });
+    }
+    out.sort_by(|a, b| (a.port, a.protocol, &a.port_name).cmp(&(b.port, b.protocol, &b.port_name)));
+    out
+}
+
+/// The watched objects the compiler reads, indexed the way it reads them: slices by the
+/// Service they belong to.
+#[derive(Debug, Default, Clone)]
+pub struct Snapshot {
+    pub services: BTreeMap<ServiceKey, Service>,
+    /// Service → slice name → slice.
+    pub slices: BTreeMap<ServiceKey, BTreeMap<String, EndpointSlice>>,
+}
+
+impl Snapshot {
+    /// The Service a slice belongs to, from its label.
+    pub fn owner_of(slice: &EndpointSlice) -> Option<ServiceKey> {
+        let ns = slice.metadata.namespace.clone()?;
+        let svc = slice.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?;
+        Some(ServiceKey::new(ns, svc.clone()))
+    }
+
+    pub fn compile(&self, key: &ServiceKey, node: &NodeContext) -> Vec<ServicePort> {
+        let Some(svc) = self.services.get(key) else { return Vec::new() };
+        let slices: Vec<&EndpointSlice> = self.slices.get(key).map(|m| m.values().collect()).unwrap_or_default();
+        compile_service(svc, &slices, node)
+    }
+
+    /// The whole service table, Service by Service.
+    pub fn compile_all(&self, node: &NodeContext) -> BTreeMap<ServiceKey, Vec<ServicePort>> {
+        self.services
+            .keys()
+            .map(|k| (k.clone(), self.compile(k, node)))
+            .filter(|(_, ports)| !ports.is_empty())
+            .collect()
+    }
+}
