@@ -28,6 +28,16 @@ enum Command {
     Server(Box<ServerArgs>),
     /// Join this machine to a pier cluster as a node.
     Agent(AgentArgs),
+    /// Inspect the Service data plane of the node in this network namespace.
+    #[command(subcommand)]
+    Proxy(ProxyCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum ProxyCommand {
+    /// Print the live nftables ruleset pier programmed (one comment per Service port), as
+    /// `iptables-save` shows kube-proxy's.
+    Rules,
 }
 
 #[derive(clap::Args, Debug)]
@@ -93,6 +103,9 @@ struct AgentArgs {
     service_cidr: String,
     #[arg(long, default_value = "cluster.local")]
     cluster_domain: String,
+    /// `nftables` or `userspace`.
+    #[arg(long, default_value = "nftables")]
+    proxy_mode: String,
 }
 
 fn parse_port_range(s: &str) -> Result<(u16, u16)> {
@@ -143,6 +156,8 @@ struct NodeArgs {
     service_cidrs: Vec<IpNet>,
     cluster_dns: IpAddr,
     cluster_domain: String,
+    cluster_pod_cidr: ipnet::Ipv4Net,
+    proxy_mode: String,
 }
 
 /// Registers this machine as a Node and runs its pods; the same for `pier server` and
@@ -169,7 +184,40 @@ async fn run_node(
         cluster_domain: args.cluster_domain.clone(),
     };
     tokio::spawn(pier_agent::pods::PodManager::new(client.clone(), machine.clone(), pod_config).run());
+    start_proxy(client, &node.name, args)?;
     Ok((machine, pod_cidr))
+}
+
+/// The Service data plane of this node.
+fn start_proxy(client: &kube::Client, node_name: &str, args: &NodeArgs) -> Result<()> {
+    let node = pier_proxy::table::NodeContext { name: node_name.to_string(), pod_cidr: args.cluster_pod_cidr };
+    let plane: Box<dyn pier_proxy::DataPlane> = match args.proxy_mode.as_str() {
+        "nftables" => Box::new(pier_proxy::nft::Nftables::new(node.clone())),
+        other => bail!("--proxy-mode {other:?}: supported values: nftables"),
+    };
+    let health = Arc::new(pier_proxy::sync::Health::default());
+    tokio::spawn(pier_proxy::sync::run(client.clone(), node, plane, health));
+    Ok(())
+}
+
+fn check_proxy_mode(mode: &str) -> Result<()> {
+    if !matches!(mode, "nftables" | "userspace") {
+        bail!("--proxy-mode {mode:?}: supported values: nftables, userspace");
+    }
+    Ok(())
+}
+
+/// `pier proxy rules`.
+fn proxy_rules() -> Result<()> {
+    match pier_proxy::nft::list_table()? {
+        Some(text) => {
+            print!("{text}");
+            Ok(())
+        }
+        None => bail!(
+            "no `table ip pier` in this network namespace: run this where pier runs (e.g. `ip netns exec <ns> pier proxy rules`), in --proxy-mode nftables"
+        ),
+    }
 }
 
 fn default_node_name() -> Result<String> {
@@ -198,6 +246,7 @@ async fn agent(args: AgentArgs) -> Result<()> {
     }
     let client = kube::Client::try_from(config)?;
     let cidrs = parse_cidrs(&args.service_cidr)?;
+    check_proxy_mode(&args.proxy_mode)?;
     let node_ip = args.node_ip.or_else(netinfo::detect_node_ip).context("no node IP: pass --node-ip")?;
     let cluster_pod_cidr = match args.pod_cidr {
         IpNet::V4(v4) => v4,
@@ -213,6 +262,8 @@ async fn agent(args: AgentArgs) -> Result<()> {
         service_cidrs: cidrs.clone(),
         cluster_dns: pier_apiserver::alloc::IpAllocator::new(cidrs[0]).nth(10),
         cluster_domain: args.cluster_domain.clone(),
+        cluster_pod_cidr,
+        proxy_mode: args.proxy_mode.clone(),
     };
     std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
     let (_machine, pod_cidr) = run_node(&client, &node, &node_args).await?;
@@ -225,9 +276,7 @@ async fn agent(args: AgentArgs) -> Result<()> {
 async fn server(args: ServerArgs) -> Result<()> {
     let cidrs = parse_cidrs(&args.service_cidr)?;
     let ports = parse_port_range(&args.service_node_port_range)?;
-    if !matches!(args.proxy_mode.as_str(), "nftables" | "userspace") {
-        bail!("--proxy-mode {:?}: supported values: nftables, userspace", args.proxy_mode);
-    }
+    check_proxy_mode(&args.proxy_mode)?;
     let _ = &args.loadbalancer_ip_pool;
     std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
     let node_ip = args.node_ip.or_else(netinfo::detect_node_ip).unwrap_or(IpAddr::from([127, 0, 0, 1]));
@@ -325,6 +374,8 @@ async fn server(args: ServerArgs) -> Result<()> {
         service_cidrs: cidrs_for_runtime.clone(),
         cluster_dns: dns_ip,
         cluster_domain: args.cluster_domain.clone(),
+        cluster_pod_cidr,
+        proxy_mode: args.proxy_mode.clone(),
     };
     let (machine, pod_cidr) = run_node(&client, &node, &node_args).await?;
     api.set_node_streams(Arc::new(node_streams::LocalNode { machine, node_name: node.name.clone() }));
@@ -353,5 +404,6 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Server(args) => rt.block_on(server(*args)),
         Command::Agent(args) => rt.block_on(agent(args)),
+        Command::Proxy(ProxyCommand::Rules) => proxy_rules(),
     }
 }
