@@ -27,7 +27,7 @@ enum Command {
     /// Run the API server, its store, the controllers and the node agent on this machine.
     Server(Box<ServerArgs>),
     /// Join this machine to a pier cluster as a node.
-    Agent(AgentArgs),
+    Agent(Box<AgentArgs>),
     /// Inspect the Service data plane of the node in this network namespace.
     #[command(subcommand)]
     Proxy(ProxyCommand),
@@ -403,7 +403,7 @@ fn main() -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
         Command::Server(args) => rt.block_on(server(*args)),
-        Command::Agent(args) => rt.block_on(agent(args)),
+        Command::Agent(args) => rt.block_on(agent(*args)),
         Command::Proxy(ProxyCommand::Rules) => proxy_rules(),
     }
 }

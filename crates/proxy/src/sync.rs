@@ -63,7 +63,7 @@ impl Health {
 
 enum Event {
     Service(Box<watcher::Event<Service>>),
-    Slice(watcher::Event<EndpointSlice>),
+    Slice(Box<watcher::Event<EndpointSlice>>),
 }
 
 /// The watched objects plus the bookkeeping of relists.
@@ -133,7 +133,7 @@ impl State {
                     self.dirty.insert(key);
                 }
             },
-            Event::Slice(e) => match e {
+            Event::Slice(e) => match *e {
                 watcher::Event::Init => self.relist_slices = Some(Vec::new()),
                 watcher::Event::InitApply(s) => {
                     if let Some(r) = &mut self.relist_slices {
@@ -162,7 +162,7 @@ impl State {
 pub async fn run(client: kube::Client, node: NodeContext, plane: Box<dyn DataPlane>, health: Arc<Health>) {
     let services = watcher(Api::<Service>::all(client.clone()), watcher::Config::default())
         .map(|e| e.map(|e| Event::Service(Box::new(e))));
-    let slices = watcher(Api::<EndpointSlice>::all(client), watcher::Config::default()).map(|e| e.map(Event::Slice));
+    let slices = watcher(Api::<EndpointSlice>::all(client), watcher::Config::default()).map(|e| e.map(|e| Event::Slice(Box::new(e))));
     let mut events = futures::stream::select(services.boxed(), slices.boxed());
     let mut state = State::default();
     let mut plane = Some(plane);
