@@ -1,0 +1,447 @@
+//! The cluster zone: Services and EndpointSlices in, a name index of precomputed answers out,
+//! updated one object at a time.
+//!
+//! Concurrency: writers (the agent's watch handlers) serialise on `state`, compute the new nodes
+//! of the one Service an event touches *outside* any lock the answerer takes, and then hold the
+//! `served` write lock only to swap those nodes in. Answerers hold the read lock for the few
+//! microseconds of one answer, so every answer sees one consistent version of each Service. A
+//! cheap-to-clone snapshot was the alternative; with a hash map it costs a copy of the whole
+//! index per event (cluster-sized, which the programming-latency goal rules out), and a
+//! persistent map would slow every lookup to speed up the rare write.
+//!
+//! Cost of one event: proportional to the Service it touches (its slices, endpoints and ports),
+//! never to the cluster.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+use crate::objects::{self, ObjectKey, ServiceInfo, SliceInfo};
+use crate::records::{self, Node, Params, PtrClaim, RrsetBuilder, relative_key};
+use crate::wire::{self, PTR_QNAME, rtype};
+
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// How the cluster zone is served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZoneConfig {
+    /// The cluster domain (kubelet's `clusterDomain`), e.g. `cluster.local`.
+    pub cluster_domain: String,
+    /// TTL of every record except `dns-version` (dns-spec K1: 0..=3600, default 5).
+    pub ttl: u32,
+    /// The value of the `dns-version.<zone>` TXT record (S3).
+    pub schema_version: String,
+    /// Addresses of this DNS server, served as `ns.dns.<zone>` and as NS glue (K12).
+    pub nameservers: Vec<IpAddr>,
+}
+
+impl Default for ZoneConfig {
+    fn default() -> Self {
+        ZoneConfig {
+            cluster_domain: "cluster.local".to_string(),
+            ttl: 5,
+            schema_version: "1.1.0".to_string(),
+            nameservers: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("cluster domain {0:?} is not a valid DNS name")]
+    InvalidDomain(String),
+    #[error("ttl {0} is out of range 0..=3600")]
+    TtlOutOfRange(u32),
+    #[error("schema version {0:?} is longer than a TXT string (255 bytes)")]
+    SchemaVersionTooLong(String),
+}
+
+/// TTL of `dns-version` (K1).
+const SCHEMA_VERSION_TTL: u32 = 28_800;
+
+/// What the answerer reads.
+#[derive(Debug, Default)]
+pub(crate) struct Served {
+    /// Cluster-domain names by relative key (wire labels below the zone, lowercase).
+    pub names: Map<Box<[u8]>, Node>,
+    /// PTR names by the IP they reverse.
+    pub reverse: Map<IpAddr, Node>,
+}
+
+#[derive(Debug, Default)]
+struct PtrSources {
+    cluster_ips: BTreeSet<Arc<[u8]>>,
+    endpoints: BTreeMap<Arc<[u8]>, u32>,
+}
+
+#[derive(Debug, Default)]
+struct Contributed {
+    keys: Vec<Box<[u8]>>,
+    ptrs: Vec<PtrClaim>,
+}
+
+/// The source of truth writers work from; never touched by the answerer.
+#[derive(Debug, Default)]
+struct State {
+    services: HashMap<ObjectKey, ServiceInfo>,
+    slices: HashMap<ObjectKey, SliceInfo>,
+    /// Slice names by owning Service.
+    slices_of: HashMap<ObjectKey, BTreeSet<Box<str>>>,
+    contributed: HashMap<ObjectKey, Contributed>,
+    /// Services per namespace: `<ns>.svc.<zone>` exists while this is non-zero.
+    namespaces: HashMap<Box<str>, usize>,
+    ptrs: HashMap<IpAddr, PtrSources>,
+}
+
+/// A batch of index edits computed under `state` and applied under the `served` write lock.
+#[derive(Default)]
+struct Edits {
+    remove: Vec<Box<[u8]>>,
+    insert: Vec<(Box<[u8]>, Node)>,
+    reverse: Vec<(IpAddr, Option<Node>)>,
+}
+
+impl Edits {
+    fn is_empty(&self) -> bool {
+        self.remove.is_empty() && self.insert.is_empty() && self.reverse.is_empty()
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub params: Params,
+    config: ZoneConfig,
+    synced: AtomicBool,
+    serial: AtomicU32,
+    served: RwLock<Served>,
+    state: Mutex<State>,
+}
+
+/// The cluster zone, shared by the agent (which applies watch events) and the server (which
+/// answers from it). Cloning is cheap and shares the zone.
+#[derive(Debug, Clone)]
+pub struct Zone {
+    pub(crate) inner: Arc<Inner>,
+}
+
+fn now_serial() -> u32 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as u32).unwrap_or(1)
+}
+
+impl Zone {
+    /// An empty zone. It answers NXDOMAIN-class outcomes with SERVFAIL (K4) until
+    /// [`Zone::mark_synced`] says the Service and EndpointSlice caches have been listed.
+    pub fn new(config: ZoneConfig) -> Result<Zone, ConfigError> {
+        if config.ttl > 3600 {
+            return Err(ConfigError::TtlOutOfRange(config.ttl));
+        }
+        if config.schema_version.len() > 255 {
+            return Err(ConfigError::SchemaVersionTooLong(config.schema_version.clone()));
+        }
+        let domain = config.cluster_domain.trim_end_matches('.').to_ascii_lowercase();
+        let valid = !domain.is_empty()
+            && domain.split('.').all(|l| objects::dns_label(l).is_some())
+            && wire::text_to_wire(&domain).is_some();
+        let zone = match wire::text_to_wire(&domain) {
+            Some(w) if valid => w.into_boxed_slice(),
+            _ => return Err(ConfigError::InvalidDomain(config.cluster_domain.clone())),
+        };
+        let params = Params { zone, ttl: config.ttl };
+        let mut served = Served::default();
+        for (key, node) in fixed_nodes(&params, &config) {
+            served.names.insert(key, node);
+        }
+        Ok(Zone {
+            inner: Arc::new(Inner {
+                params,
+                config,
+                synced: AtomicBool::new(false),
+                serial: AtomicU32::new(now_serial()),
+                served: RwLock::new(served),
+                state: Mutex::new(State::default()),
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &ZoneConfig {
+        &self.inner.config
+    }
+
+    /// Declares the initial lists applied: NXDOMAIN answers are trusted from now on (K4).
+    pub fn mark_synced(&self) {
+        self.inner.synced.store(true, Ordering::Release);
+    }
+
+    pub fn is_synced(&self) -> bool {
+        self.inner.synced.load(Ordering::Acquire)
+    }
+
+    /// The SOA serial: the time of the last change, in seconds since the epoch.
+    pub fn serial(&self) -> u32 {
+        self.inner.serial.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn read(&self) -> RwLockReadGuard<'_, Served> {
+        self.inner.served.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.inner.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn commit(&self, edits: Edits) {
+        if edits.is_empty() {
+            return;
+        }
+        let mut served = self.inner.served.write().unwrap_or_else(PoisonError::into_inner);
+        for key in edits.remove {
+            served.names.remove(&key);
+        }
+        for (key, node) in edits.insert {
+            served.names.insert(key, node);
+        }
+        for (ip, node) in edits.reverse {
+            match node {
+                Some(node) => served.reverse.insert(ip, node),
+                None => served.reverse.remove(&ip),
+            };
+        }
+        let serial = now_serial().max(self.serial().wrapping_add(1));
+        self.inner.serial.store(serial, Ordering::Relaxed);
+    }
+
+    /// Adds or replaces a Service (a watch `Added` or `Modified` event).
+    pub fn apply_service(&self, svc: &Service) {
+        let Some(key) = objects::service_key(svc) else {
+            tracing::debug!("ignoring a Service without a name");
+            return;
+        };
+        let info = objects::service_info(svc);
+        let mut state = self.state();
+        let mut edits = Edits::default();
+        if state.services.get(&key) == Some(&info) {
+            return;
+        }
+        if state.services.insert(key.clone(), info).is_none() {
+            state.namespace_added(&self.inner.params, &key.0, &mut edits);
+        }
+        state.recompute(&self.inner.params, &key, &mut edits);
+        drop(state);
+        self.commit(edits);
+    }
+
+    /// Removes a Service (a watch `Deleted` event). Its EndpointSlices are kept until deleted,
+    /// so a Service re-created before its slices go answers at once.
+    pub fn delete_service(&self, namespace: &str, name: &str) {
+        let key: ObjectKey = (namespace.into(), name.into());
+        let mut state = self.state();
+        let mut edits = Edits::default();
+        if state.services.remove(&key).is_none() {
+            return;
+        }
+        state.namespace_removed(&key.0, &mut edits);
+        state.recompute(&self.inner.params, &key, &mut edits);
+        drop(state);
+        self.commit(edits);
+    }
+
+    /// Adds or replaces an EndpointSlice.
+    pub fn apply_slice(&self, slice: &EndpointSlice) {
+        let Some(key) = objects::slice_key(slice) else {
+            tracing::debug!("ignoring an EndpointSlice without a name");
+            return;
+        };
+        let info = objects::slice_info(slice);
+        let mut state = self.state();
+        if state.slices.get(&key) == Some(&info) {
+            return;
+        }
+        let mut edits = Edits::default();
+        let new_owner = info.service.clone();
+        let old = state.slices.insert(key.clone(), info);
+        let old_owner = old.and_then(|o| o.service);
+        state.reowned(&self.inner.params, &key, old_owner, new_owner, &mut edits);
+        drop(state);
+        self.commit(edits);
+    }
+
+    /// Removes an EndpointSlice.
+    pub fn delete_slice(&self, namespace: &str, name: &str) {
+        let key: ObjectKey = (namespace.into(), name.into());
+        let mut state = self.state();
+        let Some(old) = state.slices.remove(&key) else { return };
+        let mut edits = Edits::default();
+        state.reowned(&self.inner.params, &key, old.service, None, &mut edits);
+        drop(state);
+        self.commit(edits);
+    }
+
+    /// Number of names served in the cluster domain and reverse zones (for metrics and tests).
+    pub fn name_count(&self) -> usize {
+        let served = self.read();
+        served.names.len() + served.reverse.len()
+    }
+}
+
+impl State {
+    fn namespace_added(&mut self, params: &Params, ns: &str, edits: &mut Edits) {
+        let count = self.namespaces.entry(ns.into()).or_default();
+        *count += 1;
+        if *count == 1 && objects::dns_label(ns).is_some() {
+            edits.insert.push((relative_key(&[&ns.to_ascii_lowercase(), "svc"]), Node::default()));
+        }
+        let _ = params;
+    }
+
+    fn namespace_removed(&mut self, ns: &str, edits: &mut Edits) {
+        if let Some(count) = self.namespaces.get_mut(ns) {
+            *count -= 1;
+            if *count == 0 {
+                self.namespaces.remove(ns);
+                edits.remove.push(relative_key(&[&ns.to_ascii_lowercase(), "svc"]));
+            }
+        }
+    }
+
+    /// A slice changed (or moved between Services): recompute the Services on both sides.
+    fn reowned(
+        &mut self,
+        params: &Params,
+        slice: &ObjectKey,
+        old_owner: Option<Box<str>>,
+        new_owner: Option<Box<str>>,
+        edits: &mut Edits,
+    ) {
+        let ns = &slice.0;
+        if let Some(old) = &old_owner
+            && new_owner.as_ref() != Some(old)
+        {
+            let svc: ObjectKey = (ns.clone(), old.clone());
+            if let Some(set) = self.slices_of.get_mut(&svc) {
+                set.remove(&slice.1);
+                if set.is_empty() {
+                    self.slices_of.remove(&svc);
+                }
+            }
+            self.recompute(params, &svc, edits);
+        }
+        if let Some(new) = &new_owner {
+            let svc: ObjectKey = (ns.clone(), new.clone());
+            if self.slices.contains_key(slice) {
+                self.slices_of.entry(svc.clone()).or_default().insert(slice.1.clone());
+            }
+            self.recompute(params, &svc, edits);
+        }
+    }
+
+    /// Rebuilds the names and PTR claims of one Service and diffs them against what it had.
+    fn recompute(&mut self, params: &Params, key: &ObjectKey, edits: &mut Edits) {
+        let built = match self.services.get(key) {
+            Some(svc) => {
+                let (ns, name) = (objects::dns_label(&key.0), objects::dns_label(&key.1));
+                match (ns, name) {
+                    (Some(ns), Some(name)) => {
+                        let slices: Vec<&SliceInfo> = self
+                            .slices_of
+                            .get(key)
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|s| self.slices.get(&(key.0.clone(), s.clone())))
+                            .collect();
+                        records::build_service(params, &ns, &name, svc, &slices)
+                    }
+                    _ => records::Built::default(),
+                }
+            }
+            None => records::Built::default(),
+        };
+        let old = self.contributed.remove(key).unwrap_or_default();
+        let new_keys: HashSet<&[u8]> = built.names.iter().map(|(k, _)| &k[..]).collect();
+        edits.remove.extend(old.keys.into_iter().filter(|k| !new_keys.contains(&k[..])));
+        let keys: Vec<Box<[u8]>> = built.names.iter().map(|(k, _)| k.clone()).collect();
+        edits.insert.extend(built.names);
+
+        let mut touched: Vec<IpAddr> = Vec::new();
+        for claim in &old.ptrs {
+            if let Some(src) = self.ptrs.get_mut(&claim.ip) {
+                if claim.cluster_ip {
+                    src.cluster_ips.remove(&claim.target);
+                } else if let Some(n) = src.endpoints.get_mut(&claim.target) {
+                    *n -= 1;
+                    if *n == 0 {
+                        src.endpoints.remove(&claim.target);
+                    }
+                }
+            }
+            touched.push(claim.ip);
+        }
+        for claim in &built.ptrs {
+            let src = self.ptrs.entry(claim.ip).or_default();
+            if claim.cluster_ip {
+                src.cluster_ips.insert(claim.target.clone());
+            } else {
+                *src.endpoints.entry(claim.target.clone()).or_default() += 1;
+            }
+            touched.push(claim.ip);
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        for ip in touched {
+            let node = match self.ptrs.get(&ip) {
+                Some(src) if src.cluster_ips.is_empty() && src.endpoints.is_empty() => {
+                    self.ptrs.remove(&ip);
+                    None
+                }
+                Some(src) => records::ptr_node(src.cluster_ips.iter(), src.endpoints.keys(), params.ttl),
+                None => None,
+            };
+            edits.reverse.push((ip, node));
+        }
+        if !keys.is_empty() || !built.ptrs.is_empty() {
+            self.contributed.insert(key.clone(), Contributed { keys, ptrs: built.ptrs });
+        }
+    }
+}
+
+/// Names that exist whatever the cluster holds: the apex (NS), `dns-version` (S3), the empty
+/// non-terminals `svc` and `pod` (K3), and `ns.dns` (K12).
+fn fixed_nodes(params: &Params, config: &ZoneConfig) -> Vec<(Box<[u8]>, Node)> {
+    let ttl = params.ttl;
+    let apex_ptr = records::zone_pointer(0);
+    let mut ns = RrsetBuilder::new(rtype::NS);
+    ns.answer(|o| {
+        let at = wire::begin_rr(o, &PTR_QNAME.to_be_bytes(), rtype::NS, ttl);
+        o.extend_from_slice(b"\x02ns\x03dns");
+        o.extend_from_slice(&apex_ptr);
+        wire::finish_rdata(o, at);
+    });
+    for &ip in &config.nameservers {
+        ns.additional(|o| {
+            let mut owner = b"\x02ns\x03dns".to_vec();
+            owner.extend_from_slice(&apex_ptr);
+            wire::put_address_rr(o, &owner, ttl, ip);
+        });
+    }
+    let mut txt = RrsetBuilder::new(rtype::TXT);
+    txt.answer(|o| {
+        let at = wire::begin_rr(o, &PTR_QNAME.to_be_bytes(), rtype::TXT, SCHEMA_VERSION_TTL);
+        o.push(config.schema_version.len() as u8);
+        o.extend_from_slice(config.schema_version.as_bytes());
+        wire::finish_rdata(o, at);
+    });
+    vec![
+        (Box::default(), Node { rrsets: Box::new([ns.finish()]), alias: None }),
+        (relative_key(&["dns-version"]), Node { rrsets: Box::new([txt.finish()]), alias: None }),
+        (relative_key(&["svc"]), Node::default()),
+        (relative_key(&["pod"]), Node::default()),
+        (
+            relative_key(&["ns", "dns"]),
+            Node { rrsets: records::address_rrsets(&config.nameservers, ttl).into_boxed_slice(), alias: None },
+        ),
+    ]
+}
