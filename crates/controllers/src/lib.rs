@@ -22,6 +22,7 @@ pub mod endpoints;
 pub mod endpointslice;
 #[cfg(test)]
 mod fixtures;
+pub mod loadbalancer;
 pub mod objects;
 pub mod replicaset;
 mod runtime;
@@ -49,6 +50,9 @@ pub struct ControllerConfig {
     pub max_endpoints_per_slice: usize,
     /// Addresses mirrored per Endpoints subset (`--mirroring-max-endpoints-per-subset`, 1000).
     pub mirroring_max_endpoints_per_subset: usize,
+    /// Where LoadBalancer Services get their addresses (`--loadbalancer-ip-pool`); empty: they
+    /// stay pending and the LoadBalancer IP controller does not run.
+    pub loadbalancer_pool: Vec<ipnet::Ipv4Net>,
 }
 
 impl Default for ControllerConfig {
@@ -61,6 +65,7 @@ impl Default for ControllerConfig {
             mirroring_workers: 5,
             max_endpoints_per_slice: endpointslice::DEFAULT_MAX_ENDPOINTS_PER_SLICE,
             mirroring_max_endpoints_per_subset: endpointslice::mirroring::DEFAULT_MAX_ENDPOINTS_PER_SUBSET,
+            loadbalancer_pool: Vec::new(),
         }
     }
 }
@@ -91,7 +96,7 @@ impl ControllerConfig {
 }
 
 /// Runs every controller (EndpointSlice, EndpointSlice mirroring, Endpoints, ReplicaSet,
-/// Deployment, scheduler) over one set of shared watch caches until `shutdown` completes.
+/// Deployment, LoadBalancer IPs when there is a pool, scheduler) over one set of shared watch caches until `shutdown` completes.
 pub async fn run(
     client: kube::Client,
     config: ControllerConfig,
@@ -106,6 +111,10 @@ pub async fn run(
     tasks.spawn(endpoints::driver::run(client.clone(), config.clone(), informers.clone(), stop.clone()));
     tasks.spawn(replicaset::driver::run(client.clone(), config.clone(), informers.clone(), stop.clone()));
     tasks.spawn(deployment::driver::run(client.clone(), config.clone(), informers.clone(), stop.clone()));
+    if !config.loadbalancer_pool.is_empty() {
+        let pool = config.loadbalancer_pool.clone();
+        tasks.spawn(loadbalancer::driver::run(client.clone(), pool, informers.clone(), stop.clone()));
+    }
     tasks.spawn(scheduler::driver::run(client, informers, stop.clone()));
     let mut first_error = None;
     while let Some(done) = tasks.join_next().await {

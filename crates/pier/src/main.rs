@@ -117,6 +117,17 @@ fn parse_port_range(s: &str) -> Result<(u16, u16)> {
     Ok((a, b))
 }
 
+fn parse_pool(s: &str) -> Result<Vec<ipnet::Ipv4Net>> {
+    s.split(',')
+        .filter(|c| !c.trim().is_empty())
+        .map(|c| {
+            c.trim()
+                .parse::<ipnet::Ipv4Net>()
+                .with_context(|| format!("--loadbalancer-ip-pool: {c:?} is not an IPv4 CIDR"))
+        })
+        .collect()
+}
+
 fn parse_cidrs(s: &str) -> Result<Vec<IpNet>> {
     let cidrs = s
         .split(',')
@@ -277,7 +288,10 @@ async fn server(args: ServerArgs) -> Result<()> {
     let cidrs = parse_cidrs(&args.service_cidr)?;
     let ports = parse_port_range(&args.service_node_port_range)?;
     check_proxy_mode(&args.proxy_mode)?;
-    let _ = &args.loadbalancer_ip_pool;
+    let lb_pool = match &args.loadbalancer_ip_pool {
+        Some(s) => parse_pool(s)?,
+        None => Vec::new(),
+    };
     std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
     let node_ip = args.node_ip.or_else(netinfo::detect_node_ip).unwrap_or(IpAddr::from([127, 0, 0, 1]));
 
@@ -361,10 +375,8 @@ async fn server(args: ServerArgs) -> Result<()> {
     tokio::spawn({
         let client = client.clone();
         async move {
-            if let Err(e) =
-                pier_controllers::run(client, pier_controllers::ControllerConfig::default(), std::future::pending())
-                    .await
-            {
+            let config = pier_controllers::ControllerConfig { loadbalancer_pool: lb_pool, ..Default::default() };
+            if let Err(e) = pier_controllers::run(client, config, std::future::pending()).await {
                 tracing::error!(error = %e, "the controllers stopped");
             }
         }

@@ -98,6 +98,18 @@ spec:
     app: nobody
 ---
 apiVersion: v1
+kind: Service
+metadata:
+  name: kubia-loadbalancer
+spec:
+  type: LoadBalancer
+  ports:
+  - port: 80
+    targetPort: 8080
+  selector:
+    app: kubia
+---
+apiVersion: v1
 kind: Pod
 metadata:
   name: client
@@ -162,6 +174,16 @@ fn seed_sessions(mode: &str) {
     let out = c.command("curl").args(["-s", "-m", "3", &format!("http://{NODE_IP}:30123")]).output().unwrap();
     assert!(expected.contains(String::from_utf8_lossy(&out.stdout).trim()), "{out:?}");
 
+    // Without a pool a LoadBalancer Service stays <pending> and works as a NodePort Service.
+    let table = c.kubectl(&["get", "svc", "kubia-loadbalancer"]).ok().stdout;
+    assert!(table.lines().nth(1).unwrap().contains("<pending>"), "{table}");
+    let np = c.kubectl(&["get", "svc", "kubia-loadbalancer", "-o", "jsonpath={.spec.ports[0].nodePort}"]).ok().stdout;
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &netns.peer, "curl", "-s", "-m", "3", &format!("http://{NODE_IP}:{np}")])
+        .output()
+        .unwrap();
+    assert!(expected.contains(String::from_utf8_lossy(&out.stdout).trim()), "{out:?}");
+
     // No endpoint: refused at once, not a timeout.
     let nobody = cluster_ip(&c, "nobody");
     let started = Instant::now();
@@ -208,4 +230,162 @@ fn seed_sessions(mode: &str) {
 #[test]
 fn nftables_mode_serves_the_seed_sessions() {
     seed_sessions("nftables");
+}
+
+const LB: &str = "apiVersion: apps/v1
+kind: ReplicaSet
+metadata:
+  name: kubia
+spec:
+  replicas: 2
+  selector:
+    matchLabels:
+      app: kubia
+  template:
+    metadata:
+      labels:
+        app: kubia
+    spec:
+      containers:
+      - name: kubia
+        image: luksa/kubia
+        ports:
+        - containerPort: 8080
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: kubia-loadbalancer
+spec:
+  type: LoadBalancer
+  ports:
+  - port: 80
+    targetPort: 8080
+  selector:
+    app: kubia
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: kubia-local
+spec:
+  type: LoadBalancer
+  externalTrafficPolicy: Local
+  ports:
+  - port: 80
+    targetPort: 8080
+  selector:
+    app: kubia
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: external-service
+spec:
+  ports:
+  - port: 80
+---
+apiVersion: v1
+kind: Endpoints
+metadata:
+  name: external-service
+subsets:
+  - addresses:
+    - ip: 198.51.100.2
+    ports:
+    - port: 80
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: client
+spec:
+  containers:
+  - name: client
+    image: busybox
+    command: [sleep, '3600']
+";
+
+/// The peer namespace plays the world outside the node: a client of load-balancer IPs and
+/// the "external server" behind a selector-less Service with hand-written Endpoints.
+#[test]
+fn load_balancer_ips_external_endpoints_and_source_addresses() {
+    let c = Cluster::start_sealed(&["--loadbalancer-ip-pool", "198.51.100.200/29"]);
+    let peer = c.netns.as_ref().unwrap().peer.clone();
+    let www = tempfile::tempdir().unwrap();
+    std::fs::write(www.path().join("index.html"), "the external server\n").unwrap();
+    let mut server = std::process::Command::new("ip")
+        .args(["netns", "exec", &peer, "python3", "-m", "http.server", "80", "--bind", "198.51.100.2", "--directory"])
+        .arg(www.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill<'a>(&'a mut std::process::Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _server = Kill(&mut server);
+
+    c.kubectl_stdin(&["apply", "-f", "-"], LB).ok();
+    c.kubectl(&["wait", "--for=condition=Ready", "pod", "-l", "app=kubia", "--timeout=60s"]).ok();
+    c.kubectl(&["wait", "--for=condition=Ready", "pod/client", "--timeout=60s"]).ok();
+    let expected = pods(&c);
+
+    // Each LoadBalancer Service gets an address of the pool, shown as EXTERNAL-IP.
+    let lb_ip = wait_until("an address from the pool", Duration::from_secs(10), || {
+        let ip = c
+            .kubectl(&["get", "svc", "kubia-loadbalancer", "-o", "jsonpath={.status.loadBalancer.ingress[0].ip}"])
+            .ok()
+            .stdout;
+        (!ip.is_empty()).then_some(ip)
+    });
+    assert!(lb_ip.starts_with("198.51.100.20"), "{lb_ip}");
+    let table = c.kubectl(&["get", "svc", "kubia-loadbalancer"]).ok().stdout;
+    assert!(table.lines().nth(1).unwrap().contains(&lb_ip), "{table}");
+    let local_ip = wait_until("a second address", Duration::from_secs(10), || {
+        let ip = c
+            .kubectl(&["get", "svc", "kubia-local", "-o", "jsonpath={.status.loadBalancer.ingress[0].ip}"])
+            .ok()
+            .stdout;
+        (!ip.is_empty()).then_some(ip)
+    });
+    assert_ne!(lb_ip, local_ip);
+
+    let from_peer = |url: &str| {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &peer, "curl", "-s", "-m", "3", url])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    // The node answers for the address on port 80, from outside.
+    let answer = wait_until("the load-balancer IP answering", Duration::from_secs(10), || {
+        let a = from_peer(&format!("http://{lb_ip}"));
+        expected.contains(&a).then_some(a)
+    });
+    // externalTrafficPolicy Cluster masquerades; Local keeps the client's address.
+    let hit_pod = answer.trim_start_matches("You've hit ").to_string();
+    let logs = c.kubectl(&["logs", &hit_pod]).ok().stdout;
+    let last = logs.lines().last().unwrap_or_default();
+    assert_eq!(last, "Received request from ::ffff:10.244.0.1", "Cluster policy masquerades to the node: {logs}");
+    let answer = wait_until("the Local-policy address answering", Duration::from_secs(10), || {
+        let a = from_peer(&format!("http://{local_ip}"));
+        expected.contains(&a).then_some(a)
+    });
+    let hit_pod = answer.trim_start_matches("You've hit ").to_string();
+    let logs = c.kubectl(&["logs", &hit_pod]).ok().stdout;
+    let last = logs.lines().last().unwrap_or_default();
+    assert_eq!(last, "Received request from ::ffff:198.51.100.2", "Local policy keeps the source: {logs}");
+
+    // The seed's external-service: a selector-less Service with hand-written Endpoints.
+    let ext = cluster_ip(&c, "external-service");
+    let answers = wait_until("the external server through the cluster IP", Duration::from_secs(10), || {
+        let a = curl_n(&c, &format!("http://{ext}"), 1);
+        (a[0] == "the external server").then_some(a)
+    });
+    assert_eq!(answers, ["the external server"]);
 }

@@ -5,6 +5,7 @@
 //! batch is rebuilt in full.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -15,7 +16,7 @@ use kube::Api;
 use kube::runtime::watcher;
 
 use crate::DataPlane;
-use crate::table::{NodeContext, ServiceKey, Snapshot};
+use crate::table::{NodeContext, ServiceKey, ServicePort, Snapshot};
 
 /// How often the data plane is checked for out-of-band damage.
 const HEALTH_CHECK: Duration = Duration::from_secs(2);
@@ -58,6 +59,47 @@ impl Health {
             }
             h.programming_latencies.push(t.elapsed().as_secs_f64());
         }
+    }
+}
+
+/// The addresses this node must own for the Services it serves (LoadBalancer IPs), kept on
+/// `lo` and taken off again when no Service needs them.
+#[derive(Default)]
+struct LocalAddresses {
+    wanted: BTreeMap<ServiceKey, BTreeSet<Ipv4Addr>>,
+    applied: BTreeSet<Ipv4Addr>,
+}
+
+impl LocalAddresses {
+    fn update(&mut self, key: &ServiceKey, ports: &[ServicePort]) {
+        let ips: BTreeSet<Ipv4Addr> = ports.iter().flat_map(|p| p.load_balancer_ips.iter().copied()).collect();
+        if ips.is_empty() {
+            self.wanted.remove(key);
+        } else {
+            self.wanted.insert(key.clone(), ips);
+        }
+    }
+
+    fn reset(&mut self, table: &BTreeMap<ServiceKey, Vec<ServicePort>>) {
+        self.wanted.clear();
+        for (k, ports) in table {
+            self.update(k, ports);
+        }
+    }
+
+    fn apply(&mut self) {
+        let wanted: BTreeSet<Ipv4Addr> = self.wanted.values().flatten().copied().collect();
+        for ip in wanted.difference(&self.applied) {
+            if let Err(e) = pier_runtime::add_local_address(*ip) {
+                tracing::warn!(%ip, error = %e, "cannot take the load-balancer address");
+            }
+        }
+        for ip in self.applied.difference(&wanted) {
+            if let Err(e) = pier_runtime::remove_local_address(*ip) {
+                tracing::warn!(%ip, error = %e, "cannot release the load-balancer address");
+            }
+        }
+        self.applied = wanted;
     }
 }
 
@@ -162,9 +204,11 @@ impl State {
 pub async fn run(client: kube::Client, node: NodeContext, plane: Box<dyn DataPlane>, health: Arc<Health>) {
     let services = watcher(Api::<Service>::all(client.clone()), watcher::Config::default())
         .map(|e| e.map(|e| Event::Service(Box::new(e))));
-    let slices = watcher(Api::<EndpointSlice>::all(client), watcher::Config::default()).map(|e| e.map(|e| Event::Slice(Box::new(e))));
+    let slices = watcher(Api::<EndpointSlice>::all(client), watcher::Config::default())
+        .map(|e| e.map(|e| Event::Slice(Box::new(e))));
     let mut events = futures::stream::select(services.boxed(), slices.boxed());
     let mut state = State::default();
+    let mut addresses = LocalAddresses::default();
     let mut plane = Some(plane);
     let mut needs_full = true;
     let mut check = tokio::time::interval(HEALTH_CHECK);
@@ -233,6 +277,10 @@ pub async fn run(client: kube::Client, node: NodeContext, plane: Box<dyn DataPla
                     .collect(),
             )
         };
+        match &work {
+            Work::Full(t) => addresses.reset(t),
+            Work::Partial(c) => c.iter().for_each(|(k, ports)| addresses.update(k, ports)),
+        }
         let services = state.snap.services.len();
         let result = tokio::task::spawn_blocking(move || {
             let r = match &work {
@@ -254,6 +302,7 @@ pub async fn run(client: kube::Client, node: NodeContext, plane: Box<dyn DataPla
         match r {
             Ok(()) => {
                 needs_full = false;
+                addresses.apply();
                 health.record(Some(started), full, services);
             }
             Err(e) => {
@@ -267,6 +316,6 @@ pub async fn run(client: kube::Client, node: NodeContext, plane: Box<dyn DataPla
 }
 
 enum Work {
-    Full(BTreeMap<ServiceKey, Vec<crate::table::ServicePort>>),
-    Partial(Vec<(ServiceKey, Vec<crate::table::ServicePort>)>),
+    Full(BTreeMap<ServiceKey, Vec<ServicePort>>),
+    Partial(Vec<(ServiceKey, Vec<ServicePort>)>),
 }

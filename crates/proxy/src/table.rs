@@ -106,6 +106,9 @@ pub struct ServicePort {
     /// `spec.externalIPs` and the LoadBalancer ingress IPs (ipMode VIP): traffic to them is
     /// external traffic, as for the node port.
     pub external_ips: Vec<Ipv4Addr>,
+    /// The LoadBalancer ingress IPs among `external_ips`: the node takes these addresses itself
+    /// (puts them on `lo`), as a load balancer without a cloud must.
+    pub load_balancer_ips: Vec<Ipv4Addr>,
     /// ClientIP affinity timeout in seconds.
     pub affinity_timeout: Option<u32>,
     /// externalTrafficPolicy: Local.
@@ -200,12 +203,16 @@ pub fn compile_service(svc: &Service, slices: &[&EndpointSlice], node: &NodeCont
     cluster_ips.dedup();
     let mut external_ips: BTreeSet<Ipv4Addr> = spec.external_ips.iter().flatten().filter_map(|s| parse_v4(s)).collect();
     let lb_ingress = svc.status.as_ref().and_then(|s| s.load_balancer.as_ref()).and_then(|lb| lb.ingress.as_ref());
-    for ing in lb_ingress.into_iter().flatten() {
-        // ipMode Proxy means the load balancer itself delivers to the node; only VIP is ours.
-        if ing.ip_mode.as_deref().is_none_or(|m| m == "VIP") {
-            external_ips.extend(ing.ip.as_deref().and_then(parse_v4));
+    let mut load_balancer_ips = BTreeSet::new();
+    if spec.type_.as_deref() == Some("LoadBalancer") {
+        for ing in lb_ingress.into_iter().flatten() {
+            // ipMode Proxy means the load balancer itself delivers to the node; only VIP is ours.
+            if ing.ip_mode.as_deref().is_none_or(|m| m == "VIP") {
+                load_balancer_ips.extend(ing.ip.as_deref().and_then(parse_v4));
+            }
         }
     }
+    external_ips.extend(&load_balancer_ips);
     let affinity_timeout = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
         spec.session_affinity_config
             .as_ref()
@@ -263,6 +270,7 @@ pub fn compile_service(svc: &Service, slices: &[&EndpointSlice], node: &NodeCont
             cluster_ips: cluster_ips.clone(),
             node_port: sp.node_port.and_then(|p| u16::try_from(p).ok()).filter(|p| *p != 0),
             external_ips: external_ips.iter().copied().collect(),
+            load_balancer_ips: load_balancer_ips.iter().copied().collect(),
             affinity_timeout,
             external_local,
             internal_local,

@@ -87,7 +87,7 @@ fn two_endpoints_render_one_numgen_map() {
     let expected = r#"(
     {
         "service-TOFPQTM7-default/kubia/tcp/http": [
-            "ip saddr != 10.244.0.0/16 jump mark-for-masquerade",
+            "ip daddr 10.96.0.20 ip saddr != 10.244.0.0/16 jump mark-for-masquerade",
             "meta l4proto tcp dnat ip to numgen random mod 2 map { 0 : 10.244.0.5 . 8080, 1 : 10.244.0.6 . 8080 } comment \"default/kubia:http\"",
         ],
     },
@@ -171,7 +171,7 @@ fn delta_touches_only_what_changed() {
     assert_eq!(
         script,
         "flush chain ip pier service-TOFPQTM7-default/kubia/tcp/http\n\
-         add rule ip pier service-TOFPQTM7-default/kubia/tcp/http ip saddr != 10.244.0.0/16 jump mark-for-masquerade\n\
+         add rule ip pier service-TOFPQTM7-default/kubia/tcp/http ip daddr 10.96.0.20 ip saddr != 10.244.0.0/16 jump mark-for-masquerade\n\
          add rule ip pier service-TOFPQTM7-default/kubia/tcp/http meta l4proto tcp dnat ip to numgen random mod 2 map { 0 : 10.244.0.5 . 8080, 1 : 10.244.0.6 . 8080 } comment \"default/kubia:http\"\n\
          add element ip pier hairpin-endpoints { 10.244.0.6 . 10.244.0.6 }\n"
     );

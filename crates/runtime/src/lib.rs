@@ -44,6 +44,23 @@ pub use nix::sys::signal::Signal;
 pub use runtime::{POD_IP_PLACEHOLDER, Runtime, RuntimeConfig, Sandbox, SandboxRequest, SandboxStatus};
 pub use time::format_rfc3339_nanos;
 
+/// Puts `ip/32` on `lo` of the caller's network namespace, so this node takes packets for it
+/// and answers ARP for it on every interface (LoadBalancer IPs, the cluster DNS address).
+pub fn add_local_address(ip: std::net::Ipv4Addr) -> Result<(), RuntimeError> {
+    let op = || format!("adding {ip}/32 to lo");
+    let mut nl = netlink::Netlink::open().map_err(|e| RuntimeError::net(op(), e))?;
+    let lo = nl.link_index("lo").map_err(|e| RuntimeError::net(op(), e))?;
+    nl.add_address(lo, ip, 32, ip).map_err(|e| RuntimeError::net(op(), e))
+}
+
+/// Takes `ip/32` off `lo` of the caller's network namespace again.
+pub fn remove_local_address(ip: std::net::Ipv4Addr) -> Result<(), RuntimeError> {
+    let op = || format!("removing {ip}/32 from lo");
+    let mut nl = netlink::Netlink::open().map_err(|e| RuntimeError::net(op(), e))?;
+    let lo = nl.link_index("lo").map_err(|e| RuntimeError::net(op(), e))?;
+    nl.delete_address(lo, ip, 32).map_err(|e| RuntimeError::net(op(), e))
+}
+
 #[cfg(test)]
 mod tests {
     /// The agent shares the runtime across tasks and moves handles between them.

@@ -31,6 +31,7 @@ const RTM_NEWLINK: u16 = 16;
 const RTM_DELLINK: u16 = 17;
 const RTM_GETLINK: u16 = 18;
 const RTM_NEWADDR: u16 = 20;
+const RTM_DELADDR: u16 = 21;
 const RTM_NEWROUTE: u16 = 24;
 const RT_TABLE_MAIN: u8 = 254;
 const RTPROT_BOOT: u8 = 3;
@@ -241,6 +242,19 @@ impl Netlink {
         m.attr(IFA_ADDRESS, &ip.octets());
         m.attr(IFA_BROADCAST, &broadcast.octets());
         self.transact(m).map(drop)
+    }
+
+    /// Removes `ip/prefix` from the link; gone already is fine.
+    pub(crate) fn delete_address(&mut self, index: u32, ip: Ipv4Addr, prefix: u8) -> io::Result<()> {
+        let mut m = Msg::new(RTM_DELADDR, 0);
+        m.put(&[AF_INET, prefix, 0, RT_SCOPE_UNIVERSE]);
+        m.put(&index.to_ne_bytes());
+        m.attr(IFA_LOCAL, &ip.octets());
+        m.attr(IFA_ADDRESS, &ip.octets());
+        match self.transact(m) {
+            Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => Ok(()),
+            other => other.map(drop),
+        }
     }
 
     /// Adds or replaces a route to `dst/dst_len` out of `oif`, through `gateway` or on-link.

@@ -112,14 +112,22 @@ pub fn render_service(ports: &[ServicePort], node: &NodeContext) -> ServiceObjec
         let local_chain = chain_name("local", sp);
         let external_chain = chain_name("external", sp);
 
+        // Cluster-IP traffic from outside the pod network is masqueraded (the reply must come
+        // back through this node); the match on the address keeps external traffic that
+        // shares the chain (externalTrafficPolicy Local keeps its source) out of it.
+        let masq_from_outside: Vec<String> = sp
+            .cluster_ips
+            .iter()
+            .map(|vip| format!("ip daddr {vip} ip saddr != {} jump mark-for-masquerade", node.pod_cidr))
+            .collect();
         if !sp.cluster_endpoints.is_empty() {
-            let mut rules = vec![format!("ip saddr != {} jump mark-for-masquerade", node.pod_cidr)];
+            let mut rules = masq_from_outside.clone();
             pick_rules(sp, &sp.cluster_endpoints, &mut rules, &comment);
             o.chains.insert(service_chain.clone(), rules);
         }
         let wants_local = sp.internal_local || (sp.external_local && sp.has_external());
         if wants_local && !sp.local_endpoints.is_empty() {
-            let mut rules = vec![format!("ip saddr != {} jump mark-for-masquerade", node.pod_cidr)];
+            let mut rules = masq_from_outside.clone();
             pick_rules(sp, &sp.local_endpoints, &mut rules, &comment);
             o.chains.insert(local_chain.clone(), rules);
         }
@@ -199,7 +207,7 @@ pub fn render_service(ports: &[ServicePort], node: &NodeContext) -> ServiceObjec
 /// The table's fixed part: sets, maps and base chains. `flush`-free: it is only ever created
 /// inside a transaction that first deleted the table.
 pub fn base_table(node: &NodeContext) -> String {
-    let _ = node;
+    let pod_cidr = node.pod_cidr;
     format!(
         r#"table {FAMILY} {TABLE} {{
 	comment "pier: Service data plane (managed by pier; changes are overwritten)"
@@ -215,7 +223,11 @@ pub fn base_table(node: &NodeContext) -> String {
 	chain filter-output-post-dnat {{ type filter hook output priority -90; policy accept; ct state new jump cluster-ips-check; }}
 	chain nat-prerouting {{ type nat hook prerouting priority -100; policy accept; jump services; }}
 	chain nat-output {{ type nat hook output priority -100; policy accept; jump services; }}
-	chain nat-postrouting {{ type nat hook postrouting priority 100; policy accept; jump masquerading; }}
+	chain nat-postrouting {{
+		type nat hook postrouting priority 100; policy accept;
+		jump masquerading
+		ip saddr {pod_cidr} ip daddr != {pod_cidr} oifname != "pier0" masquerade comment "pod traffic leaving the node (the CNI's ipMasq)"
+	}}
 	chain service-endpoints-check {{
 		ip daddr . meta l4proto . th dport vmap @{NO_ENDPOINT_SERVICES}
 		fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @{NO_ENDPOINT_NODEPORTS}
