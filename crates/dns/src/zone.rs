@@ -16,7 +16,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -129,10 +128,6 @@ pub struct Zone {
     pub(crate) inner: Arc<Inner>,
 }
 
-fn now_serial() -> u32 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as u32).unwrap_or(1)
-}
-
 impl Zone {
     /// An empty zone. It answers NXDOMAIN-class outcomes with SERVFAIL (K4) until
     /// [`Zone::mark_synced`] says the Service and EndpointSlice caches have been listed.
@@ -161,7 +156,7 @@ impl Zone {
                 params,
                 config,
                 synced: AtomicBool::new(false),
-                serial: AtomicU32::new(now_serial()),
+                serial: AtomicU32::new(1),
                 served: RwLock::new(served),
                 state: Mutex::new(State::default()),
             }),
@@ -181,7 +176,9 @@ impl Zone {
         self.inner.synced.load(Ordering::Acquire)
     }
 
-    /// The SOA serial: the time of the last change, in seconds since the epoch.
+    /// The SOA serial: how many changes the zone has taken, starting at 1. A counter rather than
+    /// a clock (CoreDNS uses the time of the last change) because nothing transfers this zone
+    /// (AXFR is refused) and a counter keeps answers a function of the applied objects alone.
     pub fn serial(&self) -> u32 {
         self.inner.serial.load(Ordering::Relaxed)
     }
@@ -211,8 +208,7 @@ impl Zone {
                 None => served.reverse.remove(&ip),
             };
         }
-        let serial = now_serial().max(self.serial().wrapping_add(1));
-        self.inner.serial.store(serial, Ordering::Relaxed);
+        self.inner.serial.store(self.serial().wrapping_add(1), Ordering::Relaxed);
     }
 
     /// Adds or replaces a Service (a watch `Added` or `Modified` event).
