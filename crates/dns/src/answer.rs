@@ -37,7 +37,9 @@ impl Transport {
             Transport::Tcp => usize::from(u16::MAX),
             Transport::Udp { max_payload } => match edns {
                 None => MIN_UDP_PAYLOAD,
-                Some(e) => usize::from(e.udp_payload).clamp(MIN_UDP_PAYLOAD, usize::from(max_payload).max(MIN_UDP_PAYLOAD)),
+                Some(e) => {
+                    usize::from(e.udp_payload).clamp(MIN_UDP_PAYLOAD, usize::from(max_payload).max(MIN_UDP_PAYLOAD))
+                }
             },
         }
     }
@@ -150,11 +152,7 @@ pub(crate) fn parse_query(msg: &[u8]) -> Result<ParsedQuery<'_>, Reject> {
             if edns.is_some() || msg.get(rr.owner_start) != Some(&0) {
                 return Err(formerr);
             }
-            edns = Some(Edns {
-                udp_payload: rr.class,
-                version: (rr.ttl >> 16) as u8,
-                dnssec_ok: rr.ttl & 0x8000 != 0,
-            });
+            edns = Some(Edns { udp_payload: rr.class, version: (rr.ttl >> 16) as u8, dnssec_ok: rr.ttl & 0x8000 != 0 });
         }
         pos = rr.end;
     }
@@ -258,8 +256,15 @@ impl<'o> Writer<'o> {
     /// Sets the header, appends the OPT record and enforces `limit`: Additional goes first
     /// (no TC: RFC 2181 §9), then Answer records from the end with TC set.
     fn finish(self, q: &ParsedQuery<'_>, rc: u16, aa: bool, transport: Transport, limit: usize) {
-        let Writer { out, mut answers, mut authorities, mut additionals, answer_start, authority_start, additional_start } =
-            self;
+        let Writer {
+            out,
+            mut answers,
+            mut authorities,
+            mut additionals,
+            answer_start,
+            authority_start,
+            additional_start,
+        } = self;
         let authority_start = authority_start.unwrap_or(out.len());
         let additional_start = additional_start.unwrap_or(out.len());
         let opt_len = if q.edns.is_some() { OPT_LEN } else { 0 };
@@ -306,9 +311,14 @@ impl<'o> Writer<'o> {
 /// Where a (lowercase) query name falls.
 enum Place {
     /// In the cluster domain; the relative key is `lower[..key_len]`.
-    Cluster { key_len: usize },
+    Cluster {
+        key_len: usize,
+    },
     /// A full reverse name; the reverse zone suffix starts at `suffix_at` in the name.
-    Reverse { ip: IpAddr, suffix_at: usize },
+    Reverse {
+        ip: IpAddr,
+        suffix_at: usize,
+    },
     Elsewhere,
 }
 
@@ -430,7 +440,7 @@ fn refusal(q: &ParsedQuery<'_>) -> Option<u16> {
 fn positive(w: &mut Writer<'_>, rrset: &Rrset, query: &[u8]) {
     let bytes = rrset.answer_bytes();
     let n = usize::from(rrset.answers);
-    let rotatable = (rrset.rtype == rtype::A || rrset.rtype == rtype::AAAA) && n > 1 && bytes.len() % n == 0;
+    let rotatable = (rrset.rtype == rtype::A || rrset.rtype == rtype::AAAA) && n > 1 && bytes.len().is_multiple_of(n);
     if rotatable {
         let size = bytes.len() / n;
         let id = usize::from(wire::get_u16(query, 0).unwrap_or(0));

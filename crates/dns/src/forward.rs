@@ -200,9 +200,8 @@ impl Forwarder {
             wire::set_u16(&mut out, 0, id);
             // A truncated UDP answer is passed on: the client retries over TCP, and a TCP
             // client's query goes upstream over TCP.
-            let attempt = async {
-                if tcp { tcp_exchange(upstream, &out).await } else { udp_exchange(upstream, &out, q).await }
-            };
+            let attempt =
+                async { if tcp { tcp_exchange(upstream, &out).await } else { udp_exchange(upstream, &out, q).await } };
             match tokio::time::timeout(self.config.attempt_timeout, attempt).await {
                 Ok(Ok(resp)) if matches(&resp, q) => return Ok(resp),
                 Ok(Ok(_)) => last = io::Error::new(io::ErrorKind::InvalidData, "upstream answered another question"),

@@ -15,7 +15,9 @@ mod server;
 mod wire;
 mod zone;
 
-pub use answer::{Answer, DEFAULT_MAX_UDP_PAYLOAD, Disposition, Resolve, Transport, answer, answer_into, error_response};
+pub use answer::{
+    Answer, DEFAULT_MAX_UDP_PAYLOAD, Disposition, Resolve, Transport, answer, answer_into, error_response,
+};
 pub use chase::merge_chased;
 pub use records::reverse_name;
 pub use server::{Server, ServerConfig, ServerError, upstreams_from_resolv_conf};

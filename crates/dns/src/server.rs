@@ -147,7 +147,10 @@ impl Server {
             let mut tries = 0;
             loop {
                 let udp = bind_udp(config.listen)?;
-                let port = udp.local_addr().map_err(|source| ServerError::Bind { proto: "udp", addr: config.listen, source })?.port();
+                let port = udp
+                    .local_addr()
+                    .map_err(|source| ServerError::Bind { proto: "udp", addr: config.listen, source })?
+                    .port();
                 match bind_tcp(SocketAddr::new(config.listen.ip(), port)) {
                     Ok(tcp) => break (udp, tcp),
                     // Port 0: the UDP port may be taken for TCP; pick another.
@@ -160,10 +163,12 @@ impl Server {
                 }
             }
         };
-        let local = udp.local_addr().map_err(|source| ServerError::Bind { proto: "udp", addr: config.listen, source })?;
+        let local =
+            udp.local_addr().map_err(|source| ServerError::Bind { proto: "udp", addr: config.listen, source })?;
         let wrap = |source| ServerError::Bind { proto: "udp", addr: local, source };
         let udp = UdpSocket::from_std(udp).map_err(wrap)?;
-        let tcp = TcpListener::from_std(tcp).map_err(|source| ServerError::Bind { proto: "tcp", addr: local, source })?;
+        let tcp =
+            TcpListener::from_std(tcp).map_err(|source| ServerError::Bind { proto: "tcp", addr: local, source })?;
         // Forwarding to ourselves would loop until the deadline.
         config.upstreams.retain(|u| *u != local);
         let forwarder = Forwarder::new(ForwardConfig {
@@ -216,7 +221,13 @@ impl Server {
 }
 
 /// The answer to a query that needs upstream work (forwarding or an ExternalName target).
-async fn upstream_work(ctx: &Ctx, query: &[u8], work: Disposition, partial: Vec<u8>, transport: Transport) -> Option<Vec<u8>> {
+async fn upstream_work(
+    ctx: &Ctx,
+    query: &[u8],
+    work: Disposition,
+    partial: Vec<u8>,
+    transport: Transport,
+) -> Option<Vec<u8>> {
     let limit = crate::answer::response_limit(query, transport);
     match work {
         Disposition::Forward => ctx.forwarder.forward(query, limit, transport == Transport::Tcp).await,
@@ -348,7 +359,19 @@ async fn tcp_connection(ctx: &Ctx, mut stream: TcpStream, mut stopped: watch::Re
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
+
+    /// The agent binds the kube-dns cluster IP before it is on `lo`; only loopback is used
+    /// here, so the option itself is checked.
+    #[test]
+    fn sockets_are_freebind() {
+        for (addr, v4) in [("127.0.0.1:0", true), ("[::1]:0", false)] {
+            let s = socket(addr.parse().unwrap(), Type::DGRAM, Protocol::UDP).unwrap();
+            let on = if v4 { s.freebind_v4().unwrap() } else { s.freebind_v6().unwrap() };
+            assert!(on, "{addr}");
+        }
+    }
 
     #[test]
     fn resolv_conf_nameservers() {

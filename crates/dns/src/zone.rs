@@ -224,7 +224,7 @@ impl Zone {
             return;
         }
         if state.services.insert(key.clone(), info).is_none() {
-            state.namespace_added(&self.inner.params, &key.0, &mut edits);
+            state.namespace_added(&key.0, &mut edits);
         }
         state.recompute(&self.inner.params, &key, &mut edits);
         drop(state);
@@ -285,13 +285,12 @@ impl Zone {
 }
 
 impl State {
-    fn namespace_added(&mut self, params: &Params, ns: &str, edits: &mut Edits) {
+    fn namespace_added(&mut self, ns: &str, edits: &mut Edits) {
         let count = self.namespaces.entry(ns.into()).or_default();
         *count += 1;
         if *count == 1 && objects::dns_label(ns).is_some() {
             edits.insert.push((relative_key(&[&ns.to_ascii_lowercase(), "svc"]), Node::default()));
         }
-        let _ = params;
     }
 
     fn namespace_removed(&mut self, ns: &str, edits: &mut Edits) {

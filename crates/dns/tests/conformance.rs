@@ -55,7 +55,8 @@ mod s1_definitions {
 
     #[test]
     fn the_zone_and_ttl_come_from_config() {
-        let zone = Zone::new(ZoneConfig { cluster_domain: "K8s.Example.".into(), ttl: 30, ..ZoneConfig::default() }).unwrap();
+        let zone =
+            Zone::new(ZoneConfig { cluster_domain: "K8s.Example.".into(), ttl: 30, ..ZoneConfig::default() }).unwrap();
         populate(&zone);
         let m = ask("svc1.testns.svc.k8s.example.", A).on(&zone);
         assert_eq!(answers(&m), ["svc1.testns.svc.k8s.example. 30 IN A 10.0.0.1"]);
@@ -65,7 +66,9 @@ mod s1_definitions {
 
     #[test]
     fn bad_config_is_refused() {
-        let with = |cluster_domain: &str, ttl| Zone::new(ZoneConfig { cluster_domain: cluster_domain.into(), ttl, ..ZoneConfig::default() });
+        let with = |cluster_domain: &str, ttl| {
+            Zone::new(ZoneConfig { cluster_domain: cluster_domain.into(), ttl, ..ZoneConfig::default() })
+        };
         assert!(with("cluster.local", 0).is_ok());
         assert!(with("cluster.local", 3600).is_ok());
         assert_eq!(with("cluster.local", 3601).unwrap_err(), pier_dns::ConfigError::TtlOutOfRange(3601));
@@ -116,14 +119,23 @@ mod s4_clusterip_a_aaaa {
 
     #[test]
     fn ipv6_service_has_aaaa_only() {
-        assert_eq!(answers(&q("svc6.testns.svc.cluster.local.", AAAA)), ["svc6.testns.svc.cluster.local. 5 IN AAAA 1234:abcd::1"]);
+        assert_eq!(
+            answers(&q("svc6.testns.svc.cluster.local.", AAAA)),
+            ["svc6.testns.svc.cluster.local. 5 IN AAAA 1234:abcd::1"]
+        );
         assert_nodata(&q("svc6.testns.svc.cluster.local.", A));
     }
 
     #[test]
     fn dual_stack_service_has_both() {
-        assert_eq!(answers(&q("svc-dual-stack.testns.svc.cluster.local.", A)), ["svc-dual-stack.testns.svc.cluster.local. 5 IN A 10.0.0.3"]);
-        assert_eq!(answers(&q("svc-dual-stack.testns.svc.cluster.local.", AAAA)), ["svc-dual-stack.testns.svc.cluster.local. 5 IN AAAA 10::3"]);
+        assert_eq!(
+            answers(&q("svc-dual-stack.testns.svc.cluster.local.", A)),
+            ["svc-dual-stack.testns.svc.cluster.local. 5 IN A 10.0.0.3"]
+        );
+        assert_eq!(
+            answers(&q("svc-dual-stack.testns.svc.cluster.local.", AAAA)),
+            ["svc-dual-stack.testns.svc.cluster.local. 5 IN AAAA 10::3"]
+        );
     }
 }
 
@@ -133,15 +145,19 @@ mod s5_clusterip_srv {
     #[test]
     fn named_port_srv_points_at_the_service() {
         let m = q("_http._tcp.svc1.testns.svc.cluster.local.", SRV);
-        assert_eq!(answers(&m), ["_http._tcp.svc1.testns.svc.cluster.local. 5 IN SRV 0 100 80 svc1.testns.svc.cluster.local."]);
+        assert_eq!(
+            answers(&m),
+            ["_http._tcp.svc1.testns.svc.cluster.local. 5 IN SRV 0 100 80 svc1.testns.svc.cluster.local."]
+        );
         assert_eq!(additionals(&m), ["svc1.testns.svc.cluster.local. 5 IN A 10.0.0.1"]);
     }
 
     #[test]
     fn protocol_must_match() {
-        assert_eq!(answers(&q("_dns._udp.multiport.testns.svc.cluster.local.", SRV)), [
-            "_dns._udp.multiport.testns.svc.cluster.local. 5 IN SRV 0 100 53 multiport.testns.svc.cluster.local."
-        ]);
+        assert_eq!(
+            answers(&q("_dns._udp.multiport.testns.svc.cluster.local.", SRV)),
+            ["_dns._udp.multiport.testns.svc.cluster.local. 5 IN SRV 0 100 53 multiport.testns.svc.cluster.local."]
+        );
         assert_nxdomain(&q("_dns._tcp.multiport.testns.svc.cluster.local.", SRV));
         assert_nxdomain(&q("_http._udp.svc1.testns.svc.cluster.local.", SRV));
     }
@@ -194,10 +210,13 @@ mod s7_headless_a_aaaa {
         ips.sort();
         assert_eq!(ips, ["172.0.0.2", "172.0.0.3", "172.0.0.4", "172.0.0.5"]);
         let m = q("hdls1.testns.svc.cluster.local.", AAAA);
-        assert_eq!(sorted_answers(&m), [
-            "hdls1.testns.svc.cluster.local. 5 IN AAAA 5678:abcd::1",
-            "hdls1.testns.svc.cluster.local. 5 IN AAAA 5678:abcd::2"
-        ]);
+        assert_eq!(
+            sorted_answers(&m),
+            [
+                "hdls1.testns.svc.cluster.local. 5 IN AAAA 5678:abcd::1",
+                "hdls1.testns.svc.cluster.local. 5 IN AAAA 5678:abcd::2"
+            ]
+        );
     }
 
     #[test]
@@ -212,7 +231,10 @@ mod s7_headless_a_aaaa {
     #[test]
     fn a_family_without_endpoints_is_nodata() {
         assert_nodata(&q("hdlsprtls.testns.svc.cluster.local.", AAAA));
-        assert_eq!(answers(&q("hdlsprtls.testns.svc.cluster.local.", A)), ["hdlsprtls.testns.svc.cluster.local. 5 IN A 172.0.0.20"]);
+        assert_eq!(
+            answers(&q("hdlsprtls.testns.svc.cluster.local.", A)),
+            ["hdlsprtls.testns.svc.cluster.local. 5 IN A 172.0.0.20"]
+        );
     }
 }
 
@@ -221,13 +243,17 @@ mod s8_headless_endpoint_names {
 
     #[test]
     fn hostname_names_its_addresses() {
-        assert_eq!(sorted_answers(&q("dup-name.hdls1.testns.svc.cluster.local.", A)), [
-            "dup-name.hdls1.testns.svc.cluster.local. 5 IN A 172.0.0.4",
-            "dup-name.hdls1.testns.svc.cluster.local. 5 IN A 172.0.0.5"
-        ]);
-        assert_eq!(answers(&q("v6-host.hdls1.testns.svc.cluster.local.", AAAA)), [
-            "v6-host.hdls1.testns.svc.cluster.local. 5 IN AAAA 5678:abcd::2"
-        ]);
+        assert_eq!(
+            sorted_answers(&q("dup-name.hdls1.testns.svc.cluster.local.", A)),
+            [
+                "dup-name.hdls1.testns.svc.cluster.local. 5 IN A 172.0.0.4",
+                "dup-name.hdls1.testns.svc.cluster.local. 5 IN A 172.0.0.5"
+            ]
+        );
+        assert_eq!(
+            answers(&q("v6-host.hdls1.testns.svc.cluster.local.", AAAA)),
+            ["v6-host.hdls1.testns.svc.cluster.local. 5 IN AAAA 5678:abcd::2"]
+        );
     }
 
     #[test]
@@ -239,11 +265,18 @@ mod s8_headless_endpoint_names {
     fn several_addresses_in_one_endpoint_each_get_a_record() {
         let zone = fixture();
         zone.apply_service(&headless("ns2", "multi", http_port()));
-        zone.apply_slice(&slice("ns2", "multi-1", "multi", "IPv4", vec![ep(&["10.1.0.1", "10.1.0.2"], Some("m"), None)], http_port()));
-        assert_eq!(sorted_answers(&ask("m.multi.ns2.svc.cluster.local.", A).on(&zone)), [
-            "m.multi.ns2.svc.cluster.local. 5 IN A 10.1.0.1",
-            "m.multi.ns2.svc.cluster.local. 5 IN A 10.1.0.2"
-        ]);
+        zone.apply_slice(&slice(
+            "ns2",
+            "multi-1",
+            "multi",
+            "IPv4",
+            vec![ep(&["10.1.0.1", "10.1.0.2"], Some("m"), None)],
+            http_port(),
+        ));
+        assert_eq!(
+            sorted_answers(&ask("m.multi.ns2.svc.cluster.local.", A).on(&zone)),
+            ["m.multi.ns2.svc.cluster.local. 5 IN A 10.1.0.1", "m.multi.ns2.svc.cluster.local. 5 IN A 10.1.0.2"]
+        );
     }
 }
 
@@ -252,9 +285,10 @@ mod s9_hostname {
 
     #[test]
     fn endpoints_without_hostname_are_named_by_dashed_ip() {
-        assert_eq!(answers(&q("172-0-0-2.hdls1.testns.svc.cluster.local.", A)), [
-            "172-0-0-2.hdls1.testns.svc.cluster.local. 5 IN A 172.0.0.2"
-        ]);
+        assert_eq!(
+            answers(&q("172-0-0-2.hdls1.testns.svc.cluster.local.", A)),
+            ["172-0-0-2.hdls1.testns.svc.cluster.local. 5 IN A 172.0.0.2"]
+        );
     }
 
     #[test]
@@ -273,7 +307,10 @@ mod s10_ready {
 
     #[test]
     fn publish_not_ready_addresses_publishes_unready_endpoints() {
-        assert_eq!(answers(&q("hdls-publish.testns.svc.cluster.local.", A)), ["hdls-publish.testns.svc.cluster.local. 5 IN A 172.0.0.40"]);
+        assert_eq!(
+            answers(&q("hdls-publish.testns.svc.cluster.local.", A)),
+            ["hdls-publish.testns.svc.cluster.local. 5 IN A 172.0.0.40"]
+        );
         assert_eq!(answers(&q("p.hdls-publish.testns.svc.cluster.local.", A)).len(), 1);
     }
 
@@ -284,8 +321,18 @@ mod s10_ready {
         svc.metadata.annotations =
             Some([("service.alpha.kubernetes.io/tolerate-unready-endpoints".to_string(), "true".to_string())].into());
         zone.apply_service(&svc);
-        zone.apply_slice(&slice("ns2", "tol-1", "tol", "IPv4", vec![ep(&["10.2.0.1"], None, Some(false))], http_port()));
-        assert_eq!(answers(&ask("tol.ns2.svc.cluster.local.", A).on(&zone)), ["tol.ns2.svc.cluster.local. 5 IN A 10.2.0.1"]);
+        zone.apply_slice(&slice(
+            "ns2",
+            "tol-1",
+            "tol",
+            "IPv4",
+            vec![ep(&["10.2.0.1"], None, Some(false))],
+            http_port(),
+        ));
+        assert_eq!(
+            answers(&ask("tol.ns2.svc.cluster.local.", A).on(&zone)),
+            ["tol.ns2.svc.cluster.local. 5 IN A 10.2.0.1"]
+        );
     }
 }
 
@@ -297,13 +344,16 @@ mod s11_headless_srv {
         let m = ask("_http._tcp.hdls1.testns.svc.cluster.local.", SRV).edns(1232).on(&fixture());
         let mut targets: Vec<String> = answers(&m);
         targets.sort();
-        assert_eq!(targets, [
-            "_http._tcp.hdls1.testns.svc.cluster.local. 5 IN SRV 0 16 80 172-0-0-2.hdls1.testns.svc.cluster.local.",
-            "_http._tcp.hdls1.testns.svc.cluster.local. 5 IN SRV 0 16 80 172-0-0-3.hdls1.testns.svc.cluster.local.",
-            "_http._tcp.hdls1.testns.svc.cluster.local. 5 IN SRV 0 16 80 5678-abcd--1.hdls1.testns.svc.cluster.local.",
-            "_http._tcp.hdls1.testns.svc.cluster.local. 5 IN SRV 0 16 80 dup-name.hdls1.testns.svc.cluster.local.",
-            "_http._tcp.hdls1.testns.svc.cluster.local. 5 IN SRV 0 16 80 v6-host.hdls1.testns.svc.cluster.local.",
-        ]);
+        assert_eq!(
+            targets,
+            [
+                "_http._tcp.hdls1.testns.svc.cluster.local. 5 IN SRV 0 16 80 172-0-0-2.hdls1.testns.svc.cluster.local.",
+                "_http._tcp.hdls1.testns.svc.cluster.local. 5 IN SRV 0 16 80 172-0-0-3.hdls1.testns.svc.cluster.local.",
+                "_http._tcp.hdls1.testns.svc.cluster.local. 5 IN SRV 0 16 80 5678-abcd--1.hdls1.testns.svc.cluster.local.",
+                "_http._tcp.hdls1.testns.svc.cluster.local. 5 IN SRV 0 16 80 dup-name.hdls1.testns.svc.cluster.local.",
+                "_http._tcp.hdls1.testns.svc.cluster.local. 5 IN SRV 0 16 80 v6-host.hdls1.testns.svc.cluster.local.",
+            ]
+        );
         assert_eq!(m.additionals.len(), 6);
     }
 
@@ -332,7 +382,10 @@ mod s11_headless_srv {
             json!([{"name": "http", "port": 8080, "protocol": "TCP"}]),
         ));
         let m = ask("_http._tcp.tp.ns2.svc.cluster.local.", SRV).on(&zone);
-        assert_eq!(answers(&m), ["_http._tcp.tp.ns2.svc.cluster.local. 5 IN SRV 0 100 8080 h.tp.ns2.svc.cluster.local."]);
+        assert_eq!(
+            answers(&m),
+            ["_http._tcp.tp.ns2.svc.cluster.local. 5 IN SRV 0 100 8080 h.tp.ns2.svc.cluster.local."]
+        );
         assert_eq!(additionals(&m), ["h.tp.ns2.svc.cluster.local. 5 IN A 10.4.0.1"]);
     }
 
@@ -347,8 +400,14 @@ mod s12_headless_ptr {
 
     #[test]
     fn ready_endpoint_reverses_to_its_name() {
-        assert_eq!(answers(&q("2.0.0.172.in-addr.arpa.", PTR)), ["2.0.0.172.in-addr.arpa. 5 IN PTR 172-0-0-2.hdls1.testns.svc.cluster.local."]);
-        assert_eq!(answers(&q("4.0.0.172.in-addr.arpa.", PTR)), ["4.0.0.172.in-addr.arpa. 5 IN PTR dup-name.hdls1.testns.svc.cluster.local."]);
+        assert_eq!(
+            answers(&q("2.0.0.172.in-addr.arpa.", PTR)),
+            ["2.0.0.172.in-addr.arpa. 5 IN PTR 172-0-0-2.hdls1.testns.svc.cluster.local."]
+        );
+        assert_eq!(
+            answers(&q("4.0.0.172.in-addr.arpa.", PTR)),
+            ["4.0.0.172.in-addr.arpa. 5 IN PTR dup-name.hdls1.testns.svc.cluster.local."]
+        );
         let v6 = reverse_name("5678:abcd::2".parse().unwrap());
         assert_eq!(answers(&q(&v6, PTR)), [format!("{v6} 5 IN PTR v6-host.hdls1.testns.svc.cluster.local.")]);
     }
@@ -381,10 +440,13 @@ mod s13_externalname {
     #[test]
     fn in_zone_target_is_followed() {
         let m = q("ext-in.testns.svc.cluster.local.", A);
-        assert_eq!(answers(&m), [
-            "ext-in.testns.svc.cluster.local. 5 IN CNAME svc1.testns.svc.cluster.local.",
-            "svc1.testns.svc.cluster.local. 5 IN A 10.0.0.1",
-        ]);
+        assert_eq!(
+            answers(&m),
+            [
+                "ext-in.testns.svc.cluster.local. 5 IN CNAME svc1.testns.svc.cluster.local.",
+                "svc1.testns.svc.cluster.local. 5 IN A 10.0.0.1",
+            ]
+        );
     }
 }
 
@@ -488,7 +550,10 @@ mod k5_clusterip_without_endpoints {
 
     #[test]
     fn keeps_its_records() {
-        assert_eq!(answers(&q("svcempty.testns.svc.cluster.local.", A)), ["svcempty.testns.svc.cluster.local. 5 IN A 10.0.0.2"]);
+        assert_eq!(
+            answers(&q("svcempty.testns.svc.cluster.local.", A)),
+            ["svcempty.testns.svc.cluster.local. 5 IN A 10.0.0.2"]
+        );
         assert_eq!(q("_http._tcp.svcempty.testns.svc.cluster.local.", SRV).answers.len(), 1);
     }
 }
@@ -499,13 +564,19 @@ mod k6_srv_details {
     #[test]
     fn dual_stack_collapses_to_one_srv_weighted_over_two_candidates() {
         let m = q("_http._tcp.svc-dual-stack.testns.svc.cluster.local.", SRV);
-        assert_eq!(answers(&m), [
-            "_http._tcp.svc-dual-stack.testns.svc.cluster.local. 5 IN SRV 0 50 80 svc-dual-stack.testns.svc.cluster.local."
-        ]);
-        assert_eq!(additionals(&m), [
-            "svc-dual-stack.testns.svc.cluster.local. 5 IN A 10.0.0.3",
-            "svc-dual-stack.testns.svc.cluster.local. 5 IN AAAA 10::3",
-        ]);
+        assert_eq!(
+            answers(&m),
+            [
+                "_http._tcp.svc-dual-stack.testns.svc.cluster.local. 5 IN SRV 0 50 80 svc-dual-stack.testns.svc.cluster.local."
+            ]
+        );
+        assert_eq!(
+            additionals(&m),
+            [
+                "svc-dual-stack.testns.svc.cluster.local. 5 IN A 10.0.0.3",
+                "svc-dual-stack.testns.svc.cluster.local. 5 IN AAAA 10::3",
+            ]
+        );
     }
 
     #[test]
@@ -538,16 +609,24 @@ mod k7_endpoint_identifier {
 
     #[test]
     fn ipv6_dashed_form() {
-        assert_eq!(answers(&q("5678-abcd--1.hdls1.testns.svc.cluster.local.", AAAA)), [
-            "5678-abcd--1.hdls1.testns.svc.cluster.local. 5 IN AAAA 5678:abcd::1"
-        ]);
+        assert_eq!(
+            answers(&q("5678-abcd--1.hdls1.testns.svc.cluster.local.", AAAA)),
+            ["5678-abcd--1.hdls1.testns.svc.cluster.local. 5 IN AAAA 5678:abcd::1"]
+        );
     }
 
     #[test]
     fn ipv6_trailing_dash_gets_a_zero() {
         let zone = fixture();
         zone.apply_service(&headless("ns2", "v6", http_port()));
-        zone.apply_slice(&slice("ns2", "v6-1", "v6", "IPv6", vec![ep(&["2001:db8:3333:4444:5555:6666::"], None, None)], http_port()));
+        zone.apply_slice(&slice(
+            "ns2",
+            "v6-1",
+            "v6",
+            "IPv6",
+            vec![ep(&["2001:db8:3333:4444:5555:6666::"], None, None)],
+            http_port(),
+        ));
         let m = ask("2001-db8-3333-4444-5555-6666--0.v6.ns2.svc.cluster.local.", AAAA).on(&zone);
         assert_eq!(m.answers.len(), 1);
     }
@@ -559,11 +638,14 @@ mod k8_bare_srv {
     #[test]
     fn bare_service_name_srv_lists_all_ports() {
         let m = q("multiport.testns.svc.cluster.local.", SRV);
-        assert_eq!(answers(&m), [
-            "multiport.testns.svc.cluster.local. 5 IN SRV 0 33 80 multiport.testns.svc.cluster.local.",
-            "multiport.testns.svc.cluster.local. 5 IN SRV 0 33 53 multiport.testns.svc.cluster.local.",
-            "multiport.testns.svc.cluster.local. 5 IN SRV 0 33 8080 multiport.testns.svc.cluster.local.",
-        ]);
+        assert_eq!(
+            answers(&m),
+            [
+                "multiport.testns.svc.cluster.local. 5 IN SRV 0 33 80 multiport.testns.svc.cluster.local.",
+                "multiport.testns.svc.cluster.local. 5 IN SRV 0 33 53 multiport.testns.svc.cluster.local.",
+                "multiport.testns.svc.cluster.local. 5 IN SRV 0 33 8080 multiport.testns.svc.cluster.local.",
+            ]
+        );
         assert_eq!(additionals(&m), ["multiport.testns.svc.cluster.local. 5 IN A 10.0.0.5"]);
     }
 
@@ -578,10 +660,14 @@ mod k9_endpoint_names_under_clusterip {
 
     #[test]
     fn clusterip_endpoints_have_names_too() {
-        assert_eq!(answers(&q("172-0-0-10.svc1.testns.svc.cluster.local.", A)), [
-            "172-0-0-10.svc1.testns.svc.cluster.local. 5 IN A 172.0.0.10"
-        ]);
-        assert_eq!(answers(&q("svc1-pod.svc1.testns.svc.cluster.local.", A)), ["svc1-pod.svc1.testns.svc.cluster.local. 5 IN A 172.0.0.11"]);
+        assert_eq!(
+            answers(&q("172-0-0-10.svc1.testns.svc.cluster.local.", A)),
+            ["172-0-0-10.svc1.testns.svc.cluster.local. 5 IN A 172.0.0.10"]
+        );
+        assert_eq!(
+            answers(&q("svc1-pod.svc1.testns.svc.cluster.local.", A)),
+            ["svc1-pod.svc1.testns.svc.cluster.local. 5 IN A 172.0.0.11"]
+        );
     }
 }
 
@@ -590,7 +676,10 @@ mod k10_ptr {
 
     #[test]
     fn endpoint_of_a_clusterip_service_reverses_to_its_endpoint_name() {
-        assert_eq!(answers(&q("11.0.0.172.in-addr.arpa.", PTR)), ["11.0.0.172.in-addr.arpa. 5 IN PTR svc1-pod.svc1.testns.svc.cluster.local."]);
+        assert_eq!(
+            answers(&q("11.0.0.172.in-addr.arpa.", PTR)),
+            ["11.0.0.172.in-addr.arpa. 5 IN PTR svc1-pod.svc1.testns.svc.cluster.local."]
+        );
     }
 
     #[test]
@@ -602,10 +691,13 @@ mod k10_ptr {
         zone.apply_slice(&slice("ns2", "x-2", "x", "IPv4", vec![ep(&["10.6.0.1"], Some("h"), None)], http_port()));
         zone.apply_slice(&slice("ns2", "y-1", "y", "IPv4", vec![ep(&["10.6.0.1"], None, None)], http_port()));
         let m = ask("1.0.6.10.in-addr.arpa.", PTR).on(&zone);
-        assert_eq!(sorted_answers(&m), [
-            "1.0.6.10.in-addr.arpa. 5 IN PTR 10-6-0-1.y.ns2.svc.cluster.local.",
-            "1.0.6.10.in-addr.arpa. 5 IN PTR h.x.ns2.svc.cluster.local.",
-        ]);
+        assert_eq!(
+            sorted_answers(&m),
+            [
+                "1.0.6.10.in-addr.arpa. 5 IN PTR 10-6-0-1.y.ns2.svc.cluster.local.",
+                "1.0.6.10.in-addr.arpa. 5 IN PTR h.x.ns2.svc.cluster.local.",
+            ]
+        );
     }
 
     #[test]
@@ -613,7 +705,10 @@ mod k10_ptr {
         let zone = fixture();
         zone.apply_service(&headless("ns2", "x", http_port()));
         zone.apply_slice(&slice("ns2", "x-1", "x", "IPv4", vec![ep(&["10.0.0.1"], None, None)], http_port()));
-        assert_eq!(answers(&ask("1.0.0.10.in-addr.arpa.", PTR).on(&zone)), ["1.0.0.10.in-addr.arpa. 5 IN PTR svc1.testns.svc.cluster.local."]);
+        assert_eq!(
+            answers(&ask("1.0.0.10.in-addr.arpa.", PTR).on(&zone)),
+            ["1.0.0.10.in-addr.arpa. 5 IN PTR svc1.testns.svc.cluster.local."]
+        );
     }
 
     #[test]
@@ -639,11 +734,14 @@ mod k11_externalname {
     #[test]
     fn chains_are_followed_inside_the_zone_cname_first() {
         let m = q("ext-chain.testns.svc.cluster.local.", A);
-        assert_eq!(answers(&m), [
-            "ext-chain.testns.svc.cluster.local. 5 IN CNAME ext-in.testns.svc.cluster.local.",
-            "ext-in.testns.svc.cluster.local. 5 IN CNAME svc1.testns.svc.cluster.local.",
-            "svc1.testns.svc.cluster.local. 5 IN A 10.0.0.1",
-        ]);
+        assert_eq!(
+            answers(&m),
+            [
+                "ext-chain.testns.svc.cluster.local. 5 IN CNAME ext-in.testns.svc.cluster.local.",
+                "ext-in.testns.svc.cluster.local. 5 IN CNAME svc1.testns.svc.cluster.local.",
+                "svc1.testns.svc.cluster.local. 5 IN A 10.0.0.1",
+            ]
+        );
     }
 
     #[test]
@@ -689,7 +787,8 @@ mod k12_apex {
 
     #[test]
     fn ns_with_glue_for_configured_addresses() {
-        let zone = Zone::new(ZoneConfig { nameservers: vec!["10.96.0.10".parse().unwrap()], ..ZoneConfig::default() }).unwrap();
+        let zone = Zone::new(ZoneConfig { nameservers: vec!["10.96.0.10".parse().unwrap()], ..ZoneConfig::default() })
+            .unwrap();
         let m = ask("cluster.local.", NS).on(&zone);
         assert_eq!(answers(&m), ["cluster.local. 5 IN NS ns.dns.cluster.local."]);
         assert_eq!(additionals(&m), ["ns.dns.cluster.local. 5 IN A 10.96.0.10"]);
@@ -716,14 +815,19 @@ mod k14_case {
     #[test]
     fn generated_names_take_the_zone_case_from_the_query_and_labels_from_the_api() {
         let m = q("_http._tcp.SVC1.testns.svc.cLuStEr.LoCaL.", SRV);
-        assert_eq!(answers(&m), ["_http._tcp.SVC1.testns.svc.cLuStEr.LoCaL. 5 IN SRV 0 100 80 svc1.testns.svc.cLuStEr.LoCaL."]);
+        assert_eq!(
+            answers(&m),
+            ["_http._tcp.SVC1.testns.svc.cLuStEr.LoCaL. 5 IN SRV 0 100 80 svc1.testns.svc.cLuStEr.LoCaL."]
+        );
         assert_eq!(additionals(&m), ["svc1.testns.svc.cLuStEr.LoCaL. 5 IN A 10.0.0.1"]);
     }
 
     #[test]
     fn the_soa_owner_takes_the_query_case() {
         let m = q("nope.testns.svc.CLUSTER.local.", A);
-        assert!(authorities(&m)[0].starts_with("CLUSTER.local. 5 IN SOA ns.dns.CLUSTER.local. hostmaster.CLUSTER.local. "));
+        assert!(
+            authorities(&m)[0].starts_with("CLUSTER.local. 5 IN SOA ns.dns.CLUSTER.local. hostmaster.CLUSTER.local. ")
+        );
     }
 
     #[test]
@@ -771,11 +875,18 @@ mod k23_dedup {
         let zone = fixture();
         zone.apply_service(&headless("ns2", "d", http_port()));
         zone.apply_slice(&slice("ns2", "d-1", "d", "IPv4", vec![ep(&["10.7.0.1"], None, None)], http_port()));
-        zone.apply_slice(&slice("ns2", "d-2", "d", "IPv4", vec![ep(&["10.7.0.1"], None, None), ep(&["10.7.0.2"], None, None)], http_port()));
-        assert_eq!(sorted_answers(&ask("d.ns2.svc.cluster.local.", A).on(&zone)), [
-            "d.ns2.svc.cluster.local. 5 IN A 10.7.0.1",
-            "d.ns2.svc.cluster.local. 5 IN A 10.7.0.2"
-        ]);
+        zone.apply_slice(&slice(
+            "ns2",
+            "d-2",
+            "d",
+            "IPv4",
+            vec![ep(&["10.7.0.1"], None, None), ep(&["10.7.0.2"], None, None)],
+            http_port(),
+        ));
+        assert_eq!(
+            sorted_answers(&ask("d.ns2.svc.cluster.local.", A).on(&zone)),
+            ["d.ns2.svc.cluster.local. 5 IN A 10.7.0.1", "d.ns2.svc.cluster.local. 5 IN A 10.7.0.2"]
+        );
     }
 }
 
@@ -827,7 +938,8 @@ mod protocol {
     fn edns_size_is_honoured_up_to_our_maximum() {
         let zone = big_zone();
         // 60 A records are ~1000 bytes: they fit 1232 but not 700.
-        let m = Message::from_vec(&ask("big.ns2.svc.cluster.local.", A).edns(4096).raw_on(&zone, UDP).unwrap()).unwrap();
+        let m =
+            Message::from_vec(&ask("big.ns2.svc.cluster.local.", A).edns(4096).raw_on(&zone, UDP).unwrap()).unwrap();
         assert!(!m.metadata.truncation);
         assert_eq!(m.answers.len(), 60);
         let raw = ask("big.ns2.svc.cluster.local.", A).edns(700).raw_on(&zone, UDP).unwrap();
@@ -850,7 +962,10 @@ mod protocol {
     #[test]
     fn additional_records_go_before_answers_and_without_tc() {
         let zone = big_zone();
-        let m = Message::from_vec(&ask("_http._tcp.big.ns2.svc.cluster.local.", SRV).edns(4096).raw_on(&zone, Transport::Tcp).unwrap()).unwrap();
+        let m = Message::from_vec(
+            &ask("_http._tcp.big.ns2.svc.cluster.local.", SRV).edns(4096).raw_on(&zone, Transport::Tcp).unwrap(),
+        )
+        .unwrap();
         assert_eq!(m.additionals.len(), 60);
         // Over UDP 1232 the 60 SRV answers do not fit with their addresses: addresses go first.
         let raw = ask("_http._tcp.hdls1.testns.svc.cluster.local.", SRV).raw_on(&zone, UDP).unwrap();
@@ -862,8 +977,9 @@ mod protocol {
     #[test]
     fn answers_rotate_with_the_query_id() {
         let zone = fixture();
-        let firsts: std::collections::BTreeSet<String> =
-            (0..8).map(|id| rdata_text(&ask("hdls1.testns.svc.cluster.local.", A).id(id).on(&zone).answers[0].data)).collect();
+        let firsts: std::collections::BTreeSet<String> = (0..8)
+            .map(|id| rdata_text(&ask("hdls1.testns.svc.cluster.local.", A).id(id).on(&zone).answers[0].data))
+            .collect();
         assert_eq!(firsts.len(), 4);
     }
 
@@ -880,7 +996,13 @@ mod protocol {
         bad_label[12] = 0x80;
         let mut pointer = good[..12].to_vec();
         pointer.extend_from_slice(&[0xC0, 0x0C, 0, 1, 0, 1]);
-        for (what, bytes) in [("qdcount 0", no_question), ("qdcount 2", two_questions), ("cut", cut), ("label", bad_label), ("pointer", pointer)] {
+        for (what, bytes) in [
+            ("qdcount 0", no_question),
+            ("qdcount 2", two_questions),
+            ("cut", cut),
+            ("label", bad_label),
+            ("pointer", pointer),
+        ] {
             let Answer::Reply(resp) = pier_dns::answer(&zone, &bytes, UDP) else { panic!("{what}: no reply") };
             assert_eq!(rcode_name(rcode_of(&resp)), "FORMERR", "{what}");
             assert_eq!(&resp[..2], &bytes[..2], "{what}: id echoed");
@@ -937,7 +1059,10 @@ mod updates {
     fn changing_a_cluster_ip_moves_a_and_ptr() {
         let zone = fixture();
         zone.apply_service(&cluster_ip("testns", "svc1", &["10.0.0.99"], http_port()));
-        assert_eq!(answers(&ask("svc1.testns.svc.cluster.local.", A).on(&zone)), ["svc1.testns.svc.cluster.local. 5 IN A 10.0.0.99"]);
+        assert_eq!(
+            answers(&ask("svc1.testns.svc.cluster.local.", A).on(&zone)),
+            ["svc1.testns.svc.cluster.local. 5 IN A 10.0.0.99"]
+        );
         assert_eq!(ask("99.0.0.10.in-addr.arpa.", PTR).on(&zone).answers.len(), 1);
         let old = ask("1.0.0.10.in-addr.arpa.", PTR).bytes();
         assert_eq!(pier_dns::answer(&zone, &old, UDP), Answer::Forward);
@@ -978,7 +1103,14 @@ mod updates {
     #[test]
     fn an_endpoint_turning_unready_disappears() {
         let zone = fixture();
-        zone.apply_slice(&slice("testns", "hdlsprtls-1", "hdlsprtls", "IPv4", vec![ep(&["172.0.0.20"], None, Some(false))], json!([])));
+        zone.apply_slice(&slice(
+            "testns",
+            "hdlsprtls-1",
+            "hdlsprtls",
+            "IPv4",
+            vec![ep(&["172.0.0.20"], None, Some(false))],
+            json!([]),
+        ));
         assert_nxdomain(&ask("hdlsprtls.testns.svc.cluster.local.", A).on(&zone));
         assert_eq!(pier_dns::answer(&zone, &ask("20.0.0.172.in-addr.arpa.", PTR).bytes(), UDP), Answer::Forward);
     }
@@ -998,7 +1130,14 @@ mod updates {
     #[test]
     fn slices_arriving_before_their_service_count_once_it_arrives() {
         let zone = fixture();
-        zone.apply_slice(&slice("ns2", "early-1", "early", "IPv4", vec![ep(&["10.11.0.1"], Some("h"), None)], http_port()));
+        zone.apply_slice(&slice(
+            "ns2",
+            "early-1",
+            "early",
+            "IPv4",
+            vec![ep(&["10.11.0.1"], Some("h"), None)],
+            http_port(),
+        ));
         assert_nxdomain(&ask("h.early.ns2.svc.cluster.local.", A).on(&zone));
         zone.apply_service(&headless("ns2", "early", http_port()));
         assert_eq!(ask("h.early.ns2.svc.cluster.local.", A).on(&zone).answers.len(), 1);
@@ -1008,9 +1147,10 @@ mod updates {
     fn a_service_that_changes_kind_changes_its_answers() {
         let zone = fixture();
         zone.apply_service(&external("testns", "svc1", "elsewhere.example"));
-        assert_eq!(answers(&ask("svc1.testns.svc.cluster.local.", CNAME).on(&zone)), [
-            "svc1.testns.svc.cluster.local. 5 IN CNAME elsewhere.example."
-        ]);
+        assert_eq!(
+            answers(&ask("svc1.testns.svc.cluster.local.", CNAME).on(&zone)),
+            ["svc1.testns.svc.cluster.local. 5 IN CNAME elsewhere.example."]
+        );
         assert_nxdomain(&ask("_http._tcp.svc1.testns.svc.cluster.local.", SRV).on(&zone));
         assert_nxdomain(&ask("172-0-0-10.svc1.testns.svc.cluster.local.", A).on(&zone));
     }
@@ -1034,7 +1174,8 @@ mod updates {
         for s in 0..2000u32 {
             let name = format!("s{s}");
             zone.apply_service(&headless("big", &name, http_port()));
-            let eps = (0..10).map(|e| ep(&[&format!("10.{}.{}.{}", 100 + s / 256, s % 256, e + 1)], None, None)).collect();
+            let eps =
+                (0..10).map(|e| ep(&[&format!("10.{}.{}.{}", 100 + s / 256, s % 256, e + 1)], None, None)).collect();
             zone.apply_slice(&slice("big", &format!("{name}-1"), &name, "IPv4", eps, http_port()));
         }
         assert!(zone.name_count() > 2000 * 20);
@@ -1042,6 +1183,9 @@ mod updates {
         zone.apply_slice(&slice("big", "s7-1", "s7", "IPv4", vec![ep(&["10.200.0.1"], None, None)], http_port()));
         let took = start.elapsed();
         assert!(took < std::time::Duration::from_millis(50), "one slice update took {took:?}");
-        assert_eq!(answers(&ask("s7.big.svc.cluster.local.", A).on(&zone)), ["s7.big.svc.cluster.local. 5 IN A 10.200.0.1"]);
+        assert_eq!(
+            answers(&ask("s7.big.svc.cluster.local.", A).on(&zone)),
+            ["s7.big.svc.cluster.local. 5 IN A 10.200.0.1"]
+        );
     }
 }

@@ -46,7 +46,14 @@ pub fn ep(addresses: &[&str], hostname: Option<&str>, ready: Option<bool>) -> Va
     e
 }
 
-pub fn slice(ns: &str, name: &str, service: &str, address_type: &str, endpoints: Vec<Value>, ports: Value) -> EndpointSlice {
+pub fn slice(
+    ns: &str,
+    name: &str,
+    service: &str,
+    address_type: &str,
+    endpoints: Vec<Value>,
+    ports: Value,
+) -> EndpointSlice {
     serde_json::from_value(json!({
         "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
         "metadata": {"namespace": ns, "name": name, "labels": {"kubernetes.io/service-name": service}},
@@ -116,7 +123,14 @@ pub fn populate(zone: &Zone) {
         http_port(),
     ));
     zone.apply_service(&headless("testns", "hdlsprtls", json!([])));
-    zone.apply_slice(&slice("testns", "hdlsprtls-1", "hdlsprtls", "IPv4", vec![ep(&["172.0.0.20"], None, None)], json!([])));
+    zone.apply_slice(&slice(
+        "testns",
+        "hdlsprtls-1",
+        "hdlsprtls",
+        "IPv4",
+        vec![ep(&["172.0.0.20"], None, None)],
+        json!([]),
+    ));
     zone.apply_service(&headless("testns", "hdls-empty", http_port()));
     zone.apply_service(&headless("testns", "hdls-unready", http_port()));
     zone.apply_slice(&slice(
@@ -224,7 +238,9 @@ pub fn rcode_name(rc: u16) -> &'static str {
 
 pub fn rdata_text(data: &RData) -> String {
     match data {
-        RData::TXT(txt) => txt.txt_data.iter().map(|s| format!("\"{}\"", String::from_utf8_lossy(s))).collect::<Vec<_>>().join(" "),
+        RData::TXT(txt) => {
+            txt.txt_data.iter().map(|s| format!("\"{}\"", String::from_utf8_lossy(s))).collect::<Vec<_>>().join(" ")
+        }
         other => other.to_string(),
     }
 }
