@@ -117,7 +117,8 @@ pub struct ServicePort {
     pub internal_local: bool,
     /// Usable endpoints anywhere in the cluster (ready ones, else serving-and-terminating ones).
     pub cluster_endpoints: Vec<Backend>,
-    /// Usable endpoints on this node, with the same fallback computed on its own.
+    /// Usable endpoints on this node, with the same fallback computed on its own (the ones a
+    /// local client can hairpin to, and the only ones of the Local traffic policies).
     pub local_endpoints: Vec<Backend>,
 }
 
@@ -261,7 +262,7 @@ pub fn compile_service(svc: &Service, slices: &[&EndpointSlice], node: &NodeCont
             }
         }
         let cluster_endpoints = usable(&cands, |_| true);
-        let local_endpoints = if external_local || internal_local { usable(&cands, |c| c.local) } else { Vec::new() };
+        let local_endpoints = usable(&cands, |c| c.local);
         out.push(ServicePort {
             service: key.clone(),
             port_name,

@@ -80,15 +80,15 @@ fn skipped_services_compile_to_nothing() {
 }
 
 #[test]
-fn two_endpoints_render_one_numgen_map() {
+fn two_endpoints_render_a_slot_pick_and_their_slots() {
     let s = kubia_slice(&[("10.244.0.5", true, true, false), ("10.244.0.6", true, true, false)]);
-    let o = render_service(&compile_service(&kubia(), &[&s], &node()), &node());
+    let o = render_service(&compile_service(&kubia(), &[&s], &node()), &node(), &mut |_| 7);
     let text = format!("{:#?}", (&o.chains, &o.elements));
     let expected = r#"(
     {
         "service-TOFPQTM7-default/kubia/tcp/http": [
             "ip daddr 10.96.0.20 ip saddr != 10.244.0.0/16 jump mark-for-masquerade",
-            "meta l4proto tcp dnat ip to numgen random mod 2 map { 0 : 10.244.0.5 . 8080, 1 : 10.244.0.6 . 8080 } comment \"default/kubia:http\"",
+            "ct mark set numgen random mod 2 offset 28672 goto endpoint-dnat comment \"default/kubia:http\"",
         ],
     },
     {
@@ -96,6 +96,14 @@ fn two_endpoints_render_one_numgen_map() {
             "cluster-ips",
             "10.96.0.20",
         ): "",
+        (
+            "endpoints",
+            "28672",
+        ): "10.244.0.5 . 8080",
+        (
+            "endpoints",
+            "28673",
+        ): "10.244.0.6 . 8080",
         (
             "service-ips",
             "10.96.0.20 . tcp . 80",
@@ -107,7 +115,7 @@ fn two_endpoints_render_one_numgen_map() {
 
 #[test]
 fn no_endpoints_reject() {
-    let o = render_service(&compile_service(&kubia(), &[], &node()), &node());
+    let o = render_service(&compile_service(&kubia(), &[], &node()), &node(), &mut |_| 7);
     assert!(o.chains.is_empty());
     assert_eq!(
         o.elements.get(&("no-endpoint-services", "10.96.0.20 . tcp . 80".to_string())).map(String::as_str),
@@ -128,7 +136,7 @@ fn a_node_port_service_with_local_policy() {
         "ports": [{"name": "", "port": 8080, "protocol": "TCP"}],
         "endpoints": [{"addresses": ["10.244.0.5"], "nodeName": "pier-node"}, {"addresses": ["10.244.1.5"], "nodeName": "other"}]
     }));
-    let o = render_service(&compile_service(&s, &[&sl], &node()), &node());
+    let o = render_service(&compile_service(&s, &[&sl], &node()), &node(), &mut |_| 7);
     let ext = o.chains.iter().find(|(k, _)| k.starts_with("external-")).unwrap();
     assert_eq!(
         ext.1,
@@ -152,7 +160,7 @@ fn affinity_gets_per_endpoint_chains_and_sets() {
     let mut s = kubia();
     s.spec.as_mut().unwrap().session_affinity = Some("ClientIP".into());
     let sl = kubia_slice(&[("10.244.0.5", true, true, false), ("10.244.0.6", true, true, false)]);
-    let o = render_service(&compile_service(&s, &[&sl], &node()), &node());
+    let o = render_service(&compile_service(&s, &[&sl], &node()), &node(), &mut |_| 7);
     assert_eq!(o.sets.len(), 2);
     assert!(o.sets.values().all(|d| d.contains("timeout 10800s")));
     assert_eq!(o.chains.keys().filter(|k| k.starts_with("endpoint-")).count(), 2);
@@ -165,14 +173,16 @@ fn affinity_gets_per_endpoint_chains_and_sets() {
 fn delta_touches_only_what_changed() {
     let one = kubia_slice(&[("10.244.0.5", true, true, false)]);
     let two = kubia_slice(&[("10.244.0.5", true, true, false), ("10.244.0.6", true, true, false)]);
-    let a = render_service(&compile_service(&kubia(), &[&one], &node()), &node());
-    let b = render_service(&compile_service(&kubia(), &[&two], &node()), &node());
+    let a = render_service(&compile_service(&kubia(), &[&one], &node()), &node(), &mut |_| 7);
+    let b = render_service(&compile_service(&kubia(), &[&two], &node()), &node(), &mut |_| 7);
     let script = delta_script(&a, &b, &["10.244.0.6".parse().unwrap()], &[]);
     assert_eq!(
         script,
         "flush chain ip pier service-TOFPQTM7-default/kubia/tcp/http\n\
          add rule ip pier service-TOFPQTM7-default/kubia/tcp/http ip daddr 10.96.0.20 ip saddr != 10.244.0.0/16 jump mark-for-masquerade\n\
-         add rule ip pier service-TOFPQTM7-default/kubia/tcp/http meta l4proto tcp dnat ip to numgen random mod 2 map { 0 : 10.244.0.5 . 8080, 1 : 10.244.0.6 . 8080 } comment \"default/kubia:http\"\n\
+         add rule ip pier service-TOFPQTM7-default/kubia/tcp/http ct mark set numgen random mod 2 offset 28672 goto endpoint-dnat comment \"default/kubia:http\"\n\
+         add element ip pier endpoints { 28672 : 10.244.0.5 . 8080 }\n\
+         add element ip pier endpoints { 28673 : 10.244.0.6 . 8080 }\n\
          add element ip pier hairpin-endpoints { 10.244.0.6 . 10.244.0.6 }\n"
     );
     // Gone entirely.

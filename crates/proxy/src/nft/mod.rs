@@ -16,9 +16,47 @@ use crate::table::{NodeContext, ServiceKey, ServicePort};
 use crate::{DataPlane, ProxyError};
 use render::ServiceObjects;
 
+/// Slot numbers of the chains that pick endpoints (see `render::SLOTS`). A number freed by one
+/// batch is reused only by a later one, so a transaction never deletes and adds the same slot
+/// for two different Services.
+#[derive(Debug, Default)]
+struct SlotIds {
+    ids: std::collections::HashMap<String, u32>,
+    free: Vec<u32>,
+    released: Vec<u32>,
+    next: u32,
+}
+
+impl SlotIds {
+    fn get(&mut self, chain: &str) -> u32 {
+        if let Some(id) = self.ids.get(chain) {
+            return *id;
+        }
+        let id = self.free.pop().unwrap_or_else(|| {
+            self.next += 1;
+            self.next
+        });
+        self.ids.insert(chain.to_string(), id);
+        id
+    }
+
+    fn release_gone(&mut self, old: &ServiceObjects, new: &ServiceObjects) {
+        for name in old.chains.keys().filter(|n| !new.chains.contains_key(*n)) {
+            if let Some(id) = self.ids.remove(name) {
+                self.released.push(id);
+            }
+        }
+    }
+
+    fn end_batch(&mut self) {
+        self.free.append(&mut self.released);
+    }
+}
+
 #[derive(Debug)]
 pub struct Nftables {
     node: NodeContext,
+    slots: SlotIds,
     objects: BTreeMap<ServiceKey, ServiceObjects>,
     /// How many live Services use each endpoint address (the hairpin set is shared).
     hairpin_refs: BTreeMap<Ipv4Addr, usize>,
@@ -64,7 +102,7 @@ fn table_exists() -> Result<bool, ProxyError> {
 
 impl Nftables {
     pub fn new(node: NodeContext) -> Nftables {
-        Nftables { node, objects: BTreeMap::new(), hairpin_refs: BTreeMap::new() }
+        Nftables { node, slots: SlotIds::default(), objects: BTreeMap::new(), hairpin_refs: BTreeMap::new() }
     }
 
     fn count_hairpin(&mut self, old: &ServiceObjects, new: &ServiceObjects) -> (Vec<Ipv4Addr>, Vec<Ipv4Addr>) {
@@ -100,8 +138,12 @@ impl Nftables {
 
 impl DataPlane for Nftables {
     fn full_sync(&mut self, table: &BTreeMap<ServiceKey, Vec<ServicePort>>) -> Result<(), ProxyError> {
-        let objects: BTreeMap<ServiceKey, ServiceObjects> =
-            table.iter().map(|(k, ports)| (k.clone(), render::render_service(ports, &self.node))).collect();
+        self.slots = SlotIds::default();
+        let slots = &mut self.slots;
+        let objects: BTreeMap<ServiceKey, ServiceObjects> = table
+            .iter()
+            .map(|(k, ports)| (k.clone(), render::render_service(ports, &self.node, &mut |c| slots.get(c))))
+            .collect();
         run_nft(&render::full_script(&self.node, objects.values()))?;
         self.objects = objects;
         self.rebuild_refs();
@@ -113,8 +155,10 @@ impl DataPlane for Nftables {
         let mut script = String::new();
         let mut staged = Vec::with_capacity(changes.len());
         for (key, ports) in changes {
-            let new = render::render_service(ports, &self.node);
+            let slots = &mut self.slots;
+            let new = render::render_service(ports, &self.node, &mut |c| slots.get(c));
             let old = self.objects.get(key).unwrap_or(&empty).clone();
+            self.slots.release_gone(&old, &new);
             let (add, remove) = self.count_hairpin(&old, &new);
             script.push_str(&render::delta_script(&old, &new, &add, &remove));
             staged.push((key.clone(), new));
@@ -126,10 +170,9 @@ impl DataPlane for Nftables {
                 self.objects.insert(key, new);
             }
         }
-        if script.is_empty() {
-            return Ok(());
-        }
-        run_nft(&script)
+        let result = if script.is_empty() { Ok(()) } else { run_nft(&script) };
+        self.slots.end_batch();
+        result
     }
 
     fn healthy(&mut self) -> Result<bool, ProxyError> {

@@ -25,6 +25,7 @@ pub const NO_ENDPOINT_SERVICES: &str = "no-endpoint-services";
 pub const NO_ENDPOINT_NODEPORTS: &str = "no-endpoint-nodeports";
 pub const CLUSTER_IPS: &str = "cluster-ips";
 pub const HAIRPIN: &str = "hairpin-endpoints";
+pub const ENDPOINTS: &str = "endpoints";
 
 /// The objects one Service owns in the table.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -76,8 +77,27 @@ fn quote(s: &str) -> String {
     format!("\"{}\"", s.replace(['"', '\\'], ""))
 }
 
-/// The rule(s) that pick one of `eps` and DNAT to it.
-fn pick_rules(sp: &ServicePort, eps: &[Backend], rules: &mut Vec<String>, comment: &str) {
+/// Endpoint slots per service port in the `endpoints` map: a port's endpoints live at
+/// `id * SLOTS + i`. More endpoints than this are cut (with a warning by the caller).
+pub const SLOTS: u32 = 1 << 12;
+
+/// The rule(s) that pick one of `eps` and DNAT to it. `slot_base` is the first `endpoints` map
+/// key of this chain.
+///
+/// Why `ct mark` and one shared map: the kernel checks every element of a set each time a
+/// rule binds to it, and names anonymous sets by scanning the others, so 10,000 rules each
+/// with its own `numgen … map { … }` (or each bound to one shared map) costs seconds to load.
+/// Instead each service chain only writes a random slot into the connection's mark and jumps to
+/// the one rule (per protocol) that turns the mark into an address: 10,000 Services × 10
+/// endpoints load in well under a second.
+fn pick_rules(
+    sp: &ServicePort,
+    eps: &[Backend],
+    slot_base: u32,
+    o: &mut ServiceObjects,
+    rules: &mut Vec<String>,
+    comment: &str,
+) {
     let proto = sp.protocol.as_str();
     if let Some(timeout) = sp.affinity_timeout {
         for ep in eps {
@@ -91,19 +111,20 @@ fn pick_rules(sp: &ServicePort, eps: &[Backend], rules: &mut Vec<String>, commen
     match eps {
         [one] => rules.push(format!("meta l4proto {proto} dnat ip to {one} comment {comment}")),
         _ => {
-            let arms: Vec<String> =
-                eps.iter().enumerate().map(|(i, ep)| format!("{i} : {} . {}", ep.ip, ep.port)).collect();
+            let n = eps.len().min(SLOTS as usize);
+            for (i, ep) in eps.iter().take(n).enumerate() {
+                o.elements.insert((ENDPOINTS, (slot_base + i as u32).to_string()), format!("{} . {}", ep.ip, ep.port));
+            }
             rules.push(format!(
-                "meta l4proto {proto} dnat ip to numgen random mod {} map {{ {} }} comment {comment}",
-                eps.len(),
-                arms.join(", ")
+                "ct mark set numgen random mod {n} offset {slot_base} goto endpoint-dnat comment {comment}"
             ));
         }
     }
 }
 
-/// Renders the objects of one Service (all its ports).
-pub fn render_service(ports: &[ServicePort], node: &NodeContext) -> ServiceObjects {
+/// Renders the objects of one Service (all its ports). `ids` gives each chain that picks
+/// endpoints a number no other live chain has (its slots in the `endpoints` map).
+pub fn render_service(ports: &[ServicePort], node: &NodeContext, ids: &mut dyn FnMut(&str) -> u32) -> ServiceObjects {
     let mut o = ServiceObjects::default();
     for sp in ports {
         let proto = sp.protocol.as_str();
@@ -122,17 +143,21 @@ pub fn render_service(ports: &[ServicePort], node: &NodeContext) -> ServiceObjec
             .collect();
         if !sp.cluster_endpoints.is_empty() {
             let mut rules = masq_from_outside.clone();
-            pick_rules(sp, &sp.cluster_endpoints, &mut rules, &comment);
+            let base = ids(&service_chain).wrapping_mul(SLOTS);
+            pick_rules(sp, &sp.cluster_endpoints, base, &mut o, &mut rules, &comment);
             o.chains.insert(service_chain.clone(), rules);
         }
         let wants_local = sp.internal_local || (sp.external_local && sp.has_external());
         if wants_local && !sp.local_endpoints.is_empty() {
             let mut rules = masq_from_outside.clone();
-            pick_rules(sp, &sp.local_endpoints, &mut rules, &comment);
+            let base = ids(&local_chain).wrapping_mul(SLOTS);
+            pick_rules(sp, &sp.local_endpoints, base, &mut o, &mut rules, &comment);
             o.chains.insert(local_chain.clone(), rules);
         }
         if let Some(timeout) = sp.affinity_timeout {
-            let eps: BTreeSet<&Backend> = sp.cluster_endpoints.iter().chain(&sp.local_endpoints).collect();
+            let local_chain_used = wants_local && !sp.local_endpoints.is_empty();
+            let eps: BTreeSet<&Backend> =
+                sp.cluster_endpoints.iter().chain(sp.local_endpoints.iter().filter(|_| local_chain_used)).collect();
             for ep in eps {
                 let set = affinity_set(sp, ep, timeout);
                 o.sets.insert(set.clone(), format!("type ipv4_addr; flags dynamic,timeout; timeout {timeout}s;"));
@@ -142,7 +167,8 @@ pub fn render_service(ports: &[ServicePort], node: &NodeContext) -> ServiceObjec
                 );
             }
         }
-        o.hairpin.extend(sp.cluster_endpoints.iter().chain(&sp.local_endpoints).map(|e| e.ip));
+        // Only a pod of this node can be both the client and the chosen endpoint.
+        o.hairpin.extend(sp.local_endpoints.iter().map(|e| e.ip));
 
         // Cluster IPs.
         for vip in &sp.cluster_ips {
@@ -214,6 +240,7 @@ pub fn base_table(node: &NodeContext) -> String {
 	set {CLUSTER_IPS} {{ type ipv4_addr; comment "Active ClusterIPs"; }}
 	set {HAIRPIN} {{ type ipv4_addr . ipv4_addr; comment "Endpoint addresses, as source . destination, for hairpin masquerade"; }}
 	map {SERVICE_IPS} {{ type ipv4_addr . inet_proto . inet_service : verdict; comment "ClusterIP, ExternalIP and LoadBalancer IP traffic"; }}
+	map {ENDPOINTS} {{ type mark : ipv4_addr . inet_service; comment "Endpoint slots: a service chain puts a random slot of its own in ct mark"; }}
 	map {SERVICE_NODEPORTS} {{ type inet_proto . inet_service : verdict; comment "NodePort traffic"; }}
 	map {NO_ENDPOINT_SERVICES} {{ type ipv4_addr . inet_proto . inet_service : verdict; comment "vmap to drop or reject packets to services with no endpoints"; }}
 	map {NO_ENDPOINT_NODEPORTS} {{ type inet_proto . inet_service : verdict; comment "vmap to drop or reject packets to service nodeports with no endpoints"; }}
@@ -238,6 +265,11 @@ pub fn base_table(node: &NodeContext) -> String {
 	chain reject-chain {{
 		meta l4proto tcp reject with tcp reset comment "helper for @{NO_ENDPOINT_SERVICES} / @{NO_ENDPOINT_NODEPORTS}"
 		reject
+	}}
+	chain endpoint-dnat {{
+		meta l4proto tcp dnat ip to ct mark map @{ENDPOINTS}
+		meta l4proto udp dnat ip to ct mark map @{ENDPOINTS}
+		meta l4proto sctp dnat ip to ct mark map @{ENDPOINTS}
 	}}
 	chain mark-for-masquerade {{ meta mark set meta mark | {MASQ_MARK}; }}
 	chain masquerading {{
@@ -296,18 +328,28 @@ pub fn full_script<'a>(node: &NodeContext, services: impl IntoIterator<Item = &'
             add_rules(&mut out, name, rules);
         }
     }
+    // Elements grouped per set, many per statement: nft parses one long statement far faster
+    // than many short ones.
+    let mut by_set: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     for o in &services {
         for ((set, key), value) in &o.elements {
             // Two Services claiming one address and port (e.g. the same external IP): the
             // first one keeps it rather than failing the whole table.
             if seen_keys.insert((set, key)) {
-                element(&mut out, "add", set, key, value);
+                by_set.entry(set).or_default().push(if value.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{key} : {value}")
+                });
             }
         }
         hairpin.extend(&o.hairpin);
     }
-    for ip in &hairpin {
-        element(&mut out, "add", HAIRPIN, &hairpin_key(ip), "");
+    by_set.entry(HAIRPIN).or_default().extend(hairpin.iter().map(hairpin_key));
+    for (set, elements) in by_set {
+        for chunk in elements.chunks(4096) {
+            let _ = writeln!(out, "add element {FAMILY} {TABLE} {set} {{ {} }}", chunk.join(", "));
+        }
     }
     out
 }
