@@ -152,7 +152,7 @@ fn full_and_incremental_syncs_load_into_the_kernel() {
         let start = s.find("map endpoints {").unwrap();
         let end = start + s[start..].find("\n\t}\n").unwrap();
         let mut slots: Vec<String> = s[start..end]
-            .split(|c| c == ',' || c == '{' || c == '}' || c == '\n')
+            .split([',', '{', '}', '\n'])
             .filter_map(|e| e.split_once(" : ").map(|(_, v)| v.trim().to_string()))
             .collect();
         slots.sort();
