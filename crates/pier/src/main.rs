@@ -72,6 +72,12 @@ struct ServerArgs {
     /// `nftables` or `userspace`.
     #[arg(long, default_value = "nftables")]
     proxy_mode: String,
+    /// Where the data plane serves `/healthz` (kube-proxy's `--healthz-bind-address`).
+    #[arg(long, default_value = "0.0.0.0:10256")]
+    proxy_healthz_addr: SocketAddr,
+    /// Where the data plane serves `/metrics` (kube-proxy's `--metrics-bind-address`).
+    #[arg(long, default_value = "127.0.0.1:10249")]
+    proxy_metrics_addr: SocketAddr,
     /// CIDRs LoadBalancer Services get their IPs from.
     #[arg(long)]
     loadbalancer_ip_pool: Option<String>,
@@ -106,6 +112,12 @@ struct AgentArgs {
     /// `nftables` or `userspace`.
     #[arg(long, default_value = "nftables")]
     proxy_mode: String,
+    /// Where the data plane serves `/healthz` (kube-proxy's `--healthz-bind-address`).
+    #[arg(long, default_value = "0.0.0.0:10256")]
+    proxy_healthz_addr: SocketAddr,
+    /// Where the data plane serves `/metrics` (kube-proxy's `--metrics-bind-address`).
+    #[arg(long, default_value = "127.0.0.1:10249")]
+    proxy_metrics_addr: SocketAddr,
 }
 
 fn parse_port_range(s: &str) -> Result<(u16, u16)> {
@@ -169,6 +181,8 @@ struct NodeArgs {
     cluster_domain: String,
     cluster_pod_cidr: ipnet::Ipv4Net,
     proxy_mode: String,
+    proxy_healthz_addr: SocketAddr,
+    proxy_metrics_addr: SocketAddr,
 }
 
 /// Registers this machine as a Node and runs its pods; the same for `pier server` and
@@ -207,6 +221,20 @@ fn start_proxy(client: &kube::Client, node_name: &str, args: &NodeArgs) -> Resul
         other => bail!("--proxy-mode {other:?}: supported values: nftables"),
     };
     let health = Arc::new(pier_proxy::sync::Health::default());
+    let mode: &'static str = if args.proxy_mode == "userspace" { "userspace" } else { "nftables" };
+    for addr in [args.proxy_healthz_addr, args.proxy_metrics_addr] {
+        let health = health.clone();
+        tokio::spawn(async move {
+            match tokio::net::TcpListener::bind(addr).await {
+                Ok(l) => {
+                    if let Err(e) = pier_proxy::health::serve(l, health, mode).await {
+                        tracing::warn!(%addr, error = %e, "proxy health server stopped");
+                    }
+                }
+                Err(e) => tracing::warn!(%addr, error = %e, "cannot serve the proxy's health endpoints"),
+            }
+        });
+    }
     tokio::spawn(pier_proxy::sync::run(client.clone(), node, plane, health));
     Ok(())
 }
@@ -275,6 +303,8 @@ async fn agent(args: AgentArgs) -> Result<()> {
         cluster_domain: args.cluster_domain.clone(),
         cluster_pod_cidr,
         proxy_mode: args.proxy_mode.clone(),
+        proxy_healthz_addr: args.proxy_healthz_addr,
+        proxy_metrics_addr: args.proxy_metrics_addr,
     };
     std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
     let (_machine, pod_cidr) = run_node(&client, &node, &node_args).await?;
@@ -388,6 +418,8 @@ async fn server(args: ServerArgs) -> Result<()> {
         cluster_domain: args.cluster_domain.clone(),
         cluster_pod_cidr,
         proxy_mode: args.proxy_mode.clone(),
+        proxy_healthz_addr: args.proxy_healthz_addr,
+        proxy_metrics_addr: args.proxy_metrics_addr,
     };
     let (machine, pod_cidr) = run_node(&client, &node, &node_args).await?;
     api.set_node_streams(Arc::new(node_streams::LocalNode { machine, node_name: node.name.clone() }));

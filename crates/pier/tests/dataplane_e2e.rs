@@ -210,6 +210,20 @@ fn seed_sessions(mode: &str) {
     let answers = curl_n(&c, &format!("http://{ip}"), 5);
     assert!(answers.iter().all(|a| expected.contains(a)), "{answers:?}");
 
+    // kube-proxy's health and metrics endpoints.
+    let out = c.command("curl").args(["-s", "-m", "3", &format!("http://{NODE_IP}:10256/healthz")]).output().unwrap();
+    let body = String::from_utf8_lossy(&out.stdout);
+    assert!(body.contains("\"lastUpdated\": \"20"), "{body}");
+    let out = c.command("curl").args(["-s", "-m", "3", "http://127.0.0.1:10249/metrics"]).output().unwrap();
+    let metrics = String::from_utf8_lossy(&out.stdout);
+    let count = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("kubeproxy_network_programming_duration_seconds_count "))
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(count.is_some_and(|n| n > 0), "{metrics}");
+    let mode_answer = c.command("curl").args(["-s", "-m", "3", "http://127.0.0.1:10249/proxyMode"]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&mode_answer.stdout), mode);
+
     if mode == "nftables" {
         let rules = c.command(common::pier_bin().to_str().unwrap()).args(["proxy", "rules"]).output().unwrap();
         let rules = String::from_utf8_lossy(&rules.stdout).into_owned();

@@ -6,6 +6,7 @@
 //! Invariant: the compiler and the renderers do no IO; only `sync` talks to the API and only
 //! the back ends touch the kernel.
 
+pub mod health;
 pub mod nft;
 pub mod sync;
 pub mod table;

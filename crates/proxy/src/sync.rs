@@ -36,6 +36,8 @@ pub struct HealthInner {
     pub full_syncs: u64,
     pub partial_syncs: u64,
     pub services: usize,
+    /// Changes arrived that are not programmed yet.
+    pub pending: bool,
 }
 
 impl Health {
@@ -43,8 +45,13 @@ impl Health {
         self.inner.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    fn set_pending(&self) {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).pending = true;
+    }
+
     fn record(&self, started: Option<Instant>, full: bool, services: usize) {
         let mut h = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        h.pending = false;
         h.last_updated = Some(SystemTime::now());
         h.services = services;
         if full {
@@ -259,6 +266,7 @@ pub async fn run(client: kube::Client, node: NodeContext, plane: Box<dyn DataPla
         if !(state.services_synced && state.slices_synced) {
             continue;
         }
+        health.set_pending();
         let node_ctx = node.clone();
         let Some(mut p) = plane.take() else { return };
         let full = needs_full;
