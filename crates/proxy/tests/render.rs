@@ -192,3 +192,26 @@ fn delta_touches_only_what_changed() {
     assert!(delta_script(&b, &b, &[], &[]).is_empty());
     let _ = full_script(&node(), [&a, &b]);
 }
+
+#[test]
+fn udp_entries_are_flushed_for_gone_endpoints_and_first_endpoints() {
+    use pier_proxy::nft::conntrack::{Flush, stale};
+    let dns = svc(json!({
+        "metadata": {"name": "dns", "namespace": "default"},
+        "spec": {"clusterIP": "10.96.0.53", "ports": [{"name": "dns", "port": 53, "protocol": "UDP"}]}
+    }));
+    let sl = |ips: &[&str]| {
+        let eps: Vec<_> = ips.iter().map(|ip| json!({"addresses": [ip]})).collect();
+        slice(json!({
+            "metadata": {"name": "dns-x", "namespace": "default", "labels": {"kubernetes.io/service-name": "dns"}},
+            "addressType": "IPv4", "ports": [{"name": "dns", "port": 5353, "protocol": "UDP"}], "endpoints": eps
+        }))
+    };
+    let none = compile_service(&dns, &[], &node());
+    let two = compile_service(&dns, &[&sl(&["10.244.0.5", "10.244.0.6"])], &node());
+    let one = compile_service(&dns, &[&sl(&["10.244.0.6"])], &node());
+    let vip = Some("10.96.0.53".parse().unwrap());
+    assert_eq!(stale(&none, &two), vec![Flush { dest: vip, port: 53, endpoint: None }]);
+    assert_eq!(stale(&two, &one), vec![Flush { dest: vip, port: 53, endpoint: Some("10.244.0.5".parse().unwrap()) }]);
+    assert!(stale(&one, &one).is_empty());
+}

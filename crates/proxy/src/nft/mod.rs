@@ -5,6 +5,7 @@
 //! Scripts go to the `nft` binary on its standard input for now: one process per batch, so an
 //! update costs a fork plus nft's parse of that batch, independent of the table's size.
 
+pub mod conntrack;
 pub mod render;
 
 use std::collections::BTreeMap;
@@ -60,6 +61,8 @@ pub struct Nftables {
     objects: BTreeMap<ServiceKey, ServiceObjects>,
     /// How many live Services use each endpoint address (the hairpin set is shared).
     hairpin_refs: BTreeMap<Ipv4Addr, usize>,
+    /// The UDP ports of each Service as last programmed, for the conntrack cleanup.
+    udp: BTreeMap<ServiceKey, Vec<ServicePort>>,
 }
 
 /// Runs one nft script as a single transaction.
@@ -100,9 +103,19 @@ fn table_exists() -> Result<bool, ProxyError> {
     Ok(out.status.success() && String::from_utf8_lossy(&out.stdout).lines().any(|l| l.trim() == wanted))
 }
 
+fn udp_ports(ports: &[ServicePort]) -> Vec<ServicePort> {
+    ports.iter().filter(|p| p.protocol == crate::table::Protocol::Udp).cloned().collect()
+}
+
 impl Nftables {
     pub fn new(node: NodeContext) -> Nftables {
-        Nftables { node, slots: SlotIds::default(), objects: BTreeMap::new(), hairpin_refs: BTreeMap::new() }
+        Nftables {
+            node,
+            slots: SlotIds::default(),
+            objects: BTreeMap::new(),
+            hairpin_refs: BTreeMap::new(),
+            udp: BTreeMap::new(),
+        }
     }
 
     fn count_hairpin(&mut self, old: &ServiceObjects, new: &ServiceObjects) -> (Vec<Ipv4Addr>, Vec<Ipv4Addr>) {
@@ -147,6 +160,8 @@ impl DataPlane for Nftables {
         run_nft(&render::full_script(&self.node, objects.values()))?;
         self.objects = objects;
         self.rebuild_refs();
+        self.udp =
+            table.iter().map(|(k, ports)| (k.clone(), udp_ports(ports))).filter(|(_, p)| !p.is_empty()).collect();
         Ok(())
     }
 
@@ -172,7 +187,18 @@ impl DataPlane for Nftables {
         }
         let result = if script.is_empty() { Ok(()) } else { run_nft(&script) };
         self.slots.end_batch();
-        result
+        result?;
+        let mut flushes = Vec::new();
+        for (key, ports) in changes {
+            let new = udp_ports(ports);
+            let old = self.udp.remove(key).unwrap_or_default();
+            flushes.extend(conntrack::stale(&old, &new));
+            if !new.is_empty() {
+                self.udp.insert(key.clone(), new);
+            }
+        }
+        conntrack::flush(&flushes);
+        Ok(())
     }
 
     fn healthy(&mut self) -> Result<bool, ProxyError> {
