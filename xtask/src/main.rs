@@ -10,6 +10,10 @@
 //! network namespace the benchmark creates and deletes (see [`sealed`]), and the client joins
 //! it (see [`bench_pods`]).
 //!
+//! `cargo xtask bench proxy` measures rule programming of the nftables data plane against
+//! `iptables-restore` loading kube-proxy's ruleset (issue 4), each load in a fresh network
+//! namespace (see [`bench_proxy`]).
+//!
 //! `cargo xtask` runs this crate in the dev profile, whose client-side JSON and TLS code would
 //! make the load generator itself the bottleneck. So the dev build only builds
 //! `target/release/{pier,xtask}` and hands over to the release `xtask`, which does the
@@ -17,6 +21,7 @@
 
 mod bench_api;
 mod bench_pods;
+mod bench_proxy;
 mod report;
 mod sealed;
 mod server;
@@ -51,6 +56,46 @@ enum Bench {
     /// In a sealed network namespace: pod start latency (1 pod at a time, 50 at once, a
     /// ReplicaSet of 50) and EndpointSlice propagation of readiness flips among 1,000 Services.
     Pods(PodsArgs),
+    /// Rule programming of the nftables data plane against iptables-restore loading
+    /// kube-proxy's ruleset: a full sync of N Services x M endpoints, and one Service added
+    /// while many exist. Each load runs in a fresh network namespace.
+    Proxy(ProxyArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ProxyArgs {
+    #[arg(long, default_value_t = 10_000)]
+    pub services: u32,
+    #[arg(long, default_value_t = 10)]
+    pub endpoints: u32,
+    /// Full-sync rounds per contender.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: u32,
+    /// Services already programmed when one is added.
+    #[arg(long, default_value_t = 30_000)]
+    pub existing: u32,
+    /// Services added one at a time on top of `--existing`.
+    #[arg(long, default_value_t = 20)]
+    pub adds: u32,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+impl ProxyArgs {
+    fn to_argv(&self) -> Vec<String> {
+        vec![
+            "--services".into(),
+            self.services.to_string(),
+            "--endpoints".into(),
+            self.endpoints.to_string(),
+            "--rounds".into(),
+            self.rounds.to_string(),
+            "--existing".into(),
+            self.existing.to_string(),
+            "--adds".into(),
+            self.adds.to_string(),
+        ]
+    }
 }
 
 /// Options every benchmark takes.
@@ -297,11 +342,20 @@ fn bench_pods(args: PodsArgs) -> Result<i32> {
     Ok(0)
 }
 
+fn bench_proxy(args: ProxyArgs) -> Result<i32> {
+    if let Err(code) = prepare("proxy", args.to_argv(), &args.common)? {
+        return Ok(code);
+    }
+    bench_proxy::run(&args)?;
+    Ok(0)
+}
+
 fn main() -> Result<ExitCode> {
     let cli = Cli::parse();
     let code = match cli.task {
         Task::Bench { which: Bench::Api(args) } => bench_api(args)?,
         Task::Bench { which: Bench::Pods(args) } => bench_pods(args)?,
+        Task::Bench { which: Bench::Proxy(args) } => bench_proxy(args)?,
     };
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
 }
