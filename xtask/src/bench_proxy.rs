@@ -60,7 +60,11 @@ impl Drop for Netns {
 }
 
 fn node() -> NodeContext {
-    NodeContext { name: "bench-node".into(), pod_cidr: "10.244.0.0/16".parse().unwrap_or_else(|_| unreachable!()) }
+    NodeContext {
+        name: "bench-node".into(),
+        pod_cidr: "10.244.0.0/16".parse().unwrap_or_else(|_| unreachable!()),
+        served_locally: Vec::new(),
+    }
 }
 
 fn vip(i: u32) -> Ipv4Addr {
@@ -107,7 +111,10 @@ fn iptables_ruleset(services: u32, endpoints: u32) -> String {
     let _ = writeln!(rules, "-A KUBE-MARK-MASQ -j MARK --set-xmark 0x4000/0x4000");
     let _ = writeln!(rules, "-A KUBE-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN");
     let _ = writeln!(rules, "-A KUBE-POSTROUTING -j MARK --set-xmark 0x4000/0x0");
-    let _ = writeln!(rules, "-A KUBE-POSTROUTING -m comment --comment \"kubernetes service traffic requiring SNAT\" -j MASQUERADE --random-fully");
+    let _ = writeln!(
+        rules,
+        "-A KUBE-POSTROUTING -m comment --comment \"kubernetes service traffic requiring SNAT\" -j MASQUERADE --random-fully"
+    );
     for i in 0..services {
         let svc = format!("KUBE-SVC-{i:016X}");
         let name = format!("default/svc-{i}:http");
@@ -137,7 +144,10 @@ fn iptables_ruleset(services: u32, endpoints: u32) -> String {
                 let _ = writeln!(rules, "-A {svc} -m comment --comment \"{name} -> {ep}:8080\" -j {sep}");
             }
             let _ = writeln!(rules, "-A {sep} -s {ep}/32 -m comment --comment \"{name}\" -j KUBE-MARK-MASQ");
-            let _ = writeln!(rules, "-A {sep} -p tcp -m comment --comment \"{name}\" -m tcp -j DNAT --to-destination {ep}:8080");
+            let _ = writeln!(
+                rules,
+                "-A {sep} -p tcp -m comment --comment \"{name}\" -m tcp -j DNAT --to-destination {ep}:8080"
+            );
         }
     }
     format!(
@@ -209,7 +219,11 @@ pub fn run(args: &ProxyArgs) -> Result<()> {
     let pier_med = median(pier_full.clone());
     println!("| full sync | median | rounds | pier is |");
     println!("|---|---|---|---|");
-    println!("| pier nftables (`nft -f`, one transaction) | {} | {} | |", ms(pier_med), pier_full.iter().map(|d| ms(*d)).collect::<Vec<_>>().join(", "));
+    println!(
+        "| pier nftables (`nft -f`, one transaction) | {} | {} | |",
+        ms(pier_med),
+        pier_full.iter().map(|d| ms(*d)).collect::<Vec<_>>().join(", ")
+    );
     for (tool, times) in &peers {
         let med = median(times.clone());
         println!(

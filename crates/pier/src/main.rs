@@ -215,10 +215,23 @@ async fn run_node(
 
 /// The Service data plane of this node.
 fn start_proxy(client: &kube::Client, node_name: &str, args: &NodeArgs) -> Result<()> {
-    let node = pier_proxy::table::NodeContext { name: node_name.to_string(), pod_cidr: args.cluster_pod_cidr };
+    let node = pier_proxy::table::NodeContext {
+        name: node_name.to_string(),
+        pod_cidr: args.cluster_pod_cidr,
+        served_locally: Vec::new(),
+    };
     let plane: Box<dyn pier_proxy::DataPlane> = match args.proxy_mode.as_str() {
         "nftables" => Box::new(pier_proxy::nft::Nftables::new(node.clone())),
-        other => bail!("--proxy-mode {other:?}: supported values: nftables"),
+        "userspace" => {
+            for cidr in &args.service_cidrs {
+                if let IpNet::V4(v4) = cidr {
+                    pier_runtime::add_local_route(v4.trunc())
+                        .with_context(|| format!("taking the service range {v4} as local"))?;
+                }
+            }
+            Box::new(pier_proxy::userspace::Userspace::new(tokio::runtime::Handle::current()))
+        }
+        other => bail!("--proxy-mode {other:?}: supported values: nftables, userspace"),
     };
     let health = Arc::new(pier_proxy::sync::Health::default());
     let mode: &'static str = if args.proxy_mode == "userspace" { "userspace" } else { "nftables" };

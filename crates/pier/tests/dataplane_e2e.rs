@@ -403,3 +403,8 @@ fn load_balancer_ips_external_endpoints_and_source_addresses() {
     });
     assert_eq!(answers, ["the external server"]);
 }
+
+#[test]
+fn userspace_mode_serves_the_seed_sessions() {
+    seed_sessions("userspace");
+}

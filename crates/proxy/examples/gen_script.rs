@@ -6,7 +6,8 @@ use pier_proxy::table::{Backend, NodeContext, Protocol, ServiceKey, ServicePort}
 fn main() {
     let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
     let (n, m) = (args.first().copied().unwrap_or(10_000), args.get(1).copied().unwrap_or(10));
-    let node = NodeContext { name: "n".into(), pod_cidr: "10.244.0.0/16".parse().expect("cidr") };
+    let node =
+        NodeContext { name: "n".into(), pod_cidr: "10.244.0.0/16".parse().expect("cidr"), served_locally: Vec::new() };
     let objs: Vec<_> = (0..n)
         .map(|i| {
             let i = i as u32;

@@ -1,7 +1,7 @@
 //! The Service data plane: a pure compiler from the watched Services, EndpointSlices and
 //! Node to a service table ([`table`]), and the back ends that make the table live —
 //! nftables ([`nft`], one table of pier's own, programmed incrementally) or the userspace L4
-//! proxy. [`sync`] is the loop between the API and a back end.
+//! proxy ([`userspace`]). [`sync`] is the loop between the API and a back end.
 //!
 //! Invariant: the compiler and the renderers do no IO; only `sync` talks to the API and only
 //! the back ends touch the kernel.
@@ -10,6 +10,7 @@ pub mod health;
 pub mod nft;
 pub mod sync;
 pub mod table;
+pub mod userspace;
 
 use std::collections::BTreeMap;
 

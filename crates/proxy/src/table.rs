@@ -26,6 +26,10 @@ pub struct NodeContext {
     pub name: String,
     /// The cluster's pod CIDR: cluster-IP traffic from outside it is masqueraded.
     pub pod_cidr: Ipv4Net,
+    /// Cluster IPs this node answers on itself (the node-local cluster DNS on the kube-dns
+    /// address): Services with these addresses are left alone, so no DNAT (and none of its
+    /// conntrack races) stands between a pod and them.
+    pub served_locally: Vec<Ipv4Addr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -202,6 +206,9 @@ pub fn compile_service(svc: &Service, slices: &[&EndpointSlice], node: &NodeCont
         _ => spec.cluster_ip.as_deref().and_then(parse_v4).into_iter().collect(),
     };
     cluster_ips.dedup();
+    if cluster_ips.iter().any(|ip| node.served_locally.contains(ip)) {
+        return Vec::new();
+    }
     let mut external_ips: BTreeSet<Ipv4Addr> = spec.external_ips.iter().flatten().filter_map(|s| parse_v4(s)).collect();
     let lb_ingress = svc.status.as_ref().and_then(|s| s.load_balancer.as_ref()).and_then(|lb| lb.ingress.as_ref());
     let mut load_balancer_ips = BTreeSet::new();

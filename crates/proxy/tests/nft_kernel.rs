@@ -45,7 +45,7 @@ impl Drop for Netns {
 }
 
 fn node() -> NodeContext {
-    NodeContext { name: "pier-node".into(), pod_cidr: "10.244.0.0/16".parse().unwrap() }
+    NodeContext { name: "pier-node".into(), pod_cidr: "10.244.0.0/16".parse().unwrap(), served_locally: Vec::new() }
 }
 
 fn service(name: &str, ip: &str, extra: serde_json::Value) -> Service {

@@ -10,7 +10,7 @@ use pier_proxy::table::{NodeContext, compile_service};
 use serde_json::json;
 
 fn node() -> NodeContext {
-    NodeContext { name: "pier-node".into(), pod_cidr: "10.244.0.0/16".parse().unwrap() }
+    NodeContext { name: "pier-node".into(), pod_cidr: "10.244.0.0/16".parse().unwrap(), served_locally: Vec::new() }
 }
 
 fn svc(v: serde_json::Value) -> Service {

@@ -53,6 +53,15 @@ pub fn add_local_address(ip: std::net::Ipv4Addr) -> Result<(), RuntimeError> {
     nl.add_address(lo, ip, 32, ip).map_err(|e| RuntimeError::net(op(), e))
 }
 
+/// Makes every address of `cidr` local to the caller's network namespace (userspace proxy
+/// mode listens on cluster IPs: a cluster IP with no listener then refuses at once).
+pub fn add_local_route(cidr: ipnet::Ipv4Net) -> Result<(), RuntimeError> {
+    let op = || format!("routing {cidr} locally");
+    let mut nl = netlink::Netlink::open().map_err(|e| RuntimeError::net(op(), e))?;
+    let lo = nl.link_index("lo").map_err(|e| RuntimeError::net(op(), e))?;
+    nl.replace_local_route(cidr.network(), cidr.prefix_len(), lo).map_err(|e| RuntimeError::net(op(), e))
+}
+
 /// Takes `ip/32` off `lo` of the caller's network namespace again.
 pub fn remove_local_address(ip: std::net::Ipv4Addr) -> Result<(), RuntimeError> {
     let op = || format!("removing {ip}/32 from lo");

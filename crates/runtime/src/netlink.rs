@@ -38,6 +38,9 @@ const RTPROT_BOOT: u8 = 3;
 const RT_SCOPE_UNIVERSE: u8 = 0;
 const RT_SCOPE_LINK: u8 = 253;
 const RTN_UNICAST: u8 = 1;
+const RTN_LOCAL: u8 = 2;
+const RT_TABLE_LOCAL: u8 = 255;
+const RT_SCOPE_HOST: u8 = 254;
 const RTA_DST: u16 = 1;
 const RTA_OIF: u16 = 4;
 const RTA_GATEWAY: u16 = 5;
@@ -255,6 +258,17 @@ impl Netlink {
             Err(e) if e.raw_os_error() == Some(libc::EADDRNOTAVAIL) => Ok(()),
             other => other.map(drop),
         }
+    }
+
+    /// Makes every address of `dst/dst_len` local (a `local` route in the local table, as
+    /// `ip route add local … dev lo` does): packets for them are delivered to this host.
+    pub(crate) fn replace_local_route(&mut self, dst: Ipv4Addr, dst_len: u8, lo: u32) -> io::Result<()> {
+        let mut m = Msg::new(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE);
+        m.put(&[AF_INET, dst_len, 0, 0, RT_TABLE_LOCAL, RTPROT_BOOT, RT_SCOPE_HOST, RTN_LOCAL]);
+        m.put(&0u32.to_ne_bytes());
+        m.attr(RTA_DST, &dst.octets());
+        m.attr_u32(RTA_OIF, lo);
+        self.transact(m).map(drop)
     }
 
     /// Adds or replaces a route to `dst/dst_len` out of `oif`, through `gateway` or on-link.
