@@ -8,7 +8,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crate::records::{self, Node, Rrset};
+use crate::entry::{AliasView, Entry, RrsetView};
+use crate::records;
 use crate::wire::{self, Edns, HEADER_LEN, PTR_QNAME, flag, rcode, rtype};
 use crate::zone::{Served, Zone};
 
@@ -437,8 +438,8 @@ fn refusal(q: &ParsedQuery<'_>) -> Option<u16> {
 /// Copies an rrset's answers (rotated for A/AAAA, so clients that take the first address spread
 /// over the endpoints; the rotation comes from the query ID to keep this function pure) and its
 /// additional records.
-fn positive(w: &mut Writer<'_>, rrset: &Rrset, query: &[u8]) {
-    let bytes = rrset.answer_bytes();
+fn positive(w: &mut Writer<'_>, rrset: RrsetView<'_>, query: &[u8]) {
+    let bytes = rrset.answer_bytes;
     let n = usize::from(rrset.answers);
     let rotatable = (rrset.rtype == rtype::A || rrset.rtype == rtype::AAAA) && n > 1 && bytes.len().is_multiple_of(n);
     if rotatable {
@@ -452,7 +453,7 @@ fn positive(w: &mut Writer<'_>, rrset: &Rrset, query: &[u8]) {
     }
     if rrset.additionals > 0 {
         w.additional_section();
-        w.out.extend_from_slice(rrset.additional_bytes());
+        w.out.extend_from_slice(rrset.additional_bytes);
         w.additionals += rrset.additionals;
     }
 }
@@ -495,7 +496,7 @@ fn cluster(
         w.finish(q, rc, true, transport, limit);
         return Disposition::Reply;
     };
-    if let Some(alias) = &node.alias
+    if let Some(alias) = node.alias()
         && q.qtype != rtype::SRV
         && q.qtype != rtype::CNAME
     {
@@ -516,8 +517,8 @@ fn chase<'s>(
     zone: &Zone,
     served: &'s Served,
     q: &ParsedQuery<'_>,
-    mut node: &'s Node,
-    mut alias: &'s records::Alias,
+    mut node: &'s Entry,
+    mut alias: AliasView<'s>,
     mut w: Writer<'_>,
     zone_ptr: [u8; 2],
     transport: Transport,
@@ -530,7 +531,7 @@ fn chase<'s>(
     for _ in 0..MAX_ALIAS_HOPS {
         let Some(cname) = node.rrset(rtype::CNAME) else { break };
         let rr_start = w.out.len();
-        append_with_owner(&mut w, cname.answer_bytes(), owner);
+        append_with_owner(&mut w, cname.answer_bytes, owner);
         w.answers += 1;
         // The CNAME's target is the owner of whatever follows.
         let rdata_at = rr_start + 2 + 10;
@@ -538,26 +539,26 @@ fn chase<'s>(
         if !follow {
             break;
         }
-        let Some(target_key) = &alias.in_zone else {
-            let name = wire::wire_to_text(&alias.target);
+        let Some(target_key) = alias.in_zone else {
+            let name = wire::wire_to_text(alias.target);
             w.finish(q, rc, true, transport, limit);
             return Disposition::Resolve(Resolve { name, qtype: q.qtype });
         };
-        match served.names.get(&target_key[..]) {
+        match served.names.get(target_key) {
             None => {
                 w.authority_soa(zone_ptr, params.ttl, zone.serial());
                 rc = if zone.is_synced() { rcode::NXDOMAIN } else { rcode::SERVFAIL };
                 break;
             }
             Some(next) => {
-                if let Some(next_alias) = &next.alias {
+                if let Some(next_alias) = next.alias() {
                     node = next;
                     alias = next_alias;
                     continue;
                 }
                 match next.rrset(q.qtype) {
                     Some(rrset) => {
-                        append_with_owner(&mut w, rrset.answer_bytes(), owner);
+                        append_with_owner(&mut w, rrset.answer_bytes, owner);
                         w.answers += rrset.answers;
                     }
                     None => w.authority_soa(zone_ptr, params.ttl, zone.serial()),

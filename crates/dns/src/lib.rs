@@ -8,6 +8,7 @@
 
 mod answer;
 mod chase;
+mod entry;
 mod forward;
 mod objects;
 mod records;

@@ -43,7 +43,7 @@ pub struct ServiceInfo {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EndpointInfo {
-    pub addresses: Vec<IpAddr>,
+    pub addresses: Box<[IpAddr]>,
     /// A valid DNS label from the endpoint's `hostname` field.
     pub hostname: Option<Box<str>>,
     /// `conditions.ready` true or unset (S10).
@@ -171,7 +171,8 @@ pub fn slice_info(slice: &EndpointSlice) -> SliceInfo {
                 .iter()
                 .filter_map(|a| a.parse::<IpAddr>().ok())
                 .filter(|ip| ip.is_ipv4() == want_v4)
-                .collect(),
+                .collect::<Vec<_>>()
+                .into_boxed_slice(),
             hostname: ep.hostname.as_deref().and_then(dns_label),
             ready: ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true),
         })

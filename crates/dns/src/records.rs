@@ -9,7 +9,6 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::sync::Arc;
 
 use crate::objects::{PortInfo, ServiceInfo, ServiceKind, SliceInfo, dashed_ip};
 use crate::wire::{self, HEADER_LEN, PTR_QNAME, rtype};
@@ -44,17 +43,12 @@ pub struct Alias {
     pub in_zone: Option<Box<[u8]>>,
 }
 
-/// Everything served at one name. A node with no rrsets still exists: its other types are NODATA.
+/// Everything served at one name, as built (stored as an [`crate::entry::Entry`]). A node with
+/// no rrsets still exists: its other types are NODATA.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Node {
     pub rrsets: Box<[Rrset]>,
     pub alias: Option<Box<Alias>>,
-}
-
-impl Node {
-    pub fn rrset(&self, rtype: u16) -> Option<&Rrset> {
-        self.rrsets.iter().find(|r| r.rtype == rtype)
-    }
 }
 
 /// A claim on the PTR record of an IP; the zone arbitrates between claims (K10).
@@ -63,8 +57,32 @@ pub struct PtrClaim {
     pub ip: IpAddr,
     /// A cluster IP claim beats endpoint claims.
     pub cluster_ip: bool,
-    /// The full target name in wire form, lowercase.
-    pub target: Arc<[u8]>,
+    /// The endpoint's hostname; `None` names it by its dashed IP (or, for a cluster IP, names
+    /// the Service). Kept instead of the target name: most endpoints have no hostname, and
+    /// 100,000 stored targets would cost megabytes.
+    pub hostname: Option<Box<str>>,
+}
+
+/// The PTR target of a claim of the Service whose key is `svc_key`, in wire form.
+pub fn ptr_target(
+    params: &Params,
+    svc_key: &[u8],
+    claim_ip: IpAddr,
+    cluster_ip: bool,
+    hostname: Option<&str>,
+) -> Vec<u8> {
+    let mut t = Vec::with_capacity(svc_key.len() + params.zone.len() + 40);
+    if !cluster_ip {
+        let label = match hostname {
+            Some(h) => h.to_string(),
+            None => dashed_ip(claim_ip),
+        };
+        t.push(label.len() as u8);
+        t.extend_from_slice(label.as_bytes());
+    }
+    t.extend_from_slice(svc_key);
+    t.extend_from_slice(&params.zone);
+    t
 }
 
 /// The compiled zone configuration the builders need.
@@ -228,6 +246,8 @@ pub struct Built {
 struct ReadyEndpoint {
     label: Box<str>,
     address: IpAddr,
+    /// The label is the endpoint's hostname, not its dashed IP.
+    named: bool,
 }
 
 /// Builds every name under `<name>.<ns>.svc.<zone>` and the PTR claims of one Service.
@@ -235,12 +255,6 @@ struct ReadyEndpoint {
 pub fn build_service(params: &Params, ns: &str, name: &str, svc: &ServiceInfo, slices: &[&SliceInfo]) -> Built {
     let ttl = params.ttl;
     let svc_key = relative_key(&[name, ns, "svc"]);
-    let full = |rel: &[u8]| -> Arc<[u8]> {
-        let mut v = Vec::with_capacity(rel.len() + params.zone.len());
-        v.extend_from_slice(rel);
-        v.extend_from_slice(&params.zone);
-        v.into()
-    };
     let mut built = Built::default();
 
     if let ServiceKind::ExternalName(target) = &svc.kind {
@@ -272,14 +286,14 @@ pub fn build_service(params: &Params, ns: &str, name: &str, svc: &ServiceInfo, s
         let mut here = Vec::new();
         for ep in slice.endpoints.iter().filter(|ep| ep.ready || svc.publish_not_ready) {
             for &address in &ep.addresses {
-                let label = match &ep.hostname {
-                    Some(h) => h.clone(),
-                    None => dashed_ip(address).into_boxed_str(),
+                let (label, named) = match &ep.hostname {
+                    Some(h) => (h.clone(), true),
+                    None => (dashed_ip(address).into_boxed_str(), false),
                 };
                 let idx = match ready.iter().position(|r| r.label == label && r.address == address) {
                     Some(i) => i,
                     None => {
-                        ready.push(ReadyEndpoint { label, address });
+                        ready.push(ReadyEndpoint { label, address, named });
                         ready.len() - 1
                     }
                 };
@@ -303,14 +317,14 @@ pub fn build_service(params: &Params, ns: &str, name: &str, svc: &ServiceInfo, s
         built.names.push((key, Node { rrsets: address_rrsets(ips, ttl).into_boxed_slice(), alias: None }));
     }
     // PTR claims for every ready endpoint address (K10), headless or not.
-    for (r, key) in ready.iter().zip(&endpoint_keys) {
-        built.ptrs.push(PtrClaim { ip: r.address, cluster_ip: false, target: full(key) });
+    for r in &ready {
+        built.ptrs.push(PtrClaim { ip: r.address, cluster_ip: false, hostname: r.named.then(|| r.label.clone()) });
     }
 
     match &svc.kind {
         ServiceKind::ClusterIp(ips) => {
             for &ip in ips {
-                built.ptrs.push(PtrClaim { ip, cluster_ip: true, target: full(&svc_key) });
+                built.ptrs.push(PtrClaim { ip, cluster_ip: true, hostname: None });
             }
             // SRV at `_port._proto` for named Service ports (S5), and at the bare name for all
             // ports (K8).
@@ -399,11 +413,8 @@ fn srv_key(port: &str, protocol: &str, svc_key: &[u8]) -> Box<[u8]> {
 
 /// The PTR node for one IP from the claims on it (K10): the first cluster IP claim alone, or
 /// else every distinct endpoint target.
-pub fn ptr_node<'a>(
-    cluster: impl Iterator<Item = &'a Arc<[u8]>>,
-    endpoints: impl Iterator<Item = &'a Arc<[u8]>>,
-    ttl: u32,
-) -> Option<Node> {
+/// Both lists must be sorted (and `endpoints` deduplicated) for stable answers.
+pub fn ptr_node(cluster: &[Vec<u8>], endpoints: &[Vec<u8>], ttl: u32) -> Option<Node> {
     let mut b = RrsetBuilder::new(rtype::PTR);
     let put = |b: &mut RrsetBuilder, target: &[u8]| {
         b.answer(|o| {
@@ -412,8 +423,7 @@ pub fn ptr_node<'a>(
             wire::finish_rdata(o, at);
         });
     };
-    let mut cluster = cluster.peekable();
-    if let Some(first) = cluster.next() {
+    if let Some(first) = cluster.first() {
         put(&mut b, first);
     } else {
         for t in endpoints {

@@ -19,6 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use crate::answer::{DEFAULT_MAX_UDP_PAYLOAD, Disposition, Resolve, Transport, answer_into};
 use crate::chase;
@@ -275,14 +276,20 @@ async fn udp_loop(ctx: Arc<Ctx>, sock: Arc<UdpSocket>, mut stopped: watch::Recei
                     continue;
                 };
                 let (ctx, sock, query, partial) = (ctx.clone(), sock.clone(), query.to_vec(), out.clone());
-                tokio::spawn(async move {
-                    let _permit = permit;
-                    if let Some(resp) = upstream_work(&ctx, &query, work, partial, transport).await
-                        && let Err(e) = sock.send_to(&resp, peer).await
-                    {
-                        tracing::debug!(%peer, error = %e, "DNS UDP send failed");
+                // A span per query that leaves the process; cluster answers get none, at
+                // hundreds of thousands a second a span each would cost more than the answer.
+                let span = tracing::debug_span!("dns_upstream", %peer);
+                tokio::spawn(
+                    async move {
+                        let _permit = permit;
+                        if let Some(resp) = upstream_work(&ctx, &query, work, partial, transport).await
+                            && let Err(e) = sock.send_to(&resp, peer).await
+                        {
+                            tracing::debug!(error = %e, "DNS UDP send failed");
+                        }
                     }
-                });
+                    .instrument(span),
+                );
             }
         }
     }
@@ -307,12 +314,15 @@ async fn tcp_loop(ctx: Arc<Ctx>, listener: TcpListener, mut stopped: watch::Rece
             continue;
         };
         let (ctx, stopped) = (ctx.clone(), stopped.clone());
-        tokio::spawn(async move {
-            let _permit = permit;
-            if let Err(e) = tcp_connection(&ctx, stream, stopped).await {
-                tracing::debug!(%peer, error = %e, "DNS TCP connection ended");
+        tokio::spawn(
+            async move {
+                let _permit = permit;
+                if let Err(e) = tcp_connection(&ctx, stream, stopped).await {
+                    tracing::debug!(error = %e, "DNS TCP connection ended");
+                }
             }
-        });
+            .instrument(tracing::debug_span!("dns_tcp", %peer)),
+        );
     }
 }
 

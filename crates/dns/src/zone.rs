@@ -12,7 +12,7 @@
 //! Cost of one event: proportional to the Service it touches (its slices, endpoints and ports),
 //! never to the cluster.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard};
@@ -20,11 +20,13 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
+use crate::entry::Entry;
 use crate::objects::{self, ObjectKey, ServiceInfo, SliceInfo};
-use crate::records::{self, Node, Params, PtrClaim, RrsetBuilder, relative_key};
+use crate::records::{self, Node, Params, RrsetBuilder, relative_key};
 use crate::wire::{self, PTR_QNAME, rtype};
 
 type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+type Set<K> = HashSet<K, foldhash::fast::RandomState>;
 
 /// How the cluster zone is served.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,21 +69,38 @@ const SCHEMA_VERSION_TTL: u32 = 28_800;
 #[derive(Debug, Default)]
 pub(crate) struct Served {
     /// Cluster-domain names by relative key (wire labels below the zone, lowercase).
-    pub names: Map<Box<[u8]>, Node>,
+    pub names: Set<Entry>,
     /// PTR names by the IP they reverse.
-    pub reverse: Map<IpAddr, Node>,
+    pub reverse: Map<IpAddr, Entry>,
 }
 
-#[derive(Debug, Default)]
-struct PtrSources {
-    cluster_ips: BTreeSet<Arc<[u8]>>,
-    endpoints: BTreeMap<Arc<[u8]>, u32>,
+/// One Service's claim on the PTR record of an IP.
+#[derive(Debug)]
+struct PtrSource {
+    owner: u32,
+    cluster_ip: bool,
+    hostname: Option<Box<str>>,
 }
 
-#[derive(Debug, Default)]
+/// What one Service put in the index, kept compact: 10,000 of these live as long as the zone.
+#[derive(Debug)]
 struct Contributed {
-    keys: Vec<Box<[u8]>>,
-    ptrs: Vec<PtrClaim>,
+    /// Identifies the Service's PTR claims.
+    id: u32,
+    /// Its names' keys, each prefixed by its length.
+    keys: Box<[u8]>,
+    /// The IPs it claims a PTR record for.
+    ips: Box<[IpAddr]>,
+}
+
+fn packed_keys(packed: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = packed;
+    std::iter::from_fn(move || {
+        let (&len, tail) = rest.split_first()?;
+        let (key, tail) = tail.split_at_checked(usize::from(len))?;
+        rest = tail;
+        Some(key)
+    })
 }
 
 /// The source of truth writers work from; never touched by the answerer.
@@ -94,15 +113,18 @@ struct State {
     contributed: HashMap<ObjectKey, Contributed>,
     /// Services per namespace: `<ns>.svc.<zone>` exists while this is non-zero.
     namespaces: HashMap<Box<str>, usize>,
-    ptrs: HashMap<IpAddr, PtrSources>,
+    ptrs: HashMap<IpAddr, Vec<PtrSource>>,
+    /// The key (`<svc>.<ns>.svc`) of each Service with PTR claims, by claim owner id.
+    owners: HashMap<u32, Box<[u8]>>,
+    next_id: u32,
 }
 
 /// A batch of index edits computed under `state` and applied under the `served` write lock.
 #[derive(Default)]
 struct Edits {
     remove: Vec<Box<[u8]>>,
-    insert: Vec<(Box<[u8]>, Node)>,
-    reverse: Vec<(IpAddr, Option<Node>)>,
+    insert: Vec<Entry>,
+    reverse: Vec<(IpAddr, Option<Entry>)>,
 }
 
 impl Edits {
@@ -149,7 +171,7 @@ impl Zone {
         let params = Params { zone, ttl: config.ttl };
         let mut served = Served::default();
         for (key, node) in fixed_nodes(&params, &config) {
-            served.names.insert(key, node);
+            served.names.insert(Entry::new(&key, &node));
         }
         Ok(Zone {
             inner: Arc::new(Inner {
@@ -197,10 +219,10 @@ impl Zone {
         }
         let mut served = self.inner.served.write().unwrap_or_else(PoisonError::into_inner);
         for key in edits.remove {
-            served.names.remove(&key);
+            served.names.remove(&key[..]);
         }
-        for (key, node) in edits.insert {
-            served.names.insert(key, node);
+        for entry in edits.insert {
+            served.names.replace(entry);
         }
         for (ip, node) in edits.reverse {
             match node {
@@ -289,7 +311,7 @@ impl State {
         let count = self.namespaces.entry(ns.into()).or_default();
         *count += 1;
         if *count == 1 && objects::dns_label(ns).is_some() {
-            edits.insert.push((relative_key(&[&ns.to_ascii_lowercase(), "svc"]), Node::default()));
+            edits.insert.push(Entry::new(&relative_key(&[&ns.to_ascii_lowercase(), "svc"]), &Node::default()));
         }
     }
 
@@ -336,6 +358,10 @@ impl State {
 
     /// Rebuilds the names and PTR claims of one Service and diffs them against what it had.
     fn recompute(&mut self, params: &Params, key: &ObjectKey, edits: &mut Edits) {
+        let svc_key = match (objects::dns_label(&key.0), objects::dns_label(&key.1)) {
+            (Some(ns), Some(name)) => Some(relative_key(&[&name, &ns, "svc"])),
+            _ => None,
+        };
         let built = match self.services.get(key) {
             Some(svc) => {
                 let (ns, name) = (objects::dns_label(&key.0), objects::dns_label(&key.1));
@@ -355,50 +381,76 @@ impl State {
             }
             None => records::Built::default(),
         };
-        let old = self.contributed.remove(key).unwrap_or_default();
+        let old = self.contributed.remove(key);
+        let id = match &old {
+            Some(c) => c.id,
+            None => {
+                self.next_id = self.next_id.wrapping_add(1);
+                self.next_id
+            }
+        };
         let new_keys: HashSet<&[u8]> = built.names.iter().map(|(k, _)| &k[..]).collect();
-        edits.remove.extend(old.keys.into_iter().filter(|k| !new_keys.contains(&k[..])));
-        let keys: Vec<Box<[u8]>> = built.names.iter().map(|(k, _)| k.clone()).collect();
-        edits.insert.extend(built.names);
+        if let Some(old) = &old {
+            edits.remove.extend(packed_keys(&old.keys).filter(|k| !new_keys.contains(k)).map(Box::from));
+        }
+        let mut packed = Vec::with_capacity(built.names.iter().map(|(k, _)| k.len() + 1).sum());
+        for (k, node) in &built.names {
+            packed.push(k.len() as u8);
+            packed.extend_from_slice(k);
+            edits.insert.push(Entry::new(k, node));
+        }
 
-        let mut touched: Vec<IpAddr> = Vec::new();
-        for claim in &old.ptrs {
-            if let Some(src) = self.ptrs.get_mut(&claim.ip) {
-                if claim.cluster_ip {
-                    src.cluster_ips.remove(&claim.target);
-                } else if let Some(n) = src.endpoints.get_mut(&claim.target) {
-                    *n -= 1;
-                    if *n == 0 {
-                        src.endpoints.remove(&claim.target);
-                    }
-                }
+        let mut touched: Vec<IpAddr> = old.map(|o| o.ips.into_vec()).unwrap_or_default();
+        for ip in &touched {
+            if let Some(sources) = self.ptrs.get_mut(ip) {
+                sources.retain(|s| s.owner != id);
             }
-            touched.push(claim.ip);
         }
-        for claim in &built.ptrs {
-            let src = self.ptrs.entry(claim.ip).or_default();
-            if claim.cluster_ip {
-                src.cluster_ips.insert(claim.target.clone());
-            } else {
-                *src.endpoints.entry(claim.target.clone()).or_default() += 1;
-            }
-            touched.push(claim.ip);
+        let mut ips: Vec<IpAddr> = Vec::with_capacity(built.ptrs.len());
+        for claim in built.ptrs {
+            ips.push(claim.ip);
+            self.ptrs.entry(claim.ip).or_default().push(PtrSource {
+                owner: id,
+                cluster_ip: claim.cluster_ip,
+                hostname: claim.hostname,
+            });
         }
+        if let Some(svc_key) = svc_key.filter(|_| !ips.is_empty()) {
+            self.owners.insert(id, svc_key);
+        }
+        ips.sort_unstable();
+        ips.dedup();
+        touched.extend_from_slice(&ips);
         touched.sort_unstable();
         touched.dedup();
         for ip in touched {
-            let node = match self.ptrs.get(&ip) {
-                Some(src) if src.cluster_ips.is_empty() && src.endpoints.is_empty() => {
+            let entry = match self.ptrs.get_mut(&ip) {
+                Some(sources) if sources.is_empty() => {
                     self.ptrs.remove(&ip);
                     None
                 }
-                Some(src) => records::ptr_node(src.cluster_ips.iter(), src.endpoints.keys(), params.ttl),
+                Some(sources) => {
+                    sources.shrink_to_fit();
+                    let (mut cluster, mut endpoints) = (Vec::new(), Vec::new());
+                    for s in sources.iter() {
+                        let Some(owner) = self.owners.get(&s.owner) else { continue };
+                        let target = records::ptr_target(params, owner, ip, s.cluster_ip, s.hostname.as_deref());
+                        if s.cluster_ip { cluster.push(target) } else { endpoints.push(target) }
+                    }
+                    cluster.sort_unstable();
+                    endpoints.sort_unstable();
+                    endpoints.dedup();
+                    records::ptr_node(&cluster, &endpoints, params.ttl).map(|n| Entry::new(&[], &n))
+                }
                 None => None,
             };
-            edits.reverse.push((ip, node));
+            edits.reverse.push((ip, entry));
         }
-        if !keys.is_empty() || !built.ptrs.is_empty() {
-            self.contributed.insert(key.clone(), Contributed { keys, ptrs: built.ptrs });
+        if ips.is_empty() {
+            self.owners.remove(&id);
+        }
+        if !packed.is_empty() || !ips.is_empty() {
+            self.contributed.insert(key.clone(), Contributed { id, keys: packed.into(), ips: ips.into() });
         }
     }
 }
