@@ -7,6 +7,7 @@
 //! (`shutdown(SHUT_WR)`), so protocols that close one side first keep working. This file
 //! knows nothing about backends, balancing or frontends.
 
+use std::cell::RefCell;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 
@@ -71,7 +72,7 @@ async fn pump(from: &TcpStream, from_side: Side, to: &TcpStream, to_side: Side) 
 
     // Wait for the first byte (or end-of-stream) before paying for a pipe.
     from.readable().await.map_err(read_err)?;
-    let Some(pipe) = Pipe::new() else {
+    let Some(pipe) = Pipe::take() else {
         return copy(from, from_side, to, to_side, 0).await;
     };
 
@@ -90,6 +91,9 @@ async fn pump(from: &TcpStream, from_side: Side, to: &TcpStream, to_side: Side) 
             }
         };
         if filled == 0 {
+            // Drained (every filled byte was written out below), so the next connection
+            // may reuse it. Pipes of failed directions may hold bytes and are closed.
+            pipe.give_back();
             shutdown_write(to).map_err(write_err)?;
             return Ok(total);
         }
@@ -159,7 +163,30 @@ struct Pipe {
     write: OwnedFd,
 }
 
+/// Empty pipes kept per runtime thread: a short connection then costs no pipe2() and no
+/// close() of pipe ends. Capped so an idle proxy holds few descriptors.
+const POOLED_PIPES_PER_THREAD: usize = 32;
+
+thread_local! {
+    static PIPE_POOL: RefCell<Vec<Pipe>> = const { RefCell::new(Vec::new()) };
+}
+
 impl Pipe {
+    fn take() -> Option<Pipe> {
+        let pooled = PIPE_POOL.try_with(|pool| pool.borrow_mut().pop()).ok().flatten();
+        pooled.or_else(Pipe::new)
+    }
+
+    fn give_back(self) {
+        // During thread teardown the pool is gone; the pipe is then simply closed.
+        let _ = PIPE_POOL.try_with(|pool| {
+            let mut pool = pool.borrow_mut();
+            if pool.len() < POOLED_PIPES_PER_THREAD {
+                pool.push(self);
+            }
+        });
+    }
+
     fn new() -> Option<Pipe> {
         match nix::unistd::pipe2(OFlag::O_NONBLOCK | OFlag::O_CLOEXEC) {
             Ok((read, write)) => Some(Pipe { read, write }),

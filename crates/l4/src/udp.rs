@@ -14,6 +14,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use std::os::fd::AsRawFd;
+
+use nix::sys::socket::MsgFlags;
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::task::JoinHandle;
 
@@ -101,17 +105,33 @@ impl Frontend {
         if let Some(session) = self.sessions.get_mut(&client) {
             let usable = !session.replies.is_finished()
                 && (session.generation == generation || self.shared.serves(session.backend));
+            let mut refused = None;
             if usable {
                 session.generation = generation;
                 session.link.client_seen.store(now, Ordering::Relaxed);
-                send_to_backend(&session.link, datagram, client, session.backend);
-                return;
+                match send_to_backend(&session.link, datagram, client, session.backend) {
+                    Delivery::Sent => return,
+                    // The backend's port is closed (ICMP seen on this socket): retry this
+                    // very datagram elsewhere instead of losing it.
+                    Delivery::Refused => {
+                        self.shared.forget(client.ip(), session.backend);
+                        refused = Some(session.backend);
+                    }
+                }
             }
             self.sessions.remove(&client);
+            if let Some(dead) = refused {
+                self.open_session(datagram, client, generation, now, &[dead]);
+                return;
+            }
         }
+        self.open_session(datagram, client, generation, now, &[]);
+    }
+
+    fn open_session(&mut self, datagram: &[u8], client: SocketAddr, generation: u64, now: u64, exclude: &[SocketAddr]) {
         // No backends: the datagram is dropped (the frontend socket is closed altogether
         // while the set stays empty, so only a race with a sync lands here).
-        let Some(backend) = self.shared.pick(client.ip(), &[]) else { return };
+        let Some(backend) = self.shared.pick(client.ip(), exclude) else { return };
         let to_backend = match socket::udp_to_backend(backend) {
             Ok(socket) => socket,
             Err(error) => {
@@ -120,7 +140,8 @@ impl Frontend {
             }
         };
         let link = Arc::new(Link { to_backend, client_seen: AtomicU64::new(now) });
-        send_to_backend(&link, datagram, client, backend);
+        // A fresh socket has no pending error, so this cannot be refused yet.
+        let _ = send_to_backend(&link, datagram, client, backend);
         let replies = tokio::spawn(relay_replies(
             Arc::clone(&link),
             Arc::clone(&self.socket),
@@ -134,11 +155,23 @@ impl Frontend {
     }
 }
 
-fn send_to_backend(link: &Link, datagram: &[u8], client: SocketAddr, backend: SocketAddr) {
-    // UDP semantics: a full socket buffer drops the datagram rather than queueing it.
+enum Delivery {
+    Sent,
+    Refused,
+}
+
+fn send_to_backend(link: &Link, datagram: &[u8], client: SocketAddr, backend: SocketAddr) -> Delivery {
+    // Sends go straight to the kernel rather than through tokio's readiness cache: a new
+    // socket has no cached write readiness until the reactor's next turn, and a UDP send
+    // practically never blocks. UDP semantics: a full socket buffer drops the datagram rather than queueing it.
     // A refusal (ICMP from a dead backend) also ends the reply task, which ends the session.
-    if let Err(error) = link.to_backend.try_send(datagram) {
-        tracing::debug!(%client, %backend, %error, "UDP datagram to backend dropped");
+    match socket2::SockRef::from(&link.to_backend).send(datagram) {
+        Err(error) if error.kind() == io::ErrorKind::ConnectionRefused => Delivery::Refused,
+        Err(error) => {
+            tracing::debug!(%client, %backend, %error, "UDP datagram to backend dropped");
+            Delivery::Sent
+        }
+        Ok(_) => Delivery::Sent,
     }
 }
 
@@ -155,6 +188,7 @@ async fn relay_replies(
     let idle = shared.config.udp_idle_timeout;
     let idle_nanos = u64::try_from(idle.as_nanos()).unwrap_or(u64::MAX);
     let now = || u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    let client_addr = socket2::SockAddr::from(client);
     let mut replied = now();
     // The deadline moves lazily: it is re-armed only when it fires, not per datagram.
     let expiry = tokio::time::sleep(idle);
@@ -162,15 +196,27 @@ async fn relay_replies(
     loop {
         tokio::select! {
             biased;
-            ready = link.to_backend.readable() => {
-                if let Err(error) = ready {
-                    tracing::debug!(%client, %backend, %error, "UDP session failed");
-                    return;
-                }
+            // ERROR too: an ICMP port-unreachable raises only EPOLLERR, not EPOLLIN.
+            ready = link.to_backend.ready(Interest::READABLE | Interest::ERROR) => {
+                let ready = match ready {
+                    Ok(ready) => ready,
+                    Err(error) => {
+                        tracing::debug!(%client, %backend, %error, "UDP session failed");
+                        return;
+                    }
+                };
+                // `try_io` takes one interest at a time (a combined one reads as never
+                // ready). An error-only wake-up is consumed through ERROR, so the recv
+                // below reports it instead of the task spinning on an uncleared bit.
+                let interest = if ready.is_readable() { Interest::READABLE } else { Interest::ERROR };
                 for _ in 0..BATCH {
+                    // The reply is sent with a direct syscall, as in `send_to_backend`.
                     let received = REPLY_BUFFER.with_borrow_mut(|buf| {
-                        let len = link.to_backend.try_recv(buf)?;
-                        if let Err(error) = frontend.try_send_to(&buf[..len], client) {
+                        let len = link.to_backend.try_io(interest, || {
+                            nix::sys::socket::recv(link.to_backend.as_raw_fd(), buf, MsgFlags::empty())
+                                .map_err(io::Error::from)
+                        })?;
+                        if let Err(error) = socket2::SockRef::from(&*frontend).send_to(&buf[..len], &client_addr) {
                             tracing::debug!(%client, %backend, %error, "UDP reply to client dropped");
                         }
                         Ok::<_, io::Error>(len)
