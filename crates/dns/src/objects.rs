@@ -90,7 +90,9 @@ pub fn service_info(svc: &Service) -> ServiceInfo {
     let kind = if spec.type_.as_deref() == Some("ExternalName") {
         let target = spec.external_name.as_deref().and_then(external_name_wire);
         ServiceKind::ExternalName(target)
-    } else if spec.cluster_ip.as_deref() == Some("None") {
+    } else if spec.cluster_ip.as_deref() == Some("None")
+        || spec.cluster_ips.as_ref().and_then(|ips| ips.first()).is_some_and(|ip| ip == "None")
+    {
         ServiceKind::Headless
     } else {
         let listed = spec.cluster_ips.as_deref().filter(|ips| !ips.is_empty());
