@@ -6,6 +6,26 @@
 //! description, the tunables and the error type. It does not know where frontends come
 //! from (the desired-state compiler of `crates/proxy`) and holds no sockets.
 //!
+//! ```no_run
+//! # async fn example() -> Result<(), std::net::AddrParseError> {
+//! use std::time::Duration;
+//! use pier_l4::{Choice, Frontend, Protocol, Proxy};
+//!
+//! let mut proxy = Proxy::new();
+//! let web = Frontend {
+//!     addr: "10.96.0.20:80".parse()?,
+//!     protocol: Protocol::Tcp,
+//!     backends: vec!["10.244.1.5:8080".parse()?, "10.244.2.7:8080".parse()?],
+//!     choice: Choice::Random,
+//!     affinity: Some(Duration::from_secs(10_800)),
+//! };
+//! for (frontend, error) in proxy.sync(vec![web]) {
+//!     tracing::warn!(%frontend, %error, "not served; retried on the next sync");
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! Code map, in data-flow order:
 //! - `proxy.rs` — [`Proxy`]: reconciles the desired set against the running frontends.
 //! - `socket.rs` — socket set-up: free-bind listeners, resets, backend connects.

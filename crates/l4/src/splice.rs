@@ -78,6 +78,9 @@ async fn pump(from: &TcpStream, from_side: Side, to: &TcpStream, to_side: Side) 
 
     let mut total: u64 = 0;
     loop {
+        // try_io never yields, so a stream that always has data would otherwise keep its
+        // worker thread forever; this yields only once the task's budget is spent.
+        tokio::task::coop::consume_budget().await;
         // The pipe is empty here, so EAGAIN can only mean the socket has nothing to read.
         let filled = loop {
             match from.try_io(Interest::READABLE, || splice_io(from, &pipe.write, SPLICE_CHUNK)) {
@@ -121,6 +124,7 @@ async fn copy(
     // `&TcpStream` is not AsyncRead; readiness plus try_read/try_write is, and keeps both
     // directions on the shared stream without splitting it.
     loop {
+        tokio::task::coop::consume_budget().await;
         let n = loop {
             from.readable().await.map_err(|source| ForwardError::Read { side: from_side, source })?;
             match from.try_read(&mut buf) {

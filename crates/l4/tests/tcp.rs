@@ -86,19 +86,21 @@ async fn affinity_is_refreshed_by_use_and_expires_when_idle() {
     let backends = [tcp_who_am_i().await, tcp_who_am_i().await];
     let frontend = free_port(ip(10, 4, 1));
     let mut proxy = Proxy::new();
-    let timeout = Duration::from_millis(400);
+    // Margins are wide because the machine is shared: a stalled step must not look like an
+    // expiry, and the expiry check waits well past the timeout.
+    let timeout = Duration::from_secs(1);
     let sticky = Frontend { affinity: Some(timeout), ..tcp_frontend(frontend, &backends, Choice::RoundRobin) };
     assert!(proxy.sync([sticky]).is_empty());
 
     let client = ip(20, 4, 1);
     let pinned = who_answers(client, frontend).await;
     assert_eq!(pinned, backends[0].port());
-    // Uses 200 ms apart keep the pin alive for longer than one timeout in total.
-    for _ in 0..4 {
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    // Uses 300 ms apart keep the pin alive for longer than one timeout in total.
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(who_answers(client, frontend).await, pinned, "pin must be refreshed by use");
     }
-    tokio::time::sleep(timeout + Duration::from_millis(200)).await;
+    tokio::time::sleep(timeout + Duration::from_millis(500)).await;
     // Round-robin's next pick is the other backend, so a lapsed pin is visible.
     assert_eq!(who_answers(client, frontend).await, backends[1].port(), "pin must lapse after the idle timeout");
 }
@@ -435,4 +437,59 @@ async fn duplicate_and_unbindable_frontends_are_reported_and_others_served() {
     let errors = proxy.sync(desired[1..].to_vec());
     assert!(errors.is_empty(), "{errors:?}");
     assert_eq!(who_answers(ip(20, 14, 1), taken).await, backend.port());
+}
+
+/// A connection that always has data to move must not starve the rest of the runtime:
+/// on a single-threaded runtime, a new connection is still served while a firehose
+/// streams through the proxy. The runtime runs on its own thread so a starved runtime
+/// fails the test instead of hanging it.
+#[test]
+fn a_busy_connection_does_not_starve_others() {
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let result = runtime.block_on(async {
+            let firehose = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            let firehose_addr = firehose.local_addr().expect("addr");
+            std::thread::spawn(move || {
+                use std::io::Write;
+                let Ok((mut stream, _)) = firehose.accept() else { return };
+                let chunk = vec![7u8; 256 * 1024];
+                while stream.write_all(&chunk).is_ok() {}
+            });
+            let backend = tcp_who_am_i().await;
+            let busy = free_port(ip(10, 15, 1));
+            let other = free_port(ip(10, 15, 2));
+            let mut proxy = Proxy::new();
+            let errors = proxy.sync([
+                tcp_frontend(busy, &[firehose_addr], Choice::Random),
+                tcp_frontend(other, &[backend], Choice::Random),
+            ]);
+            assert!(errors.is_empty(), "{errors:?}");
+            // A blocking reader on its own thread keeps the firehose flowing.
+            let reader = std::net::TcpStream::connect(busy).expect("connect firehose");
+            let drained = std::thread::spawn(move || {
+                use std::io::Read;
+                let mut reader = reader;
+                let mut buf = vec![0u8; 256 * 1024];
+                let mut total = 0u64;
+                while total < (512 << 20) {
+                    match reader.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => total += n as u64,
+                    }
+                }
+                total
+            });
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let port = who_answers(ip(20, 15, 1), other).await;
+            drop(proxy);
+            (port == backend.port(), drained)
+        });
+        let _ = done_tx.send(result);
+    });
+    let (served, drained) =
+        done_rx.recv_timeout(Duration::from_secs(30)).expect("runtime starved by a busy connection");
+    assert!(served);
+    assert!(drained.join().expect("reader") > 0, "the firehose flowed");
 }
