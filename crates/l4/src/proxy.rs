@@ -128,7 +128,9 @@ impl Proxy {
     /// updates the others in place (established connections are never touched; a backend
     /// that left only stops receiving new connections). Idempotent; a frontend that
     /// failed is retried by the next call. Returns the frontends that are not served and
-    /// why; every other frontend is served when this returns.
+    /// why; every other frontend is served when this returns. A stopped TCP frontend
+    /// refuses before this returns; a stopped UDP socket closes as soon as the runtime
+    /// drops its aborted task (microseconds later, not synchronously).
     pub fn sync(&mut self, desired: impl IntoIterator<Item = Frontend>) -> Vec<(FrontendKey, L4Error)> {
         let mut errors = Vec::new();
         let mut wanted: HashMap<FrontendKey, Frontend> = HashMap::new();

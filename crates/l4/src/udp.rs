@@ -10,11 +10,10 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-
-use std::os::fd::AsRawFd;
 
 use nix::sys::socket::MsgFlags;
 use tokio::io::Interest;
@@ -58,7 +57,8 @@ impl Drop for Session {
     }
 }
 
-struct Frontend {
+/// The receive side of one frontend; owned by its task alone, so the map needs no lock.
+struct UdpFrontend {
     socket: Arc<UdpSocket>,
     shared: Arc<Shared>,
     sessions: HashMap<SocketAddr, Session>,
@@ -67,7 +67,8 @@ struct Frontend {
 
 pub(crate) async fn serve(socket: UdpSocket, shared: Arc<Shared>) {
     let idle = shared.config.udp_idle_timeout;
-    let mut frontend = Frontend { socket: Arc::new(socket), shared, sessions: HashMap::new(), epoch: Instant::now() };
+    let mut frontend =
+        UdpFrontend { socket: Arc::new(socket), shared, sessions: HashMap::new(), epoch: Instant::now() };
     let mut buf = vec![0u8; MAX_DATAGRAM];
     // Ended sessions are removed here rather than by their own task, so the map needs no
     // lock; this bounds how long a finished session's entry lingers.
@@ -94,7 +95,7 @@ pub(crate) async fn serve(socket: UdpSocket, shared: Arc<Shared>) {
     }
 }
 
-impl Frontend {
+impl UdpFrontend {
     fn now(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }

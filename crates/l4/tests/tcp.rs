@@ -493,3 +493,37 @@ fn a_busy_connection_does_not_starve_others() {
     assert!(served);
     assert!(drained.join().expect("reader") > 0, "the firehose flowed");
 }
+
+/// A backend that silently drops SYNs (its accept queue is full) costs one bounded
+/// connect timeout, after which the next backend serves the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_black_hole_backend_costs_one_connect_timeout() {
+    let hole = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    hole.bind(&"127.0.0.1:0".parse::<std::net::SocketAddr>().expect("addr").into()).expect("bind");
+    hole.listen(0).expect("listen");
+    let hole_addr = hole.local_addr().expect("addr").as_socket().expect("inet");
+    // Fill the accept queue; nobody ever accepts, so later SYNs are dropped.
+    let mut fillers = Vec::new();
+    for _ in 0..4 {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        if let Ok(Ok(stream)) = tokio::time::timeout(Duration::from_millis(200), socket.connect(hole_addr)).await {
+            fillers.push(stream);
+        }
+    }
+    let probe = tokio::net::TcpSocket::new_v4().expect("socket");
+    let probe = tokio::time::timeout(Duration::from_millis(300), probe.connect(hole_addr)).await;
+    assert!(probe.is_err(), "the backlog must be full for this test to mean anything");
+
+    let live = tcp_who_am_i().await;
+    let frontend = free_port(ip(10, 16, 1));
+    let timeout = Duration::from_millis(300);
+    let mut proxy = Proxy::with_config(pier_l4::ProxyConfig { connect_timeout: timeout, ..Default::default() });
+    assert!(proxy.sync([tcp_frontend(frontend, &[hole_addr, live], Choice::RoundRobin)]).is_empty());
+    let started = Instant::now();
+    // Round-robin tries the black hole first.
+    assert_eq!(who_answers(ip(20, 16, 1), frontend).await, live.port());
+    let elapsed = started.elapsed();
+    assert!(elapsed >= timeout, "the black hole was not tried first ({elapsed:?})");
+    assert!(elapsed < timeout * 4, "connect was not bounded ({elapsed:?})");
+    drop(fillers);
+}
