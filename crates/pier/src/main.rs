@@ -2,6 +2,7 @@
 //! embedded store, controllers and — in later stages — the node agent); `pier agent` joins a
 //! machine as a node.
 
+mod cluster_dns;
 mod netinfo;
 mod node_streams;
 mod pki;
@@ -62,6 +63,9 @@ struct ServerArgs {
     service_node_port_range: String,
     #[arg(long, default_value = "cluster.local")]
     cluster_domain: String,
+    /// TTL of the cluster DNS's answers for cluster names, in seconds.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(0..=3600))]
+    cluster_dns_ttl: u32,
     /// This node's IP (default: the address of the default-route interface, else the first
     /// global IPv4 address).
     #[arg(long)]
@@ -109,6 +113,9 @@ struct AgentArgs {
     service_cidr: String,
     #[arg(long, default_value = "cluster.local")]
     cluster_domain: String,
+    /// TTL of the cluster DNS's answers for cluster names, in seconds.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(0..=3600))]
+    cluster_dns_ttl: u32,
     /// `nftables` or `userspace`.
     #[arg(long, default_value = "nftables")]
     proxy_mode: String,
@@ -180,6 +187,7 @@ struct NodeArgs {
     cluster_dns: IpAddr,
     cluster_domain: String,
     cluster_pod_cidr: ipnet::Ipv4Net,
+    cluster_dns_ttl: u32,
     proxy_mode: String,
     proxy_healthz_addr: SocketAddr,
     proxy_metrics_addr: SocketAddr,
@@ -210,6 +218,9 @@ async fn run_node(
     };
     tokio::spawn(pier_agent::pods::PodManager::new(client.clone(), machine.clone(), pod_config).run());
     start_proxy(client, &node.name, args)?;
+    if let Err(e) = cluster_dns::start(client, args.cluster_dns, &args.cluster_domain, args.cluster_dns_ttl) {
+        tracing::error!(error = format!("{e:#}"), "the cluster DNS is not running");
+    }
     Ok((machine, pod_cidr))
 }
 
@@ -218,7 +229,11 @@ fn start_proxy(client: &kube::Client, node_name: &str, args: &NodeArgs) -> Resul
     let node = pier_proxy::table::NodeContext {
         name: node_name.to_string(),
         pod_cidr: args.cluster_pod_cidr,
-        served_locally: Vec::new(),
+        // The node-local cluster DNS answers on the kube-dns address itself.
+        served_locally: match args.cluster_dns {
+            IpAddr::V4(v4) => vec![v4],
+            IpAddr::V6(_) => Vec::new(),
+        },
     };
     let plane: Box<dyn pier_proxy::DataPlane> = match args.proxy_mode.as_str() {
         "nftables" => Box::new(pier_proxy::nft::Nftables::new(node.clone())),
@@ -315,6 +330,7 @@ async fn agent(args: AgentArgs) -> Result<()> {
         cluster_dns: pier_apiserver::alloc::IpAllocator::new(cidrs[0]).nth(10),
         cluster_domain: args.cluster_domain.clone(),
         cluster_pod_cidr,
+        cluster_dns_ttl: args.cluster_dns_ttl,
         proxy_mode: args.proxy_mode.clone(),
         proxy_healthz_addr: args.proxy_healthz_addr,
         proxy_metrics_addr: args.proxy_metrics_addr,
@@ -430,6 +446,7 @@ async fn server(args: ServerArgs) -> Result<()> {
         cluster_dns: dns_ip,
         cluster_domain: args.cluster_domain.clone(),
         cluster_pod_cidr,
+        cluster_dns_ttl: args.cluster_dns_ttl,
         proxy_mode: args.proxy_mode.clone(),
         proxy_healthz_addr: args.proxy_healthz_addr,
         proxy_metrics_addr: args.proxy_metrics_addr,
