@@ -130,8 +130,8 @@ fn pods_find_services_by_name_and_dig_gets_the_records() {
     }
 
     // A, SRV per named port, PTR.
-    assert_eq!(dig(&c, &["kubia.default.svc.cluster.local"]), [ip.clone()]);
-    assert_eq!(dig(&c, &["KuBiA.DeFault.svc.cluster.local"]), [ip.clone()], "case-insensitive");
+    assert_eq!(dig(&c, &["kubia.default.svc.cluster.local"]), [ip.as_str()]);
+    assert_eq!(dig(&c, &["KuBiA.DeFault.svc.cluster.local"]), [ip.as_str()], "case-insensitive");
     assert_eq!(
         dig(&c, &["SRV", "_http._tcp.kubia.default.svc.cluster.local"]),
         ["0 100 80 kubia.default.svc.cluster.local."]
@@ -160,7 +160,7 @@ fn pods_find_services_by_name_and_dig_gets_the_records() {
     assert!(text.contains("SOA"), "{text}");
 
     // Over TCP too.
-    assert_eq!(dig(&c, &["+tcp", "kubia.default.svc.cluster.local"]), [ip.clone()]);
+    assert_eq!(dig(&c, &["+tcp", "kubia.default.svc.cluster.local"]), [ip.as_str()]);
 
     // Answers follow the objects.
     c.kubectl_stdin(
