@@ -14,8 +14,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret, Service};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
-use kube::runtime::watcher;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::runtime::{reflector, watcher};
 use serde_json::{Value, json};
 use tokio::sync::{Mutex, watch};
 
@@ -193,8 +193,11 @@ fn decode_secret(s: &Secret, key: &str) -> Option<String> {
 
 /// Builds a container's environment as the kubelet does: service variables first, then
 /// `envFrom` sources, then `env` (which wins), with `$(VAR)` expansion.
+/// `services` is the node's Service cache, as the kubelet reads its Service lister: a container
+/// start must not cost a list of every Service in the cluster.
 pub async fn container_env(
     client: &kube::Client,
+    services: &reflector::Store<Service>,
     pod: &Pod,
     container: &Container,
     pod_ip: Option<IpAddr>,
@@ -202,9 +205,14 @@ pub async fn container_env(
 ) -> Result<Vec<(String, String)>, String> {
     let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
     let links = pod.spec.as_ref().and_then(|s| s.enable_service_links).unwrap_or(true);
-    let services: Api<Service> = Api::all(client.clone());
-    let svcs = services.list(&ListParams::default()).await.map_err(|e| format!("listing services: {e}"))?;
-    let mut vars: BTreeMap<String, String> = envvars::pod_service_env(&ns, links, &svcs.items);
+    // The pod's namespace, plus `default` for the `kubernetes` Service.
+    let svcs: Vec<Service> = services
+        .state()
+        .iter()
+        .filter(|s| matches!(s.metadata.namespace.as_deref(), Some(n) if n == ns || n == "default"))
+        .map(|s| Service::clone(s))
+        .collect();
+    let mut vars: BTreeMap<String, String> = envvars::pod_service_env(&ns, links, &svcs);
     let mut order: Vec<String> = vars.keys().cloned().collect();
     let set = |vars: &mut BTreeMap<String, String>, order: &mut Vec<String>, k: String, v: String| {
         if !vars.contains_key(&k) {
@@ -406,14 +414,24 @@ fn stamp_transitions(transitions: &mut HashMap<String, (String, String)>, status
 /// The node's pod loop.
 pub struct PodManager {
     client: kube::Client,
+    services: reflector::Store<Service>,
     runtime: Arc<dyn PodRuntime>,
     cfg: PodConfig,
     workers: Mutex<HashMap<String, watch::Sender<Option<Pod>>>>,
 }
 
 impl PodManager {
+    /// Starts the node's Service cache (must run inside a tokio runtime).
     pub fn new(client: kube::Client, runtime: Arc<dyn PodRuntime>, cfg: PodConfig) -> Arc<Self> {
-        Arc::new(PodManager { client, runtime, cfg, workers: Mutex::new(HashMap::new()) })
+        let (services, writer) = reflector::store();
+        let stream = reflector(writer, watcher(Api::<Service>::all(client.clone()), watcher::Config::default()));
+        tokio::spawn(stream.for_each(|ev| {
+            if let Err(e) = ev {
+                tracing::warn!(error = %e, "service cache watch failed; retrying");
+            }
+            futures::future::ready(())
+        }));
+        Arc::new(PodManager { client, services, runtime, cfg, workers: Mutex::new(HashMap::new()) })
     }
 
     /// Watches the pods bound to this node and keeps one worker per pod until it is gone.
@@ -606,7 +624,10 @@ impl PodManager {
                 return;
             }
             let ip = track.lock().await.ip;
-            let env = match container_env(&self.client, &pod, &container, ip, &self.cfg).await {
+            if self.services.wait_until_ready().await.is_err() {
+                return;
+            }
+            let env = match container_env(&self.client, &self.services, &pod, &container, ip, &self.cfg).await {
                 Ok(e) => e,
                 Err(msg) => {
                     self.set_state(
