@@ -118,6 +118,39 @@ spec:
   - name: client
     image: busybox
     command: [sleep, '3600']
+---
+# Seed 002's httpd Deployment (apps/v1, with the selector apps/v1 requires) and httpd-svc.
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: httpd
+spec:
+  replicas: 4
+  selector:
+    matchLabels:
+      run: httpd
+  template:
+    metadata:
+      labels:
+        run: httpd
+    spec:
+      containers:
+      - name: httpd
+        image: httpd
+        ports:
+        - containerPort: 80
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: httpd-svc
+spec:
+  selector:
+    run: httpd
+  ports:
+  - protocol: TCP
+    port: 8080
+    targetPort: 80
 ";
 
 fn cluster_ip(c: &Cluster, svc: &str) -> String {
@@ -157,6 +190,16 @@ fn seed_sessions(mode: &str) {
     let by_number = cluster_ip(&c, "kubia-by-number");
     let answers = curl_n(&c, &format!("http://{by_number}:8888"), 10);
     assert!(answers.iter().all(|a| expected.contains(a)), "{answers:?}");
+
+    // Seed 002: httpd-svc answers on 8080 from the node itself, as `curl 10.110.212.171:8080`.
+    c.kubectl(&["wait", "--for=condition=Ready", "pod", "-l", "run=httpd", "--timeout=60s"]).ok();
+    let httpd = cluster_ip(&c, "httpd-svc");
+    let page = wait_until("httpd-svc from the node", Duration::from_secs(10), || {
+        let out = c.command("curl").args(["-s", "-m", "3", &format!("{httpd}:8080")]).output().unwrap();
+        let body = String::from_utf8_lossy(&out.stdout).into_owned();
+        body.contains("It works!").then_some(body)
+    });
+    assert_eq!(page.trim(), "<html><body><h1>It works!</h1></body></html>");
 
     // ClientIP affinity: one client, one pod, 15 times in a row.
     let sticky = cluster_ip(&c, "kubia-sticky");

@@ -159,6 +159,13 @@ fn pods_find_services_by_name_and_dig_gets_the_records() {
     assert_eq!((st.as_str(), n), ("NOERROR", 0), "{text}");
     assert!(text.contains("SOA"), "{text}");
 
+    // Names outside the cluster domain go to the host's resolvers, which the sealed namespace
+    // cannot reach: SERVFAIL, quickly, never a hang.
+    let started = Instant::now();
+    let (st, _, text) = status(&c, &["example.com"]);
+    assert_eq!(st, "SERVFAIL", "{text}");
+    assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
+
     // Over TCP too.
     assert_eq!(dig(&c, &["+tcp", "kubia.default.svc.cluster.local"]), [ip.as_str()]);
 
