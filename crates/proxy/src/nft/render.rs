@@ -1,6 +1,8 @@
-//! The nftables renderer: service ports → the objects of pier's own table (`table ip pier`),
-//! and the scripts that create them all or move one Service from its old objects to its new
-//! ones. Pure: text in nftables' own syntax, no IO.
+//! The nftables renderer: service ports → the objects of pier's own table (`table ip pier`) in
+//! the typed form of [`super::ir`], and the operations ([`Op`]) that create them all or move
+//! one Service from its old objects to its new ones. The operations have two encoders: nft
+//! script text ([`full_script`], [`delta_script`], for `nft -f`) and nf_tables netlink messages
+//! ([`super::wire`]). Pure: no IO.
 //!
 //! The layout follows kube-proxy's nftables mode (verdict maps keyed by
 //! `daddr . l4proto . dport`, `numgen random`, reject chains in the filter hooks, a mark for
@@ -9,15 +11,22 @@
 //! endpoint. Only Services with ClientIP affinity get kube-proxy's per-endpoint chains and
 //! affinity sets, because the affinity record has to be written after the choice.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 
+use super::ir::{
+    BaseHook, BaseTable, Chain, ChainType, DataType, FibAddr, Hook, Load, MarkOp, Reject, Rule, SetDecl, Stmt, Value,
+    Verdict,
+};
 use crate::table::{Backend, NodeContext, ServicePort};
 
 pub const TABLE: &str = "pier";
 pub const FAMILY: &str = "ip";
-const MASQ_MARK: &str = "0x00004000";
+const MASQ_MARK: u32 = 0x4000;
+const MARK_FOR_MASQUERADE: &str = "mark-for-masquerade";
+const ENDPOINT_DNAT: &str = "endpoint-dnat";
 
 pub const SERVICE_IPS: &str = "service-ips";
 pub const SERVICE_NODEPORTS: &str = "service-nodeports";
@@ -31,10 +40,12 @@ pub const ENDPOINTS: &str = "endpoints";
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ServiceObjects {
     /// Chain name → its rules, in order.
-    pub chains: BTreeMap<String, Vec<String>>,
-    /// Affinity set name → its declaration body.
-    pub sets: BTreeMap<String, String>,
-    /// (set or map, key) → value (empty for plain sets).
+    pub chains: BTreeMap<String, Vec<Rule>>,
+    /// Affinity set name → its declaration.
+    pub sets: BTreeMap<String, SetDecl>,
+    /// (set or map, key) → value (empty for plain sets), in nft's element syntax: the text the
+    /// snapshot tests and the delta compare. The netlink encoder parses them by the declared
+    /// data types of their set, as nft does.
     pub elements: BTreeMap<(&'static str, String), String>,
     /// Endpoint addresses that need the hairpin masquerade (shared between Services, so the
     /// caller counts references).
@@ -73,10 +84,6 @@ fn affinity_set(sp: &ServicePort, ep: &Backend, timeout: u32) -> String {
     format!("affinity-{}", short_hash(&format!("{id}/{timeout}")))
 }
 
-fn quote(s: &str) -> String {
-    format!("\"{}\"", s.replace(['"', '\\'], ""))
-}
-
 /// Endpoint slots per service port in the `endpoints` map: a port's endpoints live at
 /// `id * SLOTS + i`. More endpoints than this are cut (with a warning by the caller).
 pub const SLOTS: u32 = 1 << 12;
@@ -95,29 +102,37 @@ fn pick_rules(
     eps: &[Backend],
     slot_base: u32,
     o: &mut ServiceObjects,
-    rules: &mut Vec<String>,
+    rules: &mut Vec<Rule>,
     comment: &str,
 ) {
-    let proto = sp.protocol.as_str();
+    let proto = Value::Proto(sp.protocol);
     if let Some(timeout) = sp.affinity_timeout {
         for ep in eps {
-            rules.push(format!("ip saddr @{} goto {}", affinity_set(sp, ep, timeout), endpoint_chain(sp, ep)));
+            rules.push(Rule::new(vec![
+                Stmt::InSet { keys: vec![Load::IpSaddr], set: affinity_set(sp, ep, timeout) },
+                Stmt::goto(&endpoint_chain(sp, ep)),
+            ]));
         }
-        let arms: Vec<String> =
-            eps.iter().enumerate().map(|(i, ep)| format!("{i} : goto {}", endpoint_chain(sp, ep))).collect();
-        rules.push(format!("numgen random mod {} vmap {{ {} }} comment {comment}", eps.len(), arms.join(", ")));
+        let arms = eps.iter().map(|ep| Verdict::Goto(endpoint_chain(sp, ep))).collect();
+        rules.push(Rule::new(vec![Stmt::NumgenVmap(arms)]).comment(comment));
         return;
     }
     match eps {
-        [one] => rules.push(format!("meta l4proto {proto} dnat ip to {one} comment {comment}")),
+        [one] => {
+            rules.push(Rule::new(vec![Stmt::eq(Load::L4proto, proto), Stmt::Dnat(one.ip, one.port)]).comment(comment))
+        }
         _ => {
             let n = eps.len().min(SLOTS as usize);
             for (i, ep) in eps.iter().take(n).enumerate() {
                 o.elements.insert((ENDPOINTS, (slot_base + i as u32).to_string()), format!("{} . {}", ep.ip, ep.port));
             }
-            rules.push(format!(
-                "ct mark set numgen random mod {n} offset {slot_base} goto endpoint-dnat comment {comment}"
-            ));
+            rules.push(
+                Rule::new(vec![
+                    Stmt::CtMarkSetNumgen { modulus: n as u32, offset: slot_base },
+                    Stmt::goto(ENDPOINT_DNAT),
+                ])
+                .comment(comment),
+            );
         }
     }
 }
@@ -128,7 +143,7 @@ pub fn render_service(ports: &[ServicePort], node: &NodeContext, ids: &mut dyn F
     let mut o = ServiceObjects::default();
     for sp in ports {
         let proto = sp.protocol.as_str();
-        let comment = quote(&sp.display_name());
+        let comment = sp.display_name();
         let service_chain = chain_name("service", sp);
         let local_chain = chain_name("local", sp);
         let external_chain = chain_name("external", sp);
@@ -136,10 +151,16 @@ pub fn render_service(ports: &[ServicePort], node: &NodeContext, ids: &mut dyn F
         // Cluster-IP traffic from outside the pod network is masqueraded (the reply must come
         // back through this node); the match on the address keeps external traffic that
         // shares the chain (externalTrafficPolicy Local keeps its source) out of it.
-        let masq_from_outside: Vec<String> = sp
+        let masq_from_outside: Vec<Rule> = sp
             .cluster_ips
             .iter()
-            .map(|vip| format!("ip daddr {vip} ip saddr != {} jump mark-for-masquerade", node.pod_cidr))
+            .map(|vip| {
+                Rule::new(vec![
+                    Stmt::eq(Load::IpDaddr, Value::Addr(*vip)),
+                    Stmt::neq(Load::IpSaddr, Value::Net(node.pod_cidr)),
+                    Stmt::jump(MARK_FOR_MASQUERADE),
+                ])
+            })
             .collect();
         if !sp.cluster_endpoints.is_empty() {
             let mut rules = masq_from_outside.clone();
@@ -160,10 +181,22 @@ pub fn render_service(ports: &[ServicePort], node: &NodeContext, ids: &mut dyn F
                 sp.cluster_endpoints.iter().chain(sp.local_endpoints.iter().filter(|_| local_chain_used)).collect();
             for ep in eps {
                 let set = affinity_set(sp, ep, timeout);
-                o.sets.insert(set.clone(), format!("type ipv4_addr; flags dynamic,timeout; timeout {timeout}s;"));
+                o.sets.insert(
+                    set.clone(),
+                    SetDecl {
+                        key: vec![DataType::Ipv4Addr],
+                        data: Vec::new(),
+                        dynamic: true,
+                        timeout: Some(timeout),
+                        comment: None,
+                    },
+                );
                 o.chains.insert(
                     endpoint_chain(sp, ep),
-                    vec![format!("update @{set} {{ ip saddr }}"), format!("meta l4proto {proto} dnat ip to {ep}")],
+                    vec![
+                        Rule::new(vec![Stmt::Update { set, key: Load::IpSaddr }]),
+                        Rule::new(vec![Stmt::eq(Load::L4proto, Value::Proto(sp.protocol)), Stmt::Dnat(ep.ip, ep.port)]),
+                    ],
                 );
             }
         }
@@ -196,17 +229,21 @@ pub fn render_service(ports: &[ServicePort], node: &NodeContext, ids: &mut dyn F
             if sp.external_local {
                 // Pods and the node itself are short-circuited to every endpoint (CIP-20);
                 // only traffic from outside keeps its source and stays on this node.
-                rules.push(format!("ip saddr {} goto {}", node.pod_cidr, service_chain));
-                rules.push("fib saddr type local jump mark-for-masquerade".into());
-                rules.push(format!("fib saddr type local goto {}", service_chain));
+                let from_node = || Stmt::eq(Load::FibType(FibAddr::Saddr), Value::Local);
+                rules.push(Rule::new(vec![
+                    Stmt::eq(Load::IpSaddr, Value::Net(node.pod_cidr)),
+                    Stmt::goto(&service_chain),
+                ]));
+                rules.push(Rule::new(vec![from_node(), Stmt::jump(MARK_FOR_MASQUERADE)]));
+                rules.push(Rule::new(vec![from_node(), Stmt::goto(&service_chain)]));
                 if sp.local_endpoints.is_empty() {
-                    rules.push(format!("drop comment {comment}"));
+                    rules.push(Rule::new(vec![Stmt::Verdict(Verdict::Drop)]).comment(&comment));
                 } else {
-                    rules.push(format!("goto {} comment {comment}", local_chain));
+                    rules.push(Rule::new(vec![Stmt::goto(&local_chain)]).comment(&comment));
                 }
             } else {
-                rules.push("jump mark-for-masquerade".into());
-                rules.push(format!("goto {} comment {comment}", service_chain));
+                rules.push(Rule::new(vec![Stmt::jump(MARK_FOR_MASQUERADE)]));
+                rules.push(Rule::new(vec![Stmt::goto(&service_chain)]).comment(&comment));
             }
             o.chains.insert(external_chain.clone(), rules);
         }
@@ -230,75 +267,232 @@ pub fn render_service(ports: &[ServicePort], node: &NodeContext, ids: &mut dyn F
     o
 }
 
-/// The table's fixed part: sets, maps and base chains. `flush`-free: it is only ever created
-/// inside a transaction that first deleted the table.
+fn ct_state_new() -> Stmt {
+    Stmt::eq(Load::CtState, Value::CtStateNew)
+}
+
+fn base_chain(name: &str, kind: ChainType, hook: Hook, priority: i32, rules: Vec<Rule>) -> Chain {
+    Chain { name: name.into(), hook: Some(BaseHook { kind, hook, priority }), rules }
+}
+
+fn chain(name: &str, rules: Vec<Rule>) -> Chain {
+    Chain { name: name.into(), hook: None, rules }
+}
+
+/// `<daddr> . meta l4proto . th dport vmap @map` and its node-port twin.
+fn service_lookups(ips: &str, nodeports: &str) -> Vec<Rule> {
+    let local_dest = || {
+        vec![
+            Stmt::eq(Load::FibType(FibAddr::Daddr), Value::Local),
+            Stmt::neq(
+                Load::IpDaddr,
+                Value::Net(ipnet::Ipv4Net::new(Ipv4Addr::new(127, 0, 0, 0), 8).unwrap_or_default()),
+            ),
+        ]
+    };
+    let mut node_port = local_dest();
+    node_port.push(Stmt::Vmap { keys: vec![Load::L4proto, Load::ThDport], map: nodeports.into() });
+    vec![
+        Rule::new(vec![Stmt::Vmap { keys: vec![Load::IpDaddr, Load::L4proto, Load::ThDport], map: ips.into() }]),
+        Rule::new(node_port),
+    ]
+}
+
+/// The table's fixed part: comment, sets and maps, base chains and the helper chains every
+/// Service jumps to.
+pub fn base(node: &NodeContext) -> BaseTable {
+    use DataType::{InetProto, InetService, Ipv4Addr as Addr, Mark, Verdict as V};
+    let pod = Value::Net(node.pod_cidr);
+    let sets = vec![
+        (CLUSTER_IPS, SetDecl::new(&[Addr], &[], "Active ClusterIPs")),
+        (
+            HAIRPIN,
+            SetDecl::new(&[Addr, Addr], &[], "Endpoint addresses, as source . destination, for hairpin masquerade"),
+        ),
+        (
+            SERVICE_IPS,
+            SetDecl::new(&[Addr, InetProto, InetService], &[V], "ClusterIP, ExternalIP and LoadBalancer IP traffic"),
+        ),
+        (
+            ENDPOINTS,
+            SetDecl::new(
+                &[Mark],
+                &[Addr, InetService],
+                "Endpoint slots: a service chain puts a random slot of its own in ct mark",
+            ),
+        ),
+        (SERVICE_NODEPORTS, SetDecl::new(&[InetProto, InetService], &[V], "NodePort traffic")),
+        (
+            NO_ENDPOINT_SERVICES,
+            SetDecl::new(
+                &[Addr, InetProto, InetService],
+                &[V],
+                "vmap to drop or reject packets to services with no endpoints",
+            ),
+        ),
+        (
+            NO_ENDPOINT_NODEPORTS,
+            SetDecl::new(
+                &[InetProto, InetService],
+                &[V],
+                "vmap to drop or reject packets to service nodeports with no endpoints",
+            ),
+        ),
+    ];
+    let check = "service-endpoints-check";
+    let cluster_check = "cluster-ips-check";
+    let new_jump = |to: &str| Rule::new(vec![ct_state_new(), Stmt::jump(to)]);
+    let dnat_slot = |p| {
+        Rule::new(vec![
+            Stmt::eq(Load::L4proto, Value::Proto(p)),
+            Stmt::DnatMap { key: Load::CtMark, map: ENDPOINTS.into() },
+        ])
+    };
+    use crate::table::Protocol;
+    let chains = vec![
+        base_chain("filter-input", ChainType::Filter, Hook::Input, -110, vec![new_jump(check)]),
+        base_chain(
+            "filter-forward",
+            ChainType::Filter,
+            Hook::Forward,
+            -110,
+            vec![new_jump(check), new_jump(cluster_check)],
+        ),
+        base_chain("filter-output", ChainType::Filter, Hook::Output, -110, vec![new_jump(check)]),
+        base_chain("filter-output-post-dnat", ChainType::Filter, Hook::Output, -90, vec![new_jump(cluster_check)]),
+        base_chain(
+            "nat-prerouting",
+            ChainType::Nat,
+            Hook::Prerouting,
+            -100,
+            vec![Rule::new(vec![Stmt::jump("services")])],
+        ),
+        base_chain("nat-output", ChainType::Nat, Hook::Output, -100, vec![Rule::new(vec![Stmt::jump("services")])]),
+        base_chain(
+            "nat-postrouting",
+            ChainType::Nat,
+            Hook::Postrouting,
+            100,
+            vec![
+                Rule::new(vec![Stmt::jump("masquerading")]),
+                Rule::new(vec![
+                    Stmt::eq(Load::IpSaddr, pod.clone()),
+                    Stmt::neq(Load::IpDaddr, pod),
+                    Stmt::neq(Load::Oifname, Value::Iface("pier0".into())),
+                    Stmt::Masquerade { fully_random: false },
+                ])
+                .comment("pod traffic leaving the node (the CNI's ipMasq)"),
+            ],
+        ),
+        chain(check, service_lookups(NO_ENDPOINT_SERVICES, NO_ENDPOINT_NODEPORTS)),
+        chain(
+            cluster_check,
+            vec![
+                Rule::new(vec![
+                    Stmt::InSet { keys: vec![Load::IpDaddr], set: CLUSTER_IPS.into() },
+                    Stmt::Reject(Reject::PortUnreachable),
+                ])
+                .comment("Reject traffic to invalid ports of ClusterIPs"),
+            ],
+        ),
+        chain(
+            "reject-chain",
+            vec![
+                Rule::new(vec![Stmt::eq(Load::L4proto, Value::Proto(Protocol::Tcp)), Stmt::Reject(Reject::TcpReset)])
+                    .comment(&format!("helper for @{NO_ENDPOINT_SERVICES} / @{NO_ENDPOINT_NODEPORTS}")),
+                Rule::new(vec![Stmt::Reject(Reject::PortUnreachable)]),
+            ],
+        ),
+        chain(ENDPOINT_DNAT, vec![dnat_slot(Protocol::Tcp), dnat_slot(Protocol::Udp), dnat_slot(Protocol::Sctp)]),
+        chain(MARK_FOR_MASQUERADE, vec![Rule::new(vec![Stmt::MarkSet(MarkOp::Or, MASQ_MARK)])]),
+        chain(
+            "masquerading",
+            vec![
+                Rule::new(vec![
+                    Stmt::eq(Load::CtStatus, Value::CtStatusDnat),
+                    Stmt::InSet { keys: vec![Load::IpSaddr, Load::IpDaddr], set: HAIRPIN.into() },
+                    Stmt::jump(MARK_FOR_MASQUERADE),
+                ])
+                .comment("hairpin: a pod reaching itself through a Service"),
+                Rule::new(vec![
+                    Stmt::Match { load: Load::Mark, mask: Some(MASQ_MARK), neq: false, value: Value::Int(0) },
+                    Stmt::Verdict(Verdict::Return),
+                ]),
+                Rule::new(vec![Stmt::MarkSet(MarkOp::Xor, MASQ_MARK)]),
+                Rule::new(vec![Stmt::Masquerade { fully_random: true }]),
+            ],
+        ),
+        chain("services", service_lookups(SERVICE_IPS, SERVICE_NODEPORTS)),
+    ];
+    BaseTable {
+        comment: "pier: Service data plane (managed by pier; changes are overwritten)".into(),
+        sets: sets.into_iter().map(|(n, d)| (n.to_string(), d)).collect(),
+        chains,
+    }
+}
+
+/// The base table as an nft `table { … }` block. `flush`-free: it is only ever created inside
+/// a transaction that first deleted the table.
 pub fn base_table(node: &NodeContext) -> String {
-    let pod_cidr = node.pod_cidr;
-    format!(
-        r#"table {FAMILY} {TABLE} {{
-	comment "pier: Service data plane (managed by pier; changes are overwritten)"
-	set {CLUSTER_IPS} {{ type ipv4_addr; comment "Active ClusterIPs"; }}
-	set {HAIRPIN} {{ type ipv4_addr . ipv4_addr; comment "Endpoint addresses, as source . destination, for hairpin masquerade"; }}
-	map {SERVICE_IPS} {{ type ipv4_addr . inet_proto . inet_service : verdict; comment "ClusterIP, ExternalIP and LoadBalancer IP traffic"; }}
-	map {ENDPOINTS} {{ type mark : ipv4_addr . inet_service; comment "Endpoint slots: a service chain puts a random slot of its own in ct mark"; }}
-	map {SERVICE_NODEPORTS} {{ type inet_proto . inet_service : verdict; comment "NodePort traffic"; }}
-	map {NO_ENDPOINT_SERVICES} {{ type ipv4_addr . inet_proto . inet_service : verdict; comment "vmap to drop or reject packets to services with no endpoints"; }}
-	map {NO_ENDPOINT_NODEPORTS} {{ type inet_proto . inet_service : verdict; comment "vmap to drop or reject packets to service nodeports with no endpoints"; }}
-	chain filter-input {{ type filter hook input priority -110; policy accept; ct state new jump service-endpoints-check; }}
-	chain filter-forward {{ type filter hook forward priority -110; policy accept; ct state new jump service-endpoints-check; ct state new jump cluster-ips-check; }}
-	chain filter-output {{ type filter hook output priority -110; policy accept; ct state new jump service-endpoints-check; }}
-	chain filter-output-post-dnat {{ type filter hook output priority -90; policy accept; ct state new jump cluster-ips-check; }}
-	chain nat-prerouting {{ type nat hook prerouting priority -100; policy accept; jump services; }}
-	chain nat-output {{ type nat hook output priority -100; policy accept; jump services; }}
-	chain nat-postrouting {{
-		type nat hook postrouting priority 100; policy accept;
-		jump masquerading
-		ip saddr {pod_cidr} ip daddr != {pod_cidr} oifname != "pier0" masquerade comment "pod traffic leaving the node (the CNI's ipMasq)"
-	}}
-	chain service-endpoints-check {{
-		ip daddr . meta l4proto . th dport vmap @{NO_ENDPOINT_SERVICES}
-		fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @{NO_ENDPOINT_NODEPORTS}
-	}}
-	chain cluster-ips-check {{
-		ip daddr @{CLUSTER_IPS} reject comment "Reject traffic to invalid ports of ClusterIPs"
-	}}
-	chain reject-chain {{
-		meta l4proto tcp reject with tcp reset comment "helper for @{NO_ENDPOINT_SERVICES} / @{NO_ENDPOINT_NODEPORTS}"
-		reject
-	}}
-	chain endpoint-dnat {{
-		meta l4proto tcp dnat ip to ct mark map @{ENDPOINTS}
-		meta l4proto udp dnat ip to ct mark map @{ENDPOINTS}
-		meta l4proto sctp dnat ip to ct mark map @{ENDPOINTS}
-	}}
-	chain mark-for-masquerade {{ meta mark set meta mark | {MASQ_MARK}; }}
-	chain masquerading {{
-		ct status dnat ip saddr . ip daddr @{HAIRPIN} jump mark-for-masquerade comment "hairpin: a pod reaching itself through a Service"
-		meta mark & {MASQ_MARK} == 0 return
-		meta mark set meta mark ^ {MASQ_MARK}
-		masquerade fully-random
-	}}
-	chain services {{
-		ip daddr . meta l4proto . th dport vmap @{SERVICE_IPS}
-		fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @{SERVICE_NODEPORTS}
-	}}
-}}
-"#
-    )
+    let mut out = String::new();
+    write_base(&mut out, &base(node));
+    out
 }
 
-fn add_rules(out: &mut String, name: &str, rules: &[String]) {
-    for r in rules {
-        let _ = writeln!(out, "add rule {FAMILY} {TABLE} {name} {r}");
+fn write_base(out: &mut String, t: &BaseTable) {
+    let _ = writeln!(out, "table {FAMILY} {TABLE} {{\n\tcomment \"{}\"", t.comment);
+    for (name, decl) in &t.sets {
+        let _ = writeln!(out, "\t{} {name} {{ {decl} }}", if decl.is_map() { "map" } else { "set" });
     }
+    for c in &t.chains {
+        let hook = c.hook.map(|h| {
+            let kind = if h.kind == ChainType::Nat { "nat" } else { "filter" };
+            format!("type {kind} hook {} priority {}; policy accept;", h.hook.name(), h.priority)
+        });
+        // Short chains without comments read best on one line.
+        let compact = c.rules.iter().all(|r| r.comment_text().is_none()) && (hook.is_some() || c.rules.len() == 1);
+        if compact {
+            let _ = write!(out, "\tchain {} {{ ", c.name);
+            if let Some(h) = &hook {
+                let _ = write!(out, "{h} ");
+            }
+            for r in &c.rules {
+                let _ = write!(out, "{r}; ");
+            }
+            out.push_str("}\n");
+        } else {
+            let _ = writeln!(out, "\tchain {} {{", c.name);
+            if let Some(h) = &hook {
+                let _ = writeln!(out, "\t\t{h}");
+            }
+            for r in &c.rules {
+                let _ = writeln!(out, "\t\t{r}");
+            }
+            out.push_str("\t}\n");
+        }
+    }
+    out.push_str("}\n");
 }
 
-fn element(out: &mut String, verb: &str, set: &str, key: &str, value: &str) {
-    if value.is_empty() || verb == "delete" {
-        let _ = writeln!(out, "{verb} element {FAMILY} {TABLE} {set} {{ {key} }}");
-    } else {
-        let _ = writeln!(out, "{verb} element {FAMILY} {TABLE} {set} {{ {key} : {value} }}");
-    }
+/// One step of a transaction on pier's table. A full sync and a delta are both lists of these;
+/// the text and netlink encoders turn them into nft script lines and nf_tables messages.
+#[derive(Debug, Clone)]
+pub enum Op<'a> {
+    /// Create the table if it is missing and delete it: what follows starts from nothing
+    /// whether or not the table existed.
+    ResetTable,
+    /// The table with its fixed sets and chains (rules included).
+    BaseTable(&'a BaseTable),
+    AddSet(&'a str, &'a SetDecl),
+    AddChain(&'a str),
+    /// Deletes every rule of the chain.
+    FlushChain(&'a str),
+    AddRule(&'a str, &'a Rule),
+    /// Elements of a base set or map: (key, value), value empty for a plain set.
+    AddElements(&'static str, Vec<(Cow<'a, str>, &'a str)>),
+    DeleteElements(&'static str, Vec<Cow<'a, str>>),
+    DeleteChain(&'a str),
+    DeleteSet(&'a str),
 }
 
 fn hairpin_key(ip: &Ipv4Addr) -> String {
@@ -306,113 +500,171 @@ fn hairpin_key(ip: &Ipv4Addr) -> String {
 }
 
 /// One transaction that replaces the whole table: it is created, deleted and created again so
-/// the script works whether or not the table exists, and nothing sees a half-built table.
-pub fn full_script<'a>(node: &NodeContext, services: impl IntoIterator<Item = &'a ServiceObjects>) -> String {
-    let mut out = String::with_capacity(1 << 16);
-    let _ = writeln!(out, "add table {FAMILY} {TABLE}\ndelete table {FAMILY} {TABLE}");
-    out.push_str(&base_table(node));
-    let mut seen_keys: BTreeSet<(&str, &str)> = BTreeSet::new();
-    let mut hairpin: BTreeSet<Ipv4Addr> = BTreeSet::new();
+/// the transaction works whether or not the table exists, and nothing sees a half-built table.
+pub fn full_ops<'a>(base: &'a BaseTable, services: impl IntoIterator<Item = &'a ServiceObjects>) -> Vec<Op<'a>> {
     let services: Vec<&ServiceObjects> = services.into_iter().collect();
+    let mut ops = vec![Op::ResetTable, Op::BaseTable(base)];
     for o in &services {
         for (name, decl) in &o.sets {
-            let _ = writeln!(out, "add set {FAMILY} {TABLE} {name} {{ {decl} }}");
+            ops.push(Op::AddSet(name, decl));
         }
         // Every chain exists before any rule jumps to it.
         for name in o.chains.keys() {
-            let _ = writeln!(out, "add chain {FAMILY} {TABLE} {name}");
+            ops.push(Op::AddChain(name));
         }
     }
     for o in &services {
         for (name, rules) in &o.chains {
-            add_rules(&mut out, name, rules);
+            ops.extend(rules.iter().map(|r| Op::AddRule(name, r)));
         }
     }
-    // Elements grouped per set, many per statement: nft parses one long statement far faster
-    // than many short ones.
-    let mut by_set: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    let mut seen_keys: HashSet<(&str, &str)> = HashSet::new();
+    let mut hairpin: BTreeSet<Ipv4Addr> = BTreeSet::new();
+    let mut by_set: BTreeMap<&'static str, Vec<(Cow<str>, &str)>> = BTreeMap::new();
     for o in &services {
         for ((set, key), value) in &o.elements {
             // Two Services claiming one address and port (e.g. the same external IP): the
             // first one keeps it rather than failing the whole table.
             if seen_keys.insert((set, key)) {
-                by_set.entry(set).or_default().push(if value.is_empty() {
-                    key.clone()
-                } else {
-                    format!("{key} : {value}")
-                });
+                by_set.entry(set).or_default().push((Cow::Borrowed(key.as_str()), value.as_str()));
             }
         }
         hairpin.extend(&o.hairpin);
     }
-    by_set.entry(HAIRPIN).or_default().extend(hairpin.iter().map(hairpin_key));
+    by_set.entry(HAIRPIN).or_default().extend(hairpin.iter().map(|ip| (Cow::Owned(hairpin_key(ip)), "")));
     for (set, elements) in by_set {
-        for chunk in elements.chunks(4096) {
-            let _ = writeln!(out, "add element {FAMILY} {TABLE} {set} {{ {} }}", chunk.join(", "));
+        if !elements.is_empty() {
+            ops.push(Op::AddElements(set, elements));
         }
     }
-    out
+    ops
 }
 
 /// One transaction moving one Service from `old` to `new` objects, touching nothing else.
 /// `hairpin_add` / `hairpin_remove` are the endpoint addresses whose reference count went
 /// from 0 to 1 and from 1 to 0 with this change. Empty when nothing changes.
-pub fn delta_script(
-    old: &ServiceObjects,
-    new: &ServiceObjects,
+pub fn delta_ops<'a>(
+    old: &'a ServiceObjects,
+    new: &'a ServiceObjects,
     hairpin_add: &[Ipv4Addr],
     hairpin_remove: &[Ipv4Addr],
-) -> String {
-    let mut out = String::new();
+) -> Vec<Op<'a>> {
+    let mut ops = Vec::new();
     for (name, decl) in &new.sets {
         if !old.sets.contains_key(name) {
-            let _ = writeln!(out, "add set {FAMILY} {TABLE} {name} {{ {decl} }}");
+            ops.push(Op::AddSet(name, decl));
         }
     }
     // Every chain exists before any rule jumps to it.
     for name in new.chains.keys() {
         if !old.chains.contains_key(name) {
-            let _ = writeln!(out, "add chain {FAMILY} {TABLE} {name}");
+            ops.push(Op::AddChain(name));
         }
     }
     for (name, rules) in &new.chains {
         match old.chains.get(name) {
             Some(old_rules) if old_rules == rules => {}
             Some(_) => {
-                let _ = writeln!(out, "flush chain {FAMILY} {TABLE} {name}");
-                add_rules(&mut out, name, rules);
+                ops.push(Op::FlushChain(name));
+                ops.extend(rules.iter().map(|r| Op::AddRule(name, r)));
             }
-            None => add_rules(&mut out, name, rules),
+            None => ops.extend(rules.iter().map(|r| Op::AddRule(name, r))),
         }
     }
     for ((set, key), value) in &old.elements {
         if new.elements.get(&(*set, key.clone())) != Some(value) {
-            element(&mut out, "delete", set, key, value);
+            ops.push(Op::DeleteElements(set, vec![Cow::Borrowed(key)]));
         }
     }
     for ((set, key), value) in &new.elements {
         if old.elements.get(&(*set, key.clone())) != Some(value) {
-            element(&mut out, "add", set, key, value);
+            ops.push(Op::AddElements(set, vec![(Cow::Borrowed(key), value)]));
         }
     }
     for ip in hairpin_remove {
-        element(&mut out, "delete", HAIRPIN, &hairpin_key(ip), "");
+        ops.push(Op::DeleteElements(HAIRPIN, vec![Cow::Owned(hairpin_key(ip))]));
     }
     for ip in hairpin_add {
-        element(&mut out, "add", HAIRPIN, &hairpin_key(ip), "");
+        ops.push(Op::AddElements(HAIRPIN, vec![(Cow::Owned(hairpin_key(ip)), "")]));
     }
     // Chains that go away may jump to each other: empty them all before deleting any.
     let gone: Vec<&String> = old.chains.keys().filter(|n| !new.chains.contains_key(*n)).collect();
-    for name in &gone {
-        let _ = writeln!(out, "flush chain {FAMILY} {TABLE} {}", name);
-    }
-    for name in &gone {
-        let _ = writeln!(out, "delete chain {FAMILY} {TABLE} {}", name);
-    }
+    ops.extend(gone.iter().map(|n| Op::FlushChain(n)));
+    ops.extend(gone.iter().map(|n| Op::DeleteChain(n)));
     for name in old.sets.keys() {
         if !new.sets.contains_key(name) {
-            let _ = writeln!(out, "delete set {FAMILY} {TABLE} {name}");
+            ops.push(Op::DeleteSet(name));
+        }
+    }
+    ops
+}
+
+/// The text encoder: the operations as an nft script (one transaction under `nft -f`).
+pub fn script(ops: &[Op]) -> String {
+    let mut out = String::with_capacity(1 << 16);
+    for op in ops {
+        match op {
+            Op::ResetTable => {
+                let _ = writeln!(out, "add table {FAMILY} {TABLE}\ndelete table {FAMILY} {TABLE}");
+            }
+            Op::BaseTable(t) => write_base(&mut out, t),
+            Op::AddSet(name, decl) => {
+                let _ = writeln!(out, "add set {FAMILY} {TABLE} {name} {{ {decl} }}");
+            }
+            Op::AddChain(name) => {
+                let _ = writeln!(out, "add chain {FAMILY} {TABLE} {name}");
+            }
+            Op::FlushChain(name) => {
+                let _ = writeln!(out, "flush chain {FAMILY} {TABLE} {name}");
+            }
+            Op::AddRule(chain, rule) => {
+                let _ = writeln!(out, "add rule {FAMILY} {TABLE} {chain} {rule}");
+            }
+            // Many elements per statement: nft parses one long statement far faster than many
+            // short ones.
+            Op::AddElements(set, elements) => {
+                for chunk in elements.chunks(4096) {
+                    let _ = write!(out, "add element {FAMILY} {TABLE} {set} {{ ");
+                    for (i, (key, value)) in chunk.iter().enumerate() {
+                        let sep = if i > 0 { ", " } else { "" };
+                        if value.is_empty() {
+                            let _ = write!(out, "{sep}{key}");
+                        } else {
+                            let _ = write!(out, "{sep}{key} : {value}");
+                        }
+                    }
+                    out.push_str(" }\n");
+                }
+            }
+            Op::DeleteElements(set, keys) => {
+                for chunk in keys.chunks(4096) {
+                    let _ = writeln!(out, "delete element {FAMILY} {TABLE} {set} {{ {} }}", chunk.join(", "));
+                }
+            }
+            Op::DeleteChain(name) => {
+                let _ = writeln!(out, "delete chain {FAMILY} {TABLE} {name}");
+            }
+            Op::DeleteSet(name) => {
+                let _ = writeln!(out, "delete set {FAMILY} {TABLE} {name}");
+            }
         }
     }
     out
+}
+
+/// The full sync as an nft script.
+pub fn full_script<'a>(node: &NodeContext, services: impl IntoIterator<Item = &'a ServiceObjects>) -> String {
+    let base = base(node);
+    let services: Vec<&ServiceObjects> = services.into_iter().collect();
+    script(&full_ops(&base, services))
+}
+
+/// One Service's delta as an nft script; empty when nothing changes.
+pub fn delta_script(
+    old: &ServiceObjects,
+    new: &ServiceObjects,
+    hairpin_add: &[Ipv4Addr],
+    hairpin_remove: &[Ipv4Addr],
+) -> String {
+    script(&delta_ops(old, new, hairpin_add, hairpin_remove))
 }
