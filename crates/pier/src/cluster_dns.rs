@@ -37,8 +37,42 @@ pub fn start(client: &kube::Client, dns_ip: IpAddr, cluster_domain: &str, ttl: u
     Ok(())
 }
 
-fn key(ns: &Option<String>, name: &Option<String>) -> (String, String) {
-    (ns.clone().unwrap_or_default(), name.clone().unwrap_or_default())
+/// The names a watch has delivered, so that after a relist whatever the relist no longer holds
+/// can be deleted: the zone must never keep a name its objects lost while the watch was down.
+#[derive(Default)]
+struct Relist {
+    live: BTreeSet<(String, String)>,
+    relisting: BTreeSet<(String, String)>,
+    synced: bool,
+}
+
+impl Relist {
+    /// Books one event; returns what to apply and what to delete.
+    fn handle<K: kube::Resource>(&mut self, ev: watcher::Event<K>) -> (Option<K>, Vec<(String, String)>) {
+        let key = |o: &K| (o.meta().namespace.clone().unwrap_or_default(), o.meta().name.clone().unwrap_or_default());
+        match ev {
+            watcher::Event::Init => {
+                self.relisting.clear();
+                (None, Vec::new())
+            }
+            watcher::Event::InitApply(o) | watcher::Event::Apply(o) => {
+                self.relisting.insert(key(&o));
+                self.live.insert(key(&o));
+                (Some(o), Vec::new())
+            }
+            watcher::Event::Delete(o) => {
+                let k = key(&o);
+                self.live.remove(&k);
+                (None, vec![k])
+            }
+            watcher::Event::InitDone => {
+                let gone = self.live.difference(&self.relisting).cloned().collect();
+                self.live = std::mem::take(&mut self.relisting);
+                self.synced = true;
+                (None, gone)
+            }
+        }
+    }
 }
 
 enum Event {
@@ -46,70 +80,29 @@ enum Event {
     Slice(Box<watcher::Event<EndpointSlice>>),
 }
 
-/// Applies every watch event to the zone. After a relist, what the relist no longer holds is
-/// deleted, so the zone never keeps a name its objects lost while the watch was down.
+/// Applies every watch event to the zone.
 async fn feed(client: kube::Client, zone: Zone) {
     let services = watcher(Api::<Service>::all(client.clone()), watcher::Config::default())
         .map(|e| e.map(|e| Event::Service(Box::new(e))));
     let slices = watcher(Api::<EndpointSlice>::all(client), watcher::Config::default())
         .map(|e| e.map(|e| Event::Slice(Box::new(e))));
     let mut events = futures::stream::select(services.boxed(), slices.boxed());
-    let (mut svc_keys, mut slice_keys) = (BTreeSet::new(), BTreeSet::new());
-    let (mut svc_relist, mut slice_relist) = (BTreeSet::new(), BTreeSet::new());
-    let (mut svc_synced, mut slice_synced) = (false, false);
+    let (mut svcs, mut slices) = (Relist::default(), Relist::default());
     while let Some(ev) = events.next().await {
-        let ev = match ev {
-            Ok(ev) => ev,
-            Err(e) => {
-                tracing::warn!(error = %e, "cluster DNS watch failed; retrying");
-                continue;
-            }
-        };
         match ev {
-            Event::Service(e) => match *e {
-                watcher::Event::Init => svc_relist.clear(),
-                watcher::Event::InitApply(s) | watcher::Event::Apply(s) => {
-                    let k = key(&s.metadata.namespace, &s.metadata.name);
-                    svc_relist.insert(k.clone());
-                    svc_keys.insert(k);
-                    zone.apply_service(&s);
-                }
-                watcher::Event::Delete(s) => {
-                    let k = key(&s.metadata.namespace, &s.metadata.name);
-                    svc_keys.remove(&k);
-                    zone.delete_service(&k.0, &k.1);
-                }
-                watcher::Event::InitDone => {
-                    for (ns, name) in svc_keys.difference(&svc_relist) {
-                        zone.delete_service(ns, name);
-                    }
-                    svc_keys = std::mem::take(&mut svc_relist);
-                    svc_synced = true;
-                }
-            },
-            Event::Slice(e) => match *e {
-                watcher::Event::Init => slice_relist.clear(),
-                watcher::Event::InitApply(s) | watcher::Event::Apply(s) => {
-                    let k = key(&s.metadata.namespace, &s.metadata.name);
-                    slice_relist.insert(k.clone());
-                    slice_keys.insert(k);
-                    zone.apply_slice(&s);
-                }
-                watcher::Event::Delete(s) => {
-                    let k = key(&s.metadata.namespace, &s.metadata.name);
-                    slice_keys.remove(&k);
-                    zone.delete_slice(&k.0, &k.1);
-                }
-                watcher::Event::InitDone => {
-                    for (ns, name) in slice_keys.difference(&slice_relist) {
-                        zone.delete_slice(ns, name);
-                    }
-                    slice_keys = std::mem::take(&mut slice_relist);
-                    slice_synced = true;
-                }
-            },
+            Err(e) => tracing::warn!(error = %e, "cluster DNS watch failed; retrying"),
+            Ok(Event::Service(e)) => {
+                let (apply, delete) = svcs.handle(*e);
+                apply.iter().for_each(|s| zone.apply_service(s));
+                delete.iter().for_each(|(ns, name)| zone.delete_service(ns, name));
+            }
+            Ok(Event::Slice(e)) => {
+                let (apply, delete) = slices.handle(*e);
+                apply.iter().for_each(|s| zone.apply_slice(s));
+                delete.iter().for_each(|(ns, name)| zone.delete_slice(ns, name));
+            }
         }
-        if svc_synced && slice_synced && !zone.is_synced() {
+        if svcs.synced && slices.synced && !zone.is_synced() {
             zone.mark_synced();
             tracing::info!(names = zone.name_count(), "cluster DNS zone synced");
         }

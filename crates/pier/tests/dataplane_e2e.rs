@@ -11,7 +11,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use common::{Cluster, NODE_IP, wait_until};
+use common::{CLIENT_POD, Cluster, HTTPD_DEPLOYMENT, NODE_IP, wait_until};
 
 const KUBIA: &str = "apiVersion: apps/v1
 kind: ReplicaSet
@@ -110,37 +110,6 @@ spec:
     app: kubia
 ---
 apiVersion: v1
-kind: Pod
-metadata:
-  name: client
-spec:
-  containers:
-  - name: client
-    image: busybox
-    command: [sleep, '3600']
----
-# Seed 002's httpd Deployment (apps/v1, with the selector apps/v1 requires) and httpd-svc.
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: httpd
-spec:
-  replicas: 4
-  selector:
-    matchLabels:
-      run: httpd
-  template:
-    metadata:
-      labels:
-        run: httpd
-    spec:
-      containers:
-      - name: httpd
-        image: httpd
-        ports:
-        - containerPort: 80
----
-apiVersion: v1
 kind: Service
 metadata:
   name: httpd-svc
@@ -174,7 +143,7 @@ fn pods(c: &Cluster) -> BTreeSet<String> {
 
 fn seed_sessions(mode: &str) {
     let c = Cluster::start_sealed(&["--proxy-mode", mode]);
-    c.kubectl_stdin(&["apply", "-f", "-"], KUBIA).ok();
+    c.kubectl_stdin(&["apply", "-f", "-"], &format!("{KUBIA}---\n{CLIENT_POD}---\n{HTTPD_DEPLOYMENT}")).ok();
     c.kubectl(&["wait", "--for=condition=Ready", "pod", "-l", "app=kubia", "--timeout=60s"]).ok();
     c.kubectl(&["wait", "--for=condition=Ready", "pod/client", "--timeout=60s"]).ok();
     let expected = pods(&c);
@@ -351,16 +320,6 @@ subsets:
     - ip: 198.51.100.2
     ports:
     - port: 80
----
-apiVersion: v1
-kind: Pod
-metadata:
-  name: client
-spec:
-  containers:
-  - name: client
-    image: busybox
-    command: [sleep, '3600']
 ";
 
 /// The peer namespace plays the world outside the node: a client of load-balancer IPs and
@@ -387,7 +346,7 @@ fn load_balancer_ips_external_endpoints_and_source_addresses() {
     }
     let _server = Kill(&mut server);
 
-    c.kubectl_stdin(&["apply", "-f", "-"], LB).ok();
+    c.kubectl_stdin(&["apply", "-f", "-"], &format!("{LB}---\n{CLIENT_POD}")).ok();
     c.kubectl(&["wait", "--for=condition=Ready", "pod", "-l", "app=kubia", "--timeout=60s"]).ok();
     c.kubectl(&["wait", "--for=condition=Ready", "pod/client", "--timeout=60s"]).ok();
     let expected = pods(&c);

@@ -10,7 +10,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use common::{Cluster, wait_until};
+use common::{CLIENT_POD, Cluster, wait_until};
 
 const APPS: &str = "apiVersion: apps/v1
 kind: ReplicaSet
@@ -68,16 +68,6 @@ metadata:
 spec:
   type: ExternalName
   externalName: api.example.com
----
-apiVersion: v1
-kind: Pod
-metadata:
-  name: client
-spec:
-  containers:
-  - name: client
-    image: busybox
-    command: [sleep, '3600']
 ";
 
 const DNS: &str = "10.96.0.10";
@@ -108,7 +98,7 @@ fn status(c: &Cluster, args: &[&str]) -> (String, usize, String) {
 #[test]
 fn pods_find_services_by_name_and_dig_gets_the_records() {
     let c = Cluster::start_sealed(&[]);
-    c.kubectl_stdin(&["apply", "-f", "-"], APPS).ok();
+    c.kubectl_stdin(&["apply", "-f", "-"], &format!("{APPS}---\n{CLIENT_POD}")).ok();
     c.kubectl(&["wait", "--for=condition=Ready", "pod", "-l", "app=kubia", "--timeout=60s"]).ok();
     c.kubectl(&["wait", "--for=condition=Ready", "pod/client", "--timeout=60s"]).ok();
     let ip = c.kubectl(&["get", "svc", "kubia", "-o", "jsonpath={.spec.clusterIP}"]).ok().stdout;

@@ -156,31 +156,10 @@ fn seed_replicaset_service_readiness_and_scaling() {
     wait_until("pods gone", Duration::from_secs(90), || pods(&c).is_empty().then_some(()));
 }
 
-const HTTPD_DEPLOY: &str = "apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: httpd
-spec:
-  replicas: 4
-  selector:
-    matchLabels:
-      run: httpd
-  template:
-    metadata:
-      labels:
-        run: httpd
-    spec:
-      containers:
-      - name: httpd
-        image: httpd
-        ports:
-        - containerPort: 80
-";
-
 #[test]
 fn seed_httpd_deployment_rolls_out_and_serves() {
     let c = Cluster::start_sealed(&[]);
-    c.kubectl_stdin(&["apply", "-f", "-"], HTTPD_DEPLOY).ok();
+    c.kubectl_stdin(&["apply", "-f", "-"], common::HTTPD_DEPLOYMENT).ok();
     let out = c.kubectl(&["rollout", "status", "deployment/httpd", "--timeout=90s"]).ok().stdout;
     assert!(out.contains("deployment \"httpd\" successfully rolled out"), "{out}");
     let d = c.kubectl(&["get", "deploy", "httpd", "--no-headers"]).ok().stdout;

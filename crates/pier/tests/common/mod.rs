@@ -307,3 +307,37 @@ pub fn wait_until<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<
     }
     panic!("timed out waiting for {what}");
 }
+
+/// Seed 002's httpd Deployment, corrected to `apps/v1` (which requires a selector).
+pub const HTTPD_DEPLOYMENT: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: httpd
+spec:
+  replicas: 4
+  selector:
+    matchLabels:
+      run: httpd
+  template:
+    metadata:
+      labels:
+        run: httpd
+    spec:
+      containers:
+      - name: httpd
+        image: httpd
+        ports:
+        - containerPort: 80
+";
+
+/// A pod that only sleeps, to run clients (curl, dig) from.
+pub const CLIENT_POD: &str = "apiVersion: v1
+kind: Pod
+metadata:
+  name: client
+spec:
+  containers:
+  - name: client
+    image: busybox
+    command: [sleep, '3600']
+";
