@@ -5,7 +5,9 @@
 //! routes anywhere, no packet is sent) and deletes:
 //!
 //! - **full sync**: pier's `Nftables::full_sync` of N Services × M endpoints (the real data
-//!   plane code, the real `nft`), against `iptables-restore` (legacy and nft back ends) loading
+//!   plane code: nf_tables netlink batches, and for comparison the same transaction as a
+//!   script for the real `nft`), with the netlink sync split into its phases (render, encode,
+//!   kernel), against `iptables-restore` (legacy and nft back ends) loading
 //!   the ruleset kube-proxy's iptables mode writes for the same Services — `KUBE-SERVICES`
 //!   jumps, one `KUBE-SVC-*` chain per Service with `statistic` rules, one `KUBE-SEP-*` chain
 //!   per endpoint with its masquerade mark and DNAT;
@@ -22,6 +24,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use pier_proxy::DataPlane;
 use pier_proxy::nft::Nftables;
+use pier_proxy::nft::netlink::Netlink;
+use pier_proxy::nft::render;
 use pier_proxy::table::{Backend, NodeContext, Protocol, ServiceKey, ServicePort};
 
 use crate::ProxyArgs;
@@ -190,15 +194,25 @@ pub fn run(args: &ProxyArgs) -> Result<()> {
     println!("# rule programming: {n} Services x {m} endpoints, {rounds} rounds, each in a fresh network namespace\n");
 
     let mut pier_full = Vec::new();
+    let mut pier_cli_full = Vec::new();
     for r in 0..rounds {
-        let ns = Netns::new(&format!("full{r}"))?;
+        for cli in [false, true] {
+            let ns = Netns::new(&format!("full{r}{}", if cli { "c" } else { "n" }))?;
+            let t = table(n, m);
+            let took = ns.run(move || {
+                let mut nft = if cli { Nftables::with_cli(node()) } else { Nftables::new(node()) };
+                let started = Instant::now();
+                nft.full_sync(&t).map_err(|e| anyhow::anyhow!("{e}"))?;
+                Ok(started.elapsed())
+            })?;
+            if cli { pier_cli_full.push(took) } else { pier_full.push(took) }
+        }
+    }
+    let mut phases = Vec::new();
+    for r in 0..rounds {
+        let ns = Netns::new(&format!("phases{r}"))?;
         let t = table(n, m);
-        pier_full.push(ns.run(move || {
-            let mut nft = Nftables::new(node());
-            let started = Instant::now();
-            nft.full_sync(&t).map_err(|e| anyhow::anyhow!("{e}"))?;
-            Ok(started.elapsed())
-        })?);
+        phases.push(ns.run(move || full_sync_phases(&t))?);
     }
     let ruleset = iptables_ruleset(n, m);
     let mut peers: Vec<(&str, Vec<Duration>)> = Vec::new();
@@ -220,9 +234,16 @@ pub fn run(args: &ProxyArgs) -> Result<()> {
     println!("| full sync | median | rounds | pier is |");
     println!("|---|---|---|---|");
     println!(
-        "| pier nftables (`nft -f`, one transaction) | {} | {} | |",
+        "| pier nftables (netlink batch, one transaction) | {} | {} | |",
         ms(pier_med),
         pier_full.iter().map(|d| ms(*d)).collect::<Vec<_>>().join(", ")
+    );
+    let cli_med = median(pier_cli_full.clone());
+    println!(
+        "| pier nftables, same transaction through `nft -f` | {} | {} | {:.1}x faster |",
+        ms(cli_med),
+        pier_cli_full.iter().map(|d| ms(*d)).collect::<Vec<_>>().join(", "),
+        cli_med.as_secs_f64() / pier_med.as_secs_f64()
     );
     for (tool, times) in &peers {
         let med = median(times.clone());
@@ -234,31 +255,62 @@ pub fn run(args: &ProxyArgs) -> Result<()> {
         );
     }
 
+    let phase = |i: usize| median(phases.iter().map(|p| p[i]).collect());
+    println!(
+        "\nwhere pier's netlink full sync goes (medians): render {} | encode {} ({} messages, {:.1} MB) | kernel (sendmsg, commit) {} | replies {}",
+        ms(phase(0)),
+        ms(phase(1)),
+        phases.first().map(|p| p[4].as_nanos()).unwrap_or_default(),
+        phases.first().map(|p| p[5].as_nanos() as f64 / 1e6).unwrap_or_default(),
+        ms(phase(2)),
+        ms(phase(3)),
+    );
+
     // One more Service while many exist.
     let existing = args.existing;
     println!("\n# adding one Service (1 endpoint) while {existing} exist\n");
-    let ns = Netns::new("add")?;
     let adds = args.adds;
-    let pier_adds = ns.run(move || {
-        let mut nft = Nftables::new(node());
-        nft.full_sync(&table(existing, 1)).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let mut times = Vec::new();
-        for k in 0..adds {
-            let sp = service_port(existing + k, 1);
-            let started = Instant::now();
-            nft.apply(&[(sp.service.clone(), vec![sp])]).map_err(|e| anyhow::anyhow!("{e}"))?;
-            times.push(started.elapsed());
-        }
-        Ok(times)
-    })?;
+    let add_one = |cli: bool| -> Result<Vec<Duration>> {
+        let ns = Netns::new(if cli { "add-cli" } else { "add" })?;
+        ns.run(move || {
+            let mut nft = if cli { Nftables::with_cli(node()) } else { Nftables::new(node()) };
+            nft.full_sync(&table(existing, 1)).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let mut times = Vec::new();
+            for k in 0..adds {
+                let sp = service_port(existing + k, 1);
+                let started = Instant::now();
+                nft.apply(&[(sp.service.clone(), vec![sp])]).map_err(|e| anyhow::anyhow!("{e}"))?;
+                times.push(started.elapsed());
+            }
+            Ok(times)
+        })
+    };
+    let pier_adds = add_one(false)?;
+    let pier_cli_adds = add_one(true)?;
+    let ns = Netns::new("add-phases")?;
+    let add_phases = ns.run(move || add_one_phases(existing, adds))?;
     drop(ns);
     println!("| add one Service | median | max | pier is |");
     println!("|---|---|---|---|");
     let pier_add = median(pier_adds.clone());
     println!(
-        "| pier nftables (incremental transaction) | {} | {} | |",
+        "| pier nftables (incremental netlink transaction) | {} | {} | |",
         ms(pier_add),
         ms(pier_adds.iter().max().copied().unwrap_or_default())
+    );
+    let cli_add = median(pier_cli_adds.clone());
+    println!(
+        "| pier nftables, same transaction through `nft -f` | {} | {} | {:.0}x faster |",
+        ms(cli_add),
+        ms(pier_cli_adds.iter().max().copied().unwrap_or_default()),
+        cli_add.as_secs_f64() / pier_add.as_secs_f64()
+    );
+    let phase = |i: usize| median(add_phases.iter().map(|p| p[i]).collect());
+    println!(
+        "\nwhere one netlink add goes (medians): render + encode {} | kernel (sendmsg: build, validate, commit) {} | replies {}",
+        ms(phase(0)),
+        ms(phase(1)),
+        ms(phase(2)),
     );
     let plus_one = iptables_ruleset(existing + 1, 1);
     for tool in ["iptables-legacy-restore", "iptables-nft-restore"] {
@@ -287,4 +339,59 @@ pub fn run(args: &ProxyArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// One netlink full sync done step by step with the data plane's own pieces: rendering the
+/// Services, encoding the batch, the kernel's work inside `sendmsg` (parse, build, commit),
+/// and reading the replies. Returns those four times, then the message count and batch bytes
+/// (as nanoseconds-typed numbers, to keep one vector).
+fn full_sync_phases(t: &BTreeMap<ServiceKey, Vec<ServicePort>>) -> Result<[Duration; 6]> {
+    let node = node();
+    let started = Instant::now();
+    let mut next = 0;
+    let objects: Vec<_> = t
+        .values()
+        .map(|ports| {
+            render::render_service(ports, &node, &mut |_| {
+                next += 1;
+                next
+            })
+        })
+        .collect();
+    let rendered = started.elapsed();
+    let started = Instant::now();
+    let base = render::base(&node);
+    let mut sock = Netlink::open().context("netlink socket")?;
+    let mut batch = sock.batch();
+    for op in render::full_ops(&base, objects.iter()) {
+        batch.op(&op).map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    let messages = batch.commands();
+    let encoded = started.elapsed();
+    let (kernel, replies, bytes) = sock.send_timed(batch).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok([rendered, encoded, kernel, replies, Duration::from_nanos(messages as u64), Duration::from_nanos(bytes as u64)])
+}
+
+/// Adds Services one at a time on top of `existing` with the data plane's own pieces, timing
+/// userspace (render and encode) apart from the kernel's `sendmsg` and the replies.
+fn add_one_phases(existing: u32, adds: u32) -> Result<Vec<[Duration; 3]>> {
+    let node = node();
+    let mut nft = Nftables::new(node.clone());
+    nft.full_sync(&table(existing, 1)).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut sock = Netlink::open().context("netlink socket")?;
+    let empty = render::ServiceObjects::default();
+    let mut out = Vec::new();
+    for k in 0..adds {
+        let started = Instant::now();
+        let sp = service_port(existing + k, 1);
+        let new = render::render_service(&[sp], &node, &mut |_| existing + k + 1);
+        let mut batch = sock.batch();
+        for op in render::delta_ops(&empty, &new, &[], &[]) {
+            batch.op(&op).map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+        let user = started.elapsed();
+        let (kernel, replies, _) = sock.send_timed(batch).map_err(|e| anyhow::anyhow!("{e}"))?;
+        out.push([user, kernel, replies]);
+    }
+    Ok(out)
 }

@@ -18,6 +18,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::sys::socket::{
@@ -91,10 +92,19 @@ impl Netlink {
     /// Sends `batch` as one transaction and waits for the kernel's verdict. On error nothing
     /// of the batch is applied (the kernel rolls the whole transaction back).
     pub fn send(&mut self, batch: Batch) -> Result<(), ProxyError> {
+        self.send_timed(batch).map(drop)
+    }
+
+    /// [`Netlink::send`], also returning how long the kernel took (the batch is processed and
+    /// committed inside `sendmsg`), how long reading the replies took, and the batch's size.
+    pub fn send_timed(&mut self, batch: Batch) -> Result<(Duration, Duration, usize), ProxyError> {
         let (bytes, index) = batch.finish();
         self.ensure_sndbuf(bytes.len())?;
+        let started = Instant::now();
         let n = send(self.fd.as_raw_fd(), &bytes, MsgFlags::empty())
             .map_err(|e| nft_err(format!("sending a {}-byte batch: {e}", bytes.len())))?;
+        let kernel = started.elapsed();
+        let started = Instant::now();
         if n != bytes.len() {
             return Err(nft_err(format!("short write: {n} of {} bytes", bytes.len())));
         }
@@ -136,7 +146,7 @@ impl Netlink {
             }
         }
         match first {
-            None if !overflow => Ok(()),
+            None if !overflow => Ok((kernel, started.elapsed(), bytes.len())),
             None => Err(nft_err("the batch failed; its error replies overflowed the receive buffer")),
             Some((seq, errno)) => {
                 let more = if errors > 1 { format!(" ({} more errors)", errors - 1) } else { String::new() };
@@ -168,7 +178,7 @@ impl Netlink {
                     NLMSG_ERROR => {
                         return match error_code(payload) {
                             0 => Ok(found),
-                            c if -c == libc_enoent() => Ok(false),
+                            c if c == -(Errno::ENOENT as i32) => Ok(false),
                             c => Err(nft_err(format!("GETTABLE: {}", Errno::from_raw(-c)))),
                         };
                     }
@@ -178,10 +188,6 @@ impl Netlink {
             }
         }
     }
-}
-
-fn libc_enoent() -> i32 {
-    Errno::ENOENT as i32
 }
 
 /// A single request outside a batch (GETGEN, GETTABLE).

@@ -184,7 +184,7 @@ fn concat_len(types: &[DataType]) -> u32 {
 
 /// Parses `a . b . c` by the types of a set's key or data into the kernel's layout.
 fn parse_concat(types: &[DataType], s: &str, out: &mut Vec<u8>) -> Option<()> {
-    let mut parts = s.split(" . ");
+    let mut parts = ConcatParts(Some(s));
     for t in types {
         let start = out.len();
         t.parse_into(parts.next()?.trim(), out)?;
@@ -193,6 +193,27 @@ fn parse_concat(types: &[DataType], s: &str, out: &mut Vec<u8>) -> Option<()> {
         }
     }
     parts.next().is_none().then_some(())
+}
+
+/// The parts of `a . b . c` (a hand-rolled split: the generic substring search was a visible
+/// share of encoding 100,000 elements).
+struct ConcatParts<'s>(Option<&'s str>);
+
+impl<'s> Iterator for ConcatParts<'s> {
+    type Item = &'s str;
+
+    fn next(&mut self) -> Option<&'s str> {
+        let s = self.0?;
+        let b = s.as_bytes();
+        for i in 0..b.len().saturating_sub(2) {
+            if b[i] == b' ' && b[i + 1] == b'.' && b[i + 2] == b' ' {
+                self.0 = Some(&s[i + 3..]);
+                return Some(&s[..i]);
+            }
+        }
+        self.0 = None;
+        Some(s)
+    }
 }
 
 fn parse_verdict(s: &str) -> Option<Verdict> {
