@@ -21,22 +21,13 @@ const STALE: Duration = Duration::from_secs(60);
 const BUCKETS: [f64; 20] =
     [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 15.0];
 
+/// `t` in RFC 3339 (UTC, whole seconds), as kube-proxy's `lastUpdated` and `currentTime`.
 fn rfc3339(t: SystemTime) -> String {
-    let secs = t.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    // Days since the epoch to a civil date (Howard Hinnant's algorithm), to avoid a clock
-    // crate for one timestamp.
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    match jiff::Timestamp::try_from(t) {
+        Ok(ts) => ts.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        // Outside jiff's range (years -9999..=9999): not a clock this process runs under.
+        Err(_) => String::new(),
+    }
 }
 
 /// The body and status of `/healthz`.
@@ -119,4 +110,16 @@ pub async fn serve(listener: tokio::net::TcpListener, health: Arc<Health>, mode:
             }),
         );
     axum::serve(listener, router).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_rfc3339_in_whole_seconds() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_999);
+        assert_eq!(rfc3339(t), "2023-11-14T22:13:20Z");
+        assert_eq!(rfc3339(SystemTime::UNIX_EPOCH + Duration::from_secs(951_782_400)), "2000-02-29T00:00:00Z");
+    }
 }
