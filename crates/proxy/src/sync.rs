@@ -2,7 +2,9 @@
 //! snapshot, and after each burst of events recompiles only the Services that changed and
 //! hands them to the data plane in one batch. Nothing is programmed before both initial lists
 //! are in (CIP-21); a data plane that lost its state (table deleted out of band) or failed a
-//! batch is rebuilt in full.
+//! batch is rebuilt in full, and so is every data plane once an hour (kube-proxy's nftables
+//! full-sync period), which repairs what the cheap check cannot see: single rules or elements
+//! deleted out of band.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -20,6 +22,8 @@ use crate::table::{NodeContext, ServiceKey, ServicePort, Snapshot};
 
 /// How often the data plane is checked for out-of-band damage.
 const HEALTH_CHECK: Duration = Duration::from_secs(2);
+/// How long the data plane runs on incremental changes alone before it is rebuilt in full.
+const FULL_SYNC_PERIOD: Duration = Duration::from_secs(3600);
 
 /// What `/healthz` and `/metrics` report.
 #[derive(Debug, Default)]
@@ -218,6 +222,8 @@ pub async fn run(client: kube::Client, node: NodeContext, plane: Box<dyn DataPla
     let mut addresses = LocalAddresses::default();
     let mut plane = Some(plane);
     let mut needs_full = true;
+    // When the last full sync succeeded; a full sync is due FULL_SYNC_PERIOD after it.
+    let mut last_full = Instant::now();
     let mut check = tokio::time::interval(HEALTH_CHECK);
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -248,6 +254,9 @@ pub async fn run(client: kube::Client, node: NodeContext, plane: Box<dyn DataPla
                 }
                 if needs_full {
                     // A failed batch: rebuild now, below.
+                } else if last_full.elapsed() >= FULL_SYNC_PERIOD {
+                    tracing::debug!("periodic full sync");
+                    needs_full = true;
                 } else {
                 let Some(mut p) = plane.take() else { return };
                 let (p, ok) = match tokio::task::spawn_blocking(move || { let ok = p.healthy(); (p, ok) }).await {
@@ -310,6 +319,9 @@ pub async fn run(client: kube::Client, node: NodeContext, plane: Box<dyn DataPla
         match r {
             Ok(()) => {
                 needs_full = false;
+                if full {
+                    last_full = Instant::now();
+                }
                 addresses.apply();
                 health.record(Some(started), full, services);
             }
