@@ -14,12 +14,17 @@
 //! `iptables-restore` loading kube-proxy's ruleset (issue 4), each load in a fresh network
 //! namespace (see [`bench_proxy`]).
 //!
+//! `cargo xtask bench dataplane` measures the Service data path with real traffic in netns
+//! mini clusters (issue 4): first-packet latency with many Services, nftables mode against the
+//! direct pod path, userspace mode against HAProxy (see [`bench_dataplane`]).
+//!
 //! `cargo xtask` runs this crate in the dev profile, whose client-side JSON and TLS code would
 //! make the load generator itself the bottleneck. So the dev build only builds
 //! `target/release/{pier,xtask}` and hands over to the release `xtask`, which does the
 //! measuring.
 
 mod bench_api;
+mod bench_dataplane;
 mod bench_pods;
 mod bench_proxy;
 mod report;
@@ -60,6 +65,66 @@ enum Bench {
     /// kube-proxy's ruleset: a full sync of N Services x M endpoints, and one Service added
     /// while many exist. Each load runs in a fresh network namespace.
     Proxy(ProxyArgs),
+    /// The Service data path with real traffic, in network-namespace mini clusters: TCP
+    /// connect latency with many Services programmed (nftables), ClusterIP against pod direct
+    /// (iperf3, wrk), and userspace mode against HAProxy (throughput, connections/s, p99).
+    Dataplane(DataplaneArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DataplaneArgs {
+    /// Services programmed for the large first-packet measurement.
+    #[arg(long, default_value_t = 30_000, value_parser = clap::value_parser!(u32).range(3..=200_000))]
+    pub services: u32,
+    /// Services programmed for the small first-packet measurement.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(3..=200_000))]
+    pub small: u32,
+    /// Fresh TCP connections timed per first-packet round.
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(10..=100_000))]
+    pub connects: u64,
+    /// Length of each throughput, connection-rate and latency phase.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=120))]
+    pub seconds: u32,
+    /// Rounds of every measurement (the report gives medians).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub rounds: u32,
+    /// Nice value for the proxies, servers and clients (e.g. -10), so that other work on a
+    /// shared machine takes less of their CPUs; both contenders get the same. 0 leaves it.
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true, value_parser = clap::value_parser!(i32).range(-20..=19))]
+    pub nice: i32,
+    /// Skip goals 1 and 2 (nftables mode).
+    #[arg(long)]
+    pub skip_nftables: bool,
+    /// Skip goal 3 (userspace mode against HAProxy).
+    #[arg(long)]
+    pub skip_userspace: bool,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+impl DataplaneArgs {
+    fn to_argv(&self) -> Vec<String> {
+        let mut v = vec![
+            "--services".into(),
+            self.services.to_string(),
+            "--small".into(),
+            self.small.to_string(),
+            "--connects".into(),
+            self.connects.to_string(),
+            "--seconds".into(),
+            self.seconds.to_string(),
+            "--rounds".into(),
+            self.rounds.to_string(),
+            format!("--nice={}", self.nice),
+        ];
+        if self.skip_nftables {
+            v.push("--skip-nftables".into());
+        }
+        if self.skip_userspace {
+            v.push("--skip-userspace".into());
+        }
+        v
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -350,12 +415,21 @@ fn bench_proxy(args: ProxyArgs) -> Result<i32> {
     Ok(0)
 }
 
+fn bench_dataplane(args: DataplaneArgs) -> Result<i32> {
+    if let Err(code) = prepare("dataplane", args.to_argv(), &args.common)? {
+        return Ok(code);
+    }
+    bench_dataplane::run(&args)?;
+    Ok(0)
+}
+
 fn main() -> Result<ExitCode> {
     let cli = Cli::parse();
     let code = match cli.task {
         Task::Bench { which: Bench::Api(args) } => bench_api(args)?,
         Task::Bench { which: Bench::Pods(args) } => bench_pods(args)?,
         Task::Bench { which: Bench::Proxy(args) } => bench_proxy(args)?,
+        Task::Bench { which: Bench::Dataplane(args) } => bench_dataplane(args)?,
     };
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
 }
