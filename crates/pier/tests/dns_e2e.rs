@@ -170,7 +170,11 @@ fn pods_find_services_by_name_and_dig_gets_the_records() {
         let a = dig(&c, &["late.default.svc.cluster.local"]);
         (!a.is_empty()).then_some(a)
     });
-    eprintln!("new Service answered {:?} after kubectl returned", started.elapsed());
+    let took = started.elapsed();
+    eprintln!("new Service answered {took:?} after kubectl returned");
+    // The goal is 100 ms (about 20 ms measured, dig's own start included); the bound leaves
+    // room for a loaded CI machine without letting a polling or relist-based path pass.
+    assert!(took < Duration::from_secs(1), "the new Service took {took:?} to resolve");
     let late_ip = c.kubectl(&["get", "svc", "late", "-o", "jsonpath={.spec.clusterIP}"]).ok().stdout;
     assert_eq!(late, [late_ip]);
     c.kubectl(&["delete", "svc", "late"]).ok();
