@@ -182,8 +182,10 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
+/// Milliseconds, with enough digits for sub-millisecond times (an incremental add).
 fn ms(d: Duration) -> String {
-    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+    let ms = d.as_secs_f64() * 1000.0;
+    if ms < 10.0 { format!("{ms:.2} ms") } else { format!("{ms:.1} ms") }
 }
 
 pub fn run(args: &ProxyArgs) -> Result<()> {
@@ -282,6 +284,12 @@ pub fn run(args: &ProxyArgs) -> Result<()> {
                 nft.apply(&[(sp.service.clone(), vec![sp])]).map_err(|e| anyhow::anyhow!("{e}"))?;
                 times.push(started.elapsed());
             }
+            // The adds are live: the last one's cluster IP is in the table.
+            let last = format!("{} . tcp . 80", vip(existing + adds.saturating_sub(1)));
+            let listing = pier_proxy::nft::list_table().map_err(|e| anyhow::anyhow!("{e}"))?.unwrap_or_default();
+            if adds > 0 && !listing.contains(&last) {
+                bail!("the added Services are not in the table ({last} missing)");
+            }
             Ok(times)
         })
     };
@@ -352,7 +360,7 @@ fn full_sync_phases(t: &BTreeMap<ServiceKey, Vec<ServicePort>>) -> Result<[Durat
     let objects: Vec<_> = t
         .values()
         .map(|ports| {
-            render::render_service(ports, &node, &mut |_| {
+            render::render_service(ports, &mut |_| {
                 next += 1;
                 next
             })
@@ -360,10 +368,13 @@ fn full_sync_phases(t: &BTreeMap<ServiceKey, Vec<ServicePort>>) -> Result<[Durat
         .collect();
     let rendered = started.elapsed();
     let started = Instant::now();
-    let base = render::base(&node);
+    let classes: std::collections::BTreeSet<u32> =
+        render::preset_classes().chain(objects.iter().flat_map(|o| o.classes.iter().copied())).collect();
+    let classes: Vec<_> = classes.into_iter().map(render::class_objects).collect();
+    let base = render::base(&node, &render::counts(objects.iter(), classes.len()));
     let mut sock = Netlink::open().context("netlink socket")?;
     let mut batch = sock.batch();
-    for op in render::full_ops(&base, objects.iter()) {
+    for op in render::full_ops(&base, &classes, objects.iter()) {
         batch.op(&op).map_err(|e| anyhow::anyhow!("{e}"))?;
     }
     let messages = batch.commands();
@@ -384,7 +395,8 @@ fn add_one_phases(existing: u32, adds: u32) -> Result<Vec<[Duration; 3]>> {
     for k in 0..adds {
         let started = Instant::now();
         let sp = service_port(existing + k, 1);
-        let new = render::render_service(&[sp], &node, &mut |_| existing + k + 1);
+        // Numbers above any the full sync handed out (it numbered `existing` sets from 1).
+        let new = render::render_service(&[sp], &mut |_| existing + k + 1);
         let mut batch = sock.batch();
         for op in render::delta_ops(&empty, &new, &[], &[]) {
             batch.op(&op).map_err(|e| anyhow::anyhow!("{e}"))?;

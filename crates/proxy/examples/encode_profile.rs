@@ -32,12 +32,13 @@ fn main() {
         let objs: Vec<_> = ports
             .iter()
             .enumerate()
-            .map(|(i, sp)| render::render_service(std::slice::from_ref(sp), &node, &mut |_| i as u32 + 1))
+            .map(|(i, sp)| render::render_service(std::slice::from_ref(sp), &mut |_| i as u32 + 1))
             .collect();
         let r = t.elapsed();
         let t = Instant::now();
-        let base = render::base(&node);
-        let ops = render::full_ops(&base, objs.iter());
+        let classes: Vec<_> = render::preset_classes().map(render::class_objects).collect();
+        let base = render::base(&node, &render::counts(objs.iter(), classes.len()));
+        let ops = render::full_ops(&base, &classes, objs.iter());
         let o = t.elapsed();
         let t = Instant::now();
         let mut b = Batch::new(1);

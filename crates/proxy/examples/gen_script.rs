@@ -33,7 +33,7 @@ fn main() {
                 cluster_endpoints: eps,
                 local_endpoints: vec![],
             };
-            render_service(&[sp], &node, &mut |_| i + 1)
+            render_service(&[sp], &mut |_| i + 1)
         })
         .collect();
     print!("{}", full_script(&node, objs.iter()));

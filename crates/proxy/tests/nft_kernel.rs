@@ -163,40 +163,65 @@ fn full_and_incremental_syncs_load_into_the_kernel() {
         (incremental, full)
     });
     let (incremental, full) = listing;
-    // Slot numbers (`offset N`, the keys of the `endpoints` map) depend on the order slots
-    // were handed out; everything else must be identical.
-    let norm = |s: &str| {
-        let start = s.find("map endpoints {").unwrap();
-        let end = start + s[start..].find("\n\t}\n").unwrap();
-        let mut slots: Vec<String> = s[start..end]
-            .split([',', '{', '}', '\n'])
-            .filter_map(|e| e.split_once(" : ").map(|(_, v)| v.trim().to_string()))
-            .collect();
-        slots.sort();
-        let rest = format!("{}{}", &s[..start], &s[end..]);
-        let mut lines: Vec<String> = rest
-            .lines()
-            .map(|l| {
-                let l = l.trim();
-                match l.find("offset ") {
-                    Some(i) => {
-                        let tail = &l[i + 7..];
-                        let skip = tail.find(' ').unwrap_or(tail.len());
-                        format!("{}offset _{}", &l[..i], &tail[skip..])
-                    }
-                    None => l.to_string(),
-                }
-            })
-            .filter(|l| !l.is_empty())
-            .collect();
-        lines.sort();
-        (lines, slots)
+    assert_eq!(canonical(&incremental), canonical(&full), "incremental:\n{incremental}\nfull:\n{full}");
+    assert!(full.contains("10.96.0.20 . tcp . 80 comment \"default/plain:http\" : 0x00"), "{full}");
+    assert!(full.contains(". 2 : 10.244.0.8 . 8080"), "{full}");
+    let rejected = block(&full, "set no-endpoint-services");
+    assert!(rejected.contains("10.96.0.21 . udp . 53 comment \"default/sticky:dns\""), "{full}");
+}
+
+/// The text of one set, map or chain of a listing (`set name`, `map name`, `chain name`).
+fn block<'a>(listing: &'a str, head: &str) -> &'a str {
+    let start = listing.find(&format!("\t{head} {{")).unwrap_or_else(|| panic!("no {head} in\n{listing}"));
+    let len = listing[start..].find("\n\t}").unwrap();
+    &listing[start..start + len]
+}
+
+/// A listing with every endpoint set reference (which depends on the order numbers were handed
+/// out) replaced by what it stands for — its endpoints, or its affinity chain — and lines
+/// sorted (elements come in hash order).
+fn canonical(listing: &str) -> Vec<String> {
+    let refs = |line: &str| -> Vec<(usize, u32)> {
+        let mut out = Vec::new();
+        let mut from = 0;
+        while let Some(i) = line[from..].find("0x") {
+            let at = from + i;
+            let hex = line.get(at + 2..at + 10).unwrap_or_default();
+            if hex.len() == 8 && hex.chars().all(|c| c.is_ascii_hexdigit()) {
+                out.push((at, u32::from_str_radix(hex, 16).unwrap()));
+            }
+            from = at + 2;
+        }
+        out
     };
-    assert_eq!(norm(&incremental), norm(&full), "incremental:\n{incremental}\nfull:\n{full}");
-    assert!(full.contains("10.96.0.20 . tcp . 80 : goto"), "{full}");
-    assert!(full.contains("ct mark set numgen random mod 3 offset"), "{full}");
-    assert!(full.contains("10.244.0.8 . 8080"), "{full}");
-    assert!(full.contains("10.96.0.21 . udp . 53 : goto reject-chain"), "{full}");
+    let mut labels: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+    for line in block(listing, "map endpoints").lines().chain(block(listing, "map session-affinity").lines()) {
+        let line = line.trim().trim_start_matches("elements = {").trim().trim_end_matches([',', '}']).trim();
+        if let (Some((0, r)), Some((_, value))) = (refs(line).first().copied(), line.split_once(" : ")) {
+            let index = line[10..].split(" : ").next().unwrap_or_default();
+            labels.entry(r).or_default().push(format!("{index}->{value}"));
+        }
+    }
+    let mut lines: Vec<String> = listing
+        .lines()
+        .map(|l| {
+            let mut l = l.trim().to_string();
+            for (_, r) in refs(&l).into_iter().rev() {
+                let (flag, base) = (r & 0x8000_0000, r & 0x7fff_ffff);
+                if let Some(label) = labels.get(&base) {
+                    let hex = format!("{r:#010x}");
+                    let mut label = label.clone();
+                    label.sort();
+                    let named = format!("{}set[{}]", if flag != 0 { "local-policy+" } else { "" }, label.join(" "));
+                    l = l.replacen(&hex, &named, 1);
+                }
+            }
+            l
+        })
+        .filter(|l| !l.is_empty())
+        .collect();
+    lines.sort();
+    lines
 }
 
 /// Every kind of object the renderer makes: multi-endpoint slots, a single endpoint, affinity
@@ -263,14 +288,25 @@ fn scenario() -> (BTreeMap<ServiceKey, Vec<ServicePort>>, Vec<Vec<(ServiceKey, V
             (ServiceKey::new("default", "sticky"), Vec::new()),
             compiled_on(&internal, &[("10.244.1.8", other), ("10.244.0.11", me)]),
         ],
-        // A new Service, and one comes back with several endpoints.
+        // A new Service, and one comes back with several endpoints; a Service with more
+        // endpoints than the preset classes takes a pick chain of its own.
         vec![
             compiled_on(&plain, &[("10.244.0.5", me), ("10.244.0.6", me), ("10.244.0.8", me)]),
             compiled_on(&service("late", "10.96.0.26", json!({})), &[("10.244.0.5", me)]),
             (ServiceKey::new("default", "lb"), Vec::new()),
+            many("big", "10.96.0.27", 17),
         ],
+        // It grows: its class goes, the next one comes.
+        vec![many("big", "10.96.0.27", 18)],
     ];
     (table, steps)
+}
+
+/// A Service with `n` endpoints on other nodes.
+fn many(name: &str, ip: &str, n: usize) -> (ServiceKey, Vec<ServicePort>) {
+    let ips: Vec<String> = (0..n).map(|i| format!("10.244.2.{}", i + 2)).collect();
+    let eps: Vec<(&str, &str)> = ips.iter().map(|ip| (ip.as_str(), "other-node")).collect();
+    compiled_on(&service(name, ip, json!({})), &eps)
 }
 
 /// `nft list table ip pier` and the kernel's expressions (`nft --debug=netlink`).
@@ -346,18 +382,120 @@ fn netlink_builds_the_table_nft_builds() {
         "update @affinity-",
         "flags dynamic,timeout",
         "timeout 1m",
-        "fib saddr type local goto service-",
-        "goto reject-chain",
-        ". udp . 53 : goto",
-        "udp . 30053 : goto external-",
-        "tcp . 30080 : goto reject-chain",
-        " : drop",
-        "198.51.100.7 . tcp . 80 : goto external-",
-        "ct mark set numgen random mod 3 offset",
         "comment \"default/plain:http\"",
+        "size 8192",
+        "typeof ct mark . numgen random mod 2 : ip daddr . th dport",
+        "meta l4proto { tcp, udp, sctp } dnat ip to ct mark . numgen random mod 3 map @endpoints",
+        "meta l4proto { tcp, udp, sctp } reject",
+        "chain pick-17 {",
+        "chain pick-18 {",
     ] {
         assert!(all.contains(needle), "{needle:?} never appears:\n{all}");
     }
+    // Each kind of element was in its set or map at some point.
+    let step = |i: usize| cli[i].0.as_str();
+    for (i, head, needle) in [
+        (0, "map external-ips", "203.0.113.250 . tcp . 80 comment \"default/np:http\" : 0x8"),
+        (0, "map service-nodeports", "udp . 30053 comment \"default/np:dns\" : 0x8"),
+        (0, "map local-endpoint-sets", " : 0x"),
+        (0, "set no-endpoint-nodeports", "tcp . 30080 comment \"default/empty:http\""),
+        (0, "set no-local-endpoint-services", "10.96.0.24 . tcp . 80 comment \"default/internal:http\""),
+        (0, "map external-ips", "198.51.100.7 . tcp . 80 comment \"default/lb:http\" : 0x000"),
+        (0, "map session-affinity", " : goto service-"),
+        (0, "set hairpin-endpoints", "10.244.0.5 . 10.244.0.5"),
+        (2, "map service-nodeports", "udp . 30053 comment \"default/np:dns\" : 0x8"),
+        (4, "map endpoint-classes", " : goto pick-17"),
+        (5, "map endpoint-classes", " : goto pick-18"),
+    ] {
+        assert!(block(step(i), head).contains(needle), "step {i}: {needle:?} not in {head}:\n{}", step(i));
+    }
+    assert!(!step(5).contains("pick-17"), "a class nobody uses stays:\n{}", step(5));
+}
+
+/// What adding, changing or removing a common Service may touch: the listing without the
+/// elements of data sets and maps (chains, rules, declarations, verdict-map elements).
+fn structure(listing: &str) -> String {
+    let mut out = String::new();
+    let mut skipping = false;
+    let mut verdict_map = false;
+    for line in listing.lines() {
+        let t = line.trim();
+        if t.starts_with("map ") || t.starts_with("set ") {
+            verdict_map = false;
+        }
+        if t.starts_with("type ") && t.ends_with(": verdict") {
+            verdict_map = true;
+        }
+        if t.starts_with("elements = {") && !verdict_map {
+            skipping = true;
+        }
+        if !skipping {
+            out.push_str(line);
+            out.push('\n');
+        }
+        if skipping && t.ends_with('}') {
+            skipping = false;
+        }
+    }
+    out
+}
+
+/// The point of the layout: a common Service — ClusterIP, NodePort, LoadBalancer and external
+/// IPs, either traffic policy, with or without endpoints, but no affinity — is data. Adding,
+/// changing and removing one creates or deletes no chain, no rule and no verdict-map element
+/// (each of which makes the kernel re-validate the whole table).
+#[test]
+fn common_services_are_data_only() {
+    if !root() {
+        eprintln!("skipped: needs root and nft");
+        return;
+    }
+    let ns = Netns::new("data");
+    ns.run(|| {
+        let (table, _) = scenario();
+        let mut nft = Nftables::new(node());
+        nft.full_sync(&table).unwrap();
+        let before = list_table().unwrap().unwrap();
+        let me = "pier-node";
+        let lb: Service = serde_json::from_value(json!({
+            "metadata": {"name": "lb2", "namespace": "default"},
+            "spec": {"clusterIP": "10.96.1.2", "type": "LoadBalancer", "externalTrafficPolicy": "Local",
+                     "internalTrafficPolicy": "Local", "externalIPs": ["203.0.113.9"],
+                     "ports": [{"name": "http", "port": 80, "targetPort": 8080, "nodePort": 30099, "protocol": "TCP"}]},
+            "status": {"loadBalancer": {"ingress": [{"ip": "198.51.100.9"}]}}
+        }))
+        .unwrap();
+        let np = service(
+            "np2",
+            "10.96.1.3",
+            json!({"type": "NodePort",
+            "ports": [{"name": "dns", "port": 53, "targetPort": 5353, "nodePort": 30054, "protocol": "UDP"}]}),
+        );
+        let steps = [
+            vec![
+                compiled_on(&service("new", "10.96.1.1", json!({})), &[("10.244.0.5", me), ("10.244.1.5", "x")]),
+                compiled_on(&lb, &[("10.244.0.12", me), ("10.244.1.12", "x")]),
+                compiled_on(&np, &[]),
+            ],
+            vec![compiled_on(&lb, &[("10.244.1.12", "x")]), compiled_on(&np, &[("10.244.0.13", me)])],
+            vec![compiled_on(&lb, &[]), many("np2", "10.96.1.3", 16)],
+            vec![
+                (ServiceKey::new("default", "new"), Vec::new()),
+                (ServiceKey::new("default", "lb2"), Vec::new()),
+                (ServiceKey::new("default", "np2"), Vec::new()),
+            ],
+        ];
+        for (i, step) in steps.iter().enumerate() {
+            nft.apply(step).unwrap();
+            let now = list_table().unwrap().unwrap();
+            assert_eq!(structure(&now), structure(&before), "step {i} changed more than data:\n{now}");
+            if i == 0 {
+                assert!(now.contains("10.96.1.1 . tcp . 80 comment \"default/new:http\""), "{now}");
+                assert!(now.contains("tcp . 30099 comment \"default/lb2:http\" : 0x8"), "{now}");
+            }
+        }
+        assert_eq!(list_table().unwrap().unwrap(), before, "adding and removing left something behind");
+    });
 }
 
 #[test]

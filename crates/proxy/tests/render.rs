@@ -5,7 +5,7 @@
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use pier_proxy::nft::render::{delta_script, full_script, render_service};
+use pier_proxy::nft::render::{ServiceObjects, delta_script, full_script, render_service};
 use pier_proxy::table::{NodeContext, compile_service};
 use serde_json::json;
 
@@ -79,47 +79,60 @@ fn skipped_services_compile_to_nothing() {
     assert!(compile_service(&other, &[], &node()).is_empty());
 }
 
+/// One line per element: `set: key [comment "…"] [: value]`.
+fn elements(o: &ServiceObjects) -> String {
+    let mut out = String::new();
+    for ((set, key), e) in &o.elements {
+        out.push_str(&format!("{set}: {key}"));
+        if let Some(c) = &e.comment {
+            out.push_str(&format!(" comment \"{c}\""));
+        }
+        if !e.value.is_empty() {
+            out.push_str(&format!(" : {}", e.value));
+        }
+        out.push('\n');
+    }
+    out
+}
+
 #[test]
-fn two_endpoints_render_a_slot_pick_and_their_slots() {
+fn two_endpoints_are_an_endpoint_set_and_nothing_else() {
     let s = kubia_slice(&[("10.244.0.5", true, true, false), ("10.244.0.6", true, true, false)]);
-    let o = render_service(&compile_service(&kubia(), &[&s], &node()), &node(), &mut |_| 7);
-    let text = format!("{:#?}", (&o.chains, &o.elements));
-    let expected = r#"(
-    {
-        "service-TOFPQTM7-default/kubia/tcp/http": [
-            "ip daddr 10.96.0.20 ip saddr != 10.244.0.0/16 jump mark-for-masquerade",
-            "ct mark set numgen random mod 2 offset 28672 goto endpoint-dnat comment \"default/kubia:http\"",
-        ],
-    },
-    {
-        (
-            "cluster-ips",
-            "10.96.0.20",
-        ): "",
-        (
-            "endpoints",
-            "28672",
-        ): "10.244.0.5 . 8080",
-        (
-            "endpoints",
-            "28673",
-        ): "10.244.0.6 . 8080",
-        (
-            "service-ips",
-            "10.96.0.20 . tcp . 80",
-        ): "goto service-TOFPQTM7-default/kubia/tcp/http",
-    },
-)"#;
-    assert_eq!(text, expected);
+    let o = render_service(&compile_service(&kubia(), &[&s], &node()), &mut |_| 7);
+    assert!(o.chains.is_empty() && o.sets.is_empty(), "{o:#?}");
+    assert_eq!(o.classes.iter().copied().collect::<Vec<_>>(), [2]);
+    // Endpoint set 7 of class 2: 2 << 19 | 7.
+    assert_eq!(
+        elements(&o),
+        "cluster-ips: 10.96.0.20\n\
+         endpoints: 0x00100007 . 0 : 10.244.0.5 . 8080\n\
+         endpoints: 0x00100007 . 1 : 10.244.0.6 . 8080\n\
+         service-ips: 10.96.0.20 . tcp . 80 comment \"default/kubia:http\" : 0x00100007\n"
+    );
 }
 
 #[test]
 fn no_endpoints_reject() {
-    let o = render_service(&compile_service(&kubia(), &[], &node()), &node(), &mut |_| 7);
+    let o = render_service(&compile_service(&kubia(), &[], &node()), &mut |_| 7);
     assert!(o.chains.is_empty());
     assert_eq!(
-        o.elements.get(&("no-endpoint-services", "10.96.0.20 . tcp . 80".to_string())).map(String::as_str),
-        Some("goto reject-chain")
+        elements(&o),
+        "cluster-ips: 10.96.0.20\n\
+         no-endpoint-services: 10.96.0.20 . tcp . 80 comment \"default/kubia:http\"\n"
+    );
+}
+
+#[test]
+fn internal_local_with_endpoints_elsewhere_drops() {
+    let mut s = kubia();
+    s.spec.as_mut().unwrap().internal_traffic_policy = Some("Local".into());
+    let mut sl = kubia_slice(&[("10.244.1.5", true, true, false)]);
+    sl.endpoints[0].node_name = Some("other".into());
+    let o = render_service(&compile_service(&s, &[&sl], &node()), &mut |_| 7);
+    assert_eq!(
+        elements(&o),
+        "cluster-ips: 10.96.0.20\n\
+         no-local-endpoint-services: 10.96.0.20 . tcp . 80 comment \"default/kubia:http\"\n"
     );
 }
 
@@ -136,23 +149,25 @@ fn a_node_port_service_with_local_policy() {
         "ports": [{"name": "", "port": 8080, "protocol": "TCP"}],
         "endpoints": [{"addresses": ["10.244.0.5"], "nodeName": "pier-node"}, {"addresses": ["10.244.1.5"], "nodeName": "other"}]
     }));
-    let o = render_service(&compile_service(&s, &[&sl], &node()), &node(), &mut |_| 7);
-    let ext = o.chains.iter().find(|(k, _)| k.starts_with("external-")).unwrap();
+    let mut next = 0;
+    let o = render_service(&compile_service(&s, &[&sl], &node()), &mut |_| {
+        next += 1;
+        next
+    });
+    // Set 1: every endpoint (cluster IP, and pods and the node on the node port); set 2: this
+    // node's (the node port from outside, which keeps its source). The node port's value
+    // carries externalTrafficPolicy Local (bit 31).
     assert_eq!(
-        ext.1,
-        &vec![
-            "ip saddr 10.244.0.0/16 goto service-XZFP2VJM-default/kubia-nodeport/tcp/".to_string(),
-            "fib saddr type local jump mark-for-masquerade".to_string(),
-            "fib saddr type local goto service-XZFP2VJM-default/kubia-nodeport/tcp/".to_string(),
-            format!(
-                "goto {} comment \"default/kubia-nodeport\"",
-                o.chains.keys().find(|k| k.starts_with("local-")).unwrap()
-            ),
-        ]
+        elements(&o),
+        "cluster-ips: 10.96.0.30\n\
+         endpoints: 0x00080002 . 0 : 10.244.0.5 . 8080\n\
+         endpoints: 0x00100001 . 0 : 10.244.0.5 . 8080\n\
+         endpoints: 0x00100001 . 1 : 10.244.1.5 . 8080\n\
+         local-endpoint-sets: 0x00100001 : 0x00080002\n\
+         service-ips: 10.96.0.30 . tcp . 80 comment \"default/kubia-nodeport\" : 0x00100001\n\
+         service-nodeports: tcp . 30123 comment \"default/kubia-nodeport\" : 0x80100001\n"
     );
-    let local = o.chains.iter().find(|(k, _)| k.starts_with("local-")).unwrap();
-    assert!(local.1[1].contains("dnat ip to 10.244.0.5:8080"), "{local:?}");
-    assert!(o.elements.contains_key(&("service-nodeports", "tcp . 30123".to_string())));
+    assert_eq!(o.hairpin.iter().map(|ip| ip.to_string()).collect::<Vec<_>>(), ["10.244.0.5"]);
 }
 
 #[test]
@@ -160,37 +175,105 @@ fn affinity_gets_per_endpoint_chains_and_sets() {
     let mut s = kubia();
     s.spec.as_mut().unwrap().session_affinity = Some("ClientIP".into());
     let sl = kubia_slice(&[("10.244.0.5", true, true, false), ("10.244.0.6", true, true, false)]);
-    let o = render_service(&compile_service(&s, &[&sl], &node()), &node(), &mut |_| 7);
+    let o = render_service(&compile_service(&s, &[&sl], &node()), &mut |_| 7);
     assert_eq!(o.sets.len(), 2);
     assert!(o.sets.values().all(|d| d.contains("timeout 10800s")));
     assert_eq!(o.chains.keys().filter(|k| k.starts_with("endpoint-")).count(), 2);
     let svc_chain = o.chains.iter().find(|(k, _)| k.starts_with("service-")).unwrap().1;
-    assert_eq!(svc_chain.len(), 4, "{svc_chain:#?}");
-    assert!(svc_chain[3].starts_with("numgen random mod 2 vmap"));
+    assert_eq!(svc_chain.len(), 3, "{svc_chain:#?}");
+    assert!(svc_chain[2].starts_with("numgen random mod 2 vmap"));
+    // Class 0: picked by the Service's own chain, through `session-affinity`.
+    assert_eq!(
+        elements(&o),
+        "cluster-ips: 10.96.0.20\n\
+         service-ips: 10.96.0.20 . tcp . 80 comment \"default/kubia:http\" : 0x00000007\n\
+         session-affinity: 0x00000007 : goto service-TOFPQTM7-default/kubia/tcp/http\n"
+    );
 }
 
 #[test]
 fn delta_touches_only_what_changed() {
     let one = kubia_slice(&[("10.244.0.5", true, true, false)]);
     let two = kubia_slice(&[("10.244.0.5", true, true, false), ("10.244.0.6", true, true, false)]);
-    let a = render_service(&compile_service(&kubia(), &[&one], &node()), &node(), &mut |_| 7);
-    let b = render_service(&compile_service(&kubia(), &[&two], &node()), &node(), &mut |_| 7);
+    let a = render_service(&compile_service(&kubia(), &[&one], &node()), &mut |_| 7);
+    let b = render_service(&compile_service(&kubia(), &[&two], &node()), &mut |_| 7);
     let script = delta_script(&a, &b, &["10.244.0.6".parse().unwrap()], &[]);
+    // The endpoint count is part of the set's reference: a second endpoint moves the set.
     assert_eq!(
         script,
-        "flush chain ip pier service-TOFPQTM7-default/kubia/tcp/http\n\
-         add rule ip pier service-TOFPQTM7-default/kubia/tcp/http ip daddr 10.96.0.20 ip saddr != 10.244.0.0/16 jump mark-for-masquerade\n\
-         add rule ip pier service-TOFPQTM7-default/kubia/tcp/http ct mark set numgen random mod 2 offset 28672 goto endpoint-dnat comment \"default/kubia:http\"\n\
-         add element ip pier endpoints { 28672 : 10.244.0.5 . 8080 }\n\
-         add element ip pier endpoints { 28673 : 10.244.0.6 . 8080 }\n\
-         add element ip pier hairpin-endpoints { 10.244.0.6 . 10.244.0.6 }\n"
+        "delete element ip pier endpoints { 0x00080007 . 0 }\n\
+         delete element ip pier service-ips { 10.96.0.20 . tcp . 80 }\n\
+         add element ip pier endpoints { 0x00100007 . 0 : 10.244.0.5 . 8080, 0x00100007 . 1 : 10.244.0.6 . 8080 }\n\
+         add element ip pier hairpin-endpoints { 10.244.0.6 . 10.244.0.6 }\n\
+         add element ip pier service-ips { 10.96.0.20 . tcp . 80 comment \"default/kubia:http\" : 0x00100007 }\n"
     );
     // Gone entirely.
     let gone = delta_script(&b, &Default::default(), &[], &["10.244.0.5".parse().unwrap()]);
-    assert!(gone.contains("delete element ip pier service-ips { 10.96.0.20 . tcp . 80 }"), "{gone}");
-    assert!(gone.ends_with("delete chain ip pier service-TOFPQTM7-default/kubia/tcp/http\n"), "{gone}");
+    assert_eq!(
+        gone,
+        "delete element ip pier cluster-ips { 10.96.0.20 }\n\
+         delete element ip pier endpoints { 0x00100007 . 0, 0x00100007 . 1 }\n\
+         delete element ip pier hairpin-endpoints { 10.244.0.5 . 10.244.0.5 }\n\
+         delete element ip pier service-ips { 10.96.0.20 . tcp . 80 }\n"
+    );
     assert!(delta_script(&b, &b, &[], &[]).is_empty());
-    let _ = full_script(&node(), [&a, &b]);
+}
+
+#[test]
+fn the_fixed_chains() {
+    let script = full_script(&node(), []);
+    let chain = |name: &str| {
+        let start = script.find(&format!("\tchain {name} {{")).unwrap();
+        let len = script[start..].find('\n').unwrap();
+        let line = &script[start..start + len];
+        if line.ends_with('{') {
+            let end = script[start..].find("\n\t}\n").unwrap();
+            script[start..start + end].to_string()
+        } else {
+            line.to_string()
+        }
+    };
+    let got: Vec<String> =
+        ["services", "cluster-ip", "external", "external-local", "endpoint-pick", "cluster-ips-check"]
+            .iter()
+            .map(|c| chain(c))
+            .collect();
+    assert_eq!(
+        got.join("\n"),
+        "\tchain services {
+\t\tct mark set ip daddr . meta l4proto . th dport map @service-ips goto cluster-ip
+\t\tct mark set ip daddr . meta l4proto . th dport map @external-ips goto external
+\t\tfib daddr type local ip daddr != 127.0.0.0/8 ct mark set meta l4proto . th dport map @service-nodeports goto external
+\tchain cluster-ip {
+\t\tip saddr != 10.244.0.0/16 jump mark-for-masquerade
+\t\tgoto endpoint-pick
+\tchain external {
+\t\tct mark & 0x80000000 == 0x80000000 goto external-local
+\t\tjump mark-for-masquerade
+\t\tgoto endpoint-pick
+\tchain external-local {
+\t\tct mark set ct mark & 0x7fffffff
+\t\tip saddr 10.244.0.0/16 goto endpoint-pick
+\t\tfib saddr type local jump mark-for-masquerade
+\t\tfib saddr type local goto endpoint-pick
+\t\tct mark set ct mark map @local-endpoint-sets goto endpoint-pick
+\t\tdrop comment \"no endpoint on this node\"
+\tchain endpoint-pick {
+\t\tct mark & 0x7ff80000 vmap @endpoint-classes
+\t\tct mark vmap @session-affinity
+\tchain cluster-ips-check {
+\t\tip daddr @cluster-ips meta l4proto { tcp, udp, sctp } reject comment \"Reject traffic to invalid ports of ClusterIPs\"
+\t\tip daddr @cluster-ips drop comment \"Drop other protocols to ClusterIPs\""
+    );
+    assert!(script.contains(
+        "add rule ip pier pick-3 meta l4proto { tcp, udp, sctp } dnat ip to ct mark . numgen random mod 3 map @endpoints\n"
+    ));
+    assert!(script.contains(
+        "map endpoints { typeof ct mark . numgen random mod 2 : ip daddr . th dport; size 8192; comment \"Endpoints: endpoint set reference . index -> address . port\"; }"
+    ));
+    assert!(
+        script.contains("add element ip pier endpoint-classes { 0x00080000 : goto pick-1, 0x00100000 : goto pick-2,")
+    );
 }
 
 #[test]

@@ -49,22 +49,66 @@ fn join_types(types: &[DataType]) -> String {
     types.iter().map(|t| t.name()).collect::<Vec<_>>().join(" . ")
 }
 
+/// An expression a `typeof` declaration names. nft records them in the set's userdata to print
+/// the declaration back; a key that concatenates a mark with a `numgen` result has no `type`
+/// spelling, so the `endpoints` map needs this form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TypeofExpr {
+    CtMark,
+    /// `numgen random mod N` (N only matters to the declaration's text).
+    NumgenRandom(u32),
+    IpDaddr,
+    ThDport,
+    MetaL4proto,
+}
+
+impl fmt::Display for TypeofExpr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TypeofExpr::CtMark => f.write_str("ct mark"),
+            TypeofExpr::NumgenRandom(n) => write!(f, "numgen random mod {n}"),
+            TypeofExpr::IpDaddr => f.write_str("ip daddr"),
+            TypeofExpr::ThDport => f.write_str("th dport"),
+            TypeofExpr::MetaL4proto => f.write_str("meta l4proto"),
+        }
+    }
+}
+
 /// A named set (no data types) or map.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SetDecl {
     pub key: Vec<DataType>,
     /// Empty for a set; `[Verdict]` for a verdict map.
     pub data: Vec<DataType>,
+    /// Declared by `typeof` (key, data) instead of by `type`; `key` and `data` still give the
+    /// kernel's types and lengths.
+    pub typeof_exprs: Option<(Vec<TypeofExpr>, Vec<TypeofExpr>)>,
     /// Written from the packet path (`update @set { … }`).
     pub dynamic: bool,
     /// Default element lifetime in seconds.
     pub timeout: Option<u32>,
+    /// `size N`: the kernel sizes the hash table for N elements up front (no resizing while a
+    /// full sync loads) and refuses elements beyond N.
+    pub size: Option<u32>,
     pub comment: Option<String>,
 }
 
 impl SetDecl {
     pub fn new(key: &[DataType], data: &[DataType], comment: &str) -> SetDecl {
-        SetDecl { key: key.to_vec(), data: data.to_vec(), dynamic: false, timeout: None, comment: Some(comment.into()) }
+        SetDecl {
+            key: key.to_vec(),
+            data: data.to_vec(),
+            typeof_exprs: None,
+            dynamic: false,
+            timeout: None,
+            size: None,
+            comment: Some(comment.into()),
+        }
+    }
+
+    pub fn with_size(mut self, size: u32) -> SetDecl {
+        self.size = Some(size);
+        self
     }
 
     pub fn is_map(&self) -> bool {
@@ -74,7 +118,14 @@ impl SetDecl {
     /// The declaration body as nft writes it inside `{ … }`.
     pub fn body(&self) -> String {
         let mut parts = Vec::new();
-        if self.is_map() {
+        let exprs = |e: &[TypeofExpr]| e.iter().map(|e| e.to_string()).collect::<Vec<_>>().join(" . ");
+        if let Some((k, d)) = &self.typeof_exprs {
+            if d.is_empty() {
+                parts.push(format!("typeof {}", exprs(k)));
+            } else {
+                parts.push(format!("typeof {} : {}", exprs(k), exprs(d)));
+            }
+        } else if self.is_map() {
             parts.push(format!("type {} : {}", join_types(&self.key), join_types(&self.data)));
         } else {
             parts.push(format!("type {}", join_types(&self.key)));
@@ -91,6 +142,9 @@ impl SetDecl {
         }
         if let Some(t) = self.timeout {
             parts.push(format!("timeout {t}s"));
+        }
+        if let Some(n) = self.size {
+            parts.push(format!("size {n}"));
         }
         if let Some(c) = &self.comment {
             parts.push(format!("comment \"{c}\""));
@@ -238,13 +292,23 @@ pub enum Stmt {
         keys: Vec<Load>,
         map: String,
     },
+    /// `<load> & <mask> vmap @<map>`.
+    MaskedVmap {
+        load: Load,
+        mask: u32,
+        map: String,
+    },
     /// `numgen random mod N vmap { 0 : v0, 1 : v1, … }` (an anonymous map bound to the rule).
     NumgenVmap(Vec<Verdict>),
-    /// `ct mark set numgen random mod N offset B`.
-    CtMarkSetNumgen {
-        modulus: u32,
-        offset: u32,
+    /// `meta l4proto { tcp, udp, … }` (an anonymous set bound to the rule).
+    L4protoIn(Vec<Protocol>),
+    /// `ct mark set <key> [. <key>…] map @<map>`: no element, no match.
+    CtMarkSetMap {
+        keys: Vec<Load>,
+        map: String,
     },
+    /// `ct mark set ct mark & <mask>`.
+    CtMarkAnd(u32),
     /// `meta mark set meta mark | X` (or `^ X`).
     MarkSet(MarkOp, u32),
     /// `update @<set> { <key> }`: add or refresh the element (the set's timeout applies).
@@ -254,9 +318,10 @@ pub enum Stmt {
     },
     /// `dnat ip to <addr>:<port>`.
     Dnat(Ipv4Addr, u16),
-    /// `dnat ip to <key> map @<map>` (a map to `ipv4_addr . inet_service`).
-    DnatMap {
-        key: Load,
+    /// `dnat ip to ct mark . numgen random mod N map @<map>`: endpoint number N-1 or below of the
+    /// endpoint set in `ct mark`, from a map to `ip daddr . th dport`.
+    DnatPick {
+        modulus: u32,
         map: String,
     },
     Masquerade {
@@ -298,6 +363,10 @@ fn keys(f: &mut fmt::Formatter<'_>, keys: &[Load]) -> fmt::Result {
 impl fmt::Display for Stmt {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            // A masked value is bits: hex, as nft prints marks.
+            Stmt::Match { load, mask: Some(m), neq, value: Value::Int(v) } => {
+                write!(f, "{load} & {m:#010x} {} {v:#010x}", if *neq { "!=" } else { "==" })
+            }
             Stmt::Match { load, mask: Some(m), neq, value } => {
                 write!(f, "{load} & {m:#010x} {} {value}", if *neq { "!=" } else { "==" })
             }
@@ -311,6 +380,17 @@ impl fmt::Display for Stmt {
                 keys(f, k)?;
                 write!(f, " vmap @{map}")
             }
+            Stmt::MaskedVmap { load, mask, map } => write!(f, "{load} & {mask:#010x} vmap @{map}"),
+            Stmt::L4protoIn(protos) => {
+                let names: Vec<&str> = protos.iter().map(|p| p.as_str()).collect();
+                write!(f, "meta l4proto {{ {} }}", names.join(", "))
+            }
+            Stmt::CtMarkSetMap { keys: k, map } => {
+                f.write_str("ct mark set ")?;
+                keys(f, k)?;
+                write!(f, " map @{map}")
+            }
+            Stmt::CtMarkAnd(mask) => write!(f, "ct mark set ct mark & {mask:#010x}"),
             Stmt::NumgenVmap(arms) => {
                 write!(f, "numgen random mod {} vmap {{ ", arms.len())?;
                 for (i, v) in arms.iter().enumerate() {
@@ -321,15 +401,14 @@ impl fmt::Display for Stmt {
                 }
                 f.write_str(" }")
             }
-            Stmt::CtMarkSetNumgen { modulus, offset } => {
-                write!(f, "ct mark set numgen random mod {modulus} offset {offset}")
-            }
             Stmt::MarkSet(op, x) => {
                 write!(f, "meta mark set meta mark {} {x:#010x}", if *op == MarkOp::Or { "|" } else { "^" })
             }
             Stmt::Update { set, key } => write!(f, "update @{set} {{ {key} }}"),
             Stmt::Dnat(ip, port) => write!(f, "dnat ip to {ip}:{port}"),
-            Stmt::DnatMap { key, map } => write!(f, "dnat ip to {key} map @{map}"),
+            Stmt::DnatPick { modulus, map } => {
+                write!(f, "dnat ip to ct mark . numgen random mod {modulus} map @{map}")
+            }
             Stmt::Masquerade { fully_random: false } => f.write_str("masquerade"),
             Stmt::Masquerade { fully_random: true } => f.write_str("masquerade fully-random"),
             Stmt::Reject(Reject::PortUnreachable) => f.write_str("reject"),
@@ -337,6 +416,20 @@ impl fmt::Display for Stmt {
             Stmt::Verdict(v) => write!(f, "{v}"),
         }
     }
+}
+
+/// A comment as nft can carry it: quotes and backslashes (which nft's syntax cannot carry) are
+/// dropped and it is cut to [`COMMENT_MAX`] bytes.
+pub fn clean_comment(comment: &str) -> String {
+    let mut c: String = comment.chars().filter(|c| !matches!(c, '"' | '\\')).collect();
+    if c.len() > COMMENT_MAX {
+        let mut end = COMMENT_MAX;
+        while !c.is_char_boundary(end) {
+            end -= 1;
+        }
+        c.truncate(end);
+    }
+    c
 }
 
 /// One rule: statements in order, and an optional comment (shown by `nft list`).
@@ -356,18 +449,9 @@ impl Rule {
         Rule { stmts, comment: None, text: OnceCell::new() }
     }
 
-    /// Adds a comment: quotes and backslashes (which nft's syntax cannot carry) are dropped and
-    /// it is cut to [`COMMENT_MAX`] bytes.
+    /// Adds a comment (see [`clean_comment`]).
     pub fn comment(mut self, comment: &str) -> Rule {
-        let mut c: String = comment.chars().filter(|c| !matches!(c, '"' | '\\')).collect();
-        if c.len() > COMMENT_MAX {
-            let mut end = COMMENT_MAX;
-            while !c.is_char_boundary(end) {
-                end -= 1;
-            }
-            c.truncate(end);
-        }
-        self.comment = Some(c);
+        self.comment = Some(clean_comment(comment));
         self.text = OnceCell::new();
         self
     }

@@ -14,7 +14,7 @@ pub mod netlink;
 pub mod render;
 pub mod wire;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
 use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
@@ -22,34 +22,35 @@ use std::process::{Command, Stdio};
 use crate::table::{NodeContext, ServiceKey, ServicePort};
 use crate::{DataPlane, ProxyError};
 use netlink::Netlink;
-use render::{Op, ServiceObjects};
+use render::{ClassObjects, Op, ServiceObjects};
 
-/// Slot numbers of the chains that pick endpoints (see `render::SLOTS`). A number freed by one
-/// batch is reused only by a later one, so a transaction never deletes and adds the same slot
-/// for two different Services.
+/// Numbers of endpoint sets (see `render::set_ref`), by set name. A number freed by one batch
+/// is reused only by a later one, so a transaction never deletes and adds the same key for two
+/// different Services.
 #[derive(Debug, Default)]
-struct SlotIds {
+struct SetNumbers {
     ids: std::collections::HashMap<String, u32>,
     free: Vec<u32>,
     released: Vec<u32>,
     next: u32,
 }
 
-impl SlotIds {
-    fn get(&mut self, chain: &str) -> u32 {
-        if let Some(id) = self.ids.get(chain) {
+impl SetNumbers {
+    fn get(&mut self, set: &str) -> u32 {
+        if let Some(id) = self.ids.get(set) {
             return *id;
         }
         let id = self.free.pop().unwrap_or_else(|| {
             self.next += 1;
             self.next
         });
-        self.ids.insert(chain.to_string(), id);
+        self.ids.insert(set.to_string(), id);
         id
     }
 
-    fn release_gone(&mut self, old: &ServiceObjects, new: &ServiceObjects) {
-        for name in old.chains.keys().filter(|n| !new.chains.contains_key(*n)) {
+    /// Frees the numbers of the sets `old` named and `new` does not.
+    fn release_gone(&mut self, old: &BTreeSet<String>, new: &BTreeSet<String>) {
+        for name in old.difference(new) {
             if let Some(id) = self.ids.remove(name) {
                 self.released.push(id);
             }
@@ -74,12 +75,15 @@ enum Backend {
 #[derive(Debug)]
 pub struct Nftables {
     node: NodeContext,
-    base: ir::BaseTable,
     backend: Backend,
-    slots: SlotIds,
+    numbers: SetNumbers,
     objects: BTreeMap<ServiceKey, ServiceObjects>,
+    /// The endpoint sets each Service's objects were rendered with (their numbers' owners).
+    set_names: BTreeMap<ServiceKey, BTreeSet<String>>,
     /// How many live Services use each endpoint address (the hairpin set is shared).
     hairpin_refs: BTreeMap<Ipv4Addr, usize>,
+    /// How many live Services use each pick class beyond the presets (the chains are shared).
+    class_refs: BTreeMap<u32, usize>,
     /// The UDP ports of each Service as last programmed, for the conntrack cleanup.
     udp: BTreeMap<ServiceKey, Vec<ServicePort>>,
 }
@@ -154,12 +158,13 @@ impl Nftables {
 
     fn with_backend(node: NodeContext, backend: Backend) -> Nftables {
         Nftables {
-            base: render::base(&node),
             backend,
             node,
-            slots: SlotIds::default(),
+            numbers: SetNumbers::default(),
             objects: BTreeMap::new(),
+            set_names: BTreeMap::new(),
             hairpin_refs: BTreeMap::new(),
+            class_refs: BTreeMap::new(),
             udp: BTreeMap::new(),
         }
     }
@@ -203,27 +208,77 @@ fn run(backend: &mut Backend, ops: &[Op]) -> Result<(), ProxyError> {
     }
 }
 
+/// Renders one Service, numbering its endpoint sets; returns the objects and the names of the
+/// sets it numbered.
+fn render(ports: &[ServicePort], numbers: &mut SetNumbers) -> (ServiceObjects, BTreeSet<String>) {
+    let mut names = BTreeSet::new();
+    let o = render::render_service(ports, &mut |name| {
+        names.insert(name.to_string());
+        numbers.get(name)
+    });
+    (o, names)
+}
+
+/// Classes a Service uses beyond the ones that always exist.
+fn extra_classes(o: &ServiceObjects) -> impl Iterator<Item = u32> + '_ {
+    o.classes.iter().copied().filter(|n| *n > render::PRESET_CLASSES)
+}
+
 impl Nftables {
     fn rebuild_refs(&mut self) {
         self.hairpin_refs.clear();
+        self.class_refs.clear();
         for o in self.objects.values() {
             for ip in &o.hairpin {
                 *self.hairpin_refs.entry(*ip).or_default() += 1;
             }
+            for n in extra_classes(o) {
+                *self.class_refs.entry(n).or_default() += 1;
+            }
         }
+    }
+
+    /// Counts `old` out and `new` in; returns the classes that came into use and went out of
+    /// use.
+    fn count_classes(&mut self, old: &ServiceObjects, new: &ServiceObjects) -> (Vec<u32>, Vec<u32>) {
+        let (mut add, mut remove) = (Vec::new(), Vec::new());
+        for n in extra_classes(new) {
+            let c = self.class_refs.entry(n).or_default();
+            *c += 1;
+            if *c == 1 {
+                add.push(n);
+            }
+        }
+        for n in extra_classes(old) {
+            if let Some(c) = self.class_refs.get_mut(&n) {
+                *c -= 1;
+                if *c == 0 {
+                    self.class_refs.remove(&n);
+                    remove.push(n);
+                }
+            }
+        }
+        (add, remove)
     }
 }
 
 impl DataPlane for Nftables {
     fn full_sync(&mut self, table: &BTreeMap<ServiceKey, Vec<ServicePort>>) -> Result<(), ProxyError> {
-        self.slots = SlotIds::default();
-        let slots = &mut self.slots;
-        let objects: BTreeMap<ServiceKey, ServiceObjects> = table
-            .iter()
-            .map(|(k, ports)| (k.clone(), render::render_service(ports, &self.node, &mut |c| slots.get(c))))
-            .collect();
-        run(&mut self.backend, &render::full_ops(&self.base, objects.values()))?;
+        self.numbers = SetNumbers::default();
+        let mut set_names = BTreeMap::new();
+        let mut objects = BTreeMap::new();
+        for (k, ports) in table {
+            let (o, names) = render(ports, &mut self.numbers);
+            set_names.insert(k.clone(), names);
+            objects.insert(k.clone(), o);
+        }
+        let classes: BTreeSet<u32> =
+            render::preset_classes().chain(objects.values().flat_map(|o| o.classes.iter().copied())).collect();
+        let classes: Vec<ClassObjects> = classes.into_iter().map(render::class_objects).collect();
+        let base = render::base(&self.node, &render::counts(objects.values(), classes.len()));
+        run(&mut self.backend, &render::full_ops(&base, &classes, objects.values()))?;
         self.objects = objects;
+        self.set_names = set_names;
         self.rebuild_refs();
         self.udp =
             table.iter().map(|(k, ports)| (k.clone(), udp_ports(ports))).filter(|(_, p)| !p.is_empty()).collect();
@@ -233,16 +288,51 @@ impl DataPlane for Nftables {
     fn apply(&mut self, changes: &[(ServiceKey, Vec<ServicePort>)]) -> Result<(), ProxyError> {
         let empty = ServiceObjects::default();
         let mut staged = Vec::with_capacity(changes.len());
+        let (mut classes_add, mut classes_remove) = (BTreeSet::new(), BTreeSet::new());
         for (key, ports) in changes {
-            let slots = &mut self.slots;
-            let new = render::render_service(ports, &self.node, &mut |c| slots.get(c));
+            let (new, names) = render(ports, &mut self.numbers);
             let old = self.objects.get(key).unwrap_or(&empty).clone();
-            self.slots.release_gone(&old, &new);
+            let old_names = self.set_names.remove(key).unwrap_or_default();
+            self.numbers.release_gone(&old_names, &names);
+            if !names.is_empty() {
+                self.set_names.insert(key.clone(), names);
+            }
             let (add, remove) = self.count_hairpin(&old, &new);
+            let (c_add, c_remove) = self.count_classes(&old, &new);
+            // A class freed by one Service and taken by another in the same batch stays.
+            for n in c_add {
+                if !classes_remove.remove(&n) {
+                    classes_add.insert(n);
+                }
+            }
+            for n in c_remove {
+                if !classes_add.remove(&n) {
+                    classes_remove.insert(n);
+                }
+            }
             staged.push((key.clone(), old, new, add, remove));
         }
-        let ops: Vec<Op> =
-            staged.iter().flat_map(|(_, old, new, add, remove)| render::delta_ops(old, new, add, remove)).collect();
+        let classes_add: Vec<ClassObjects> = classes_add.into_iter().map(render::class_objects).collect();
+        let classes_remove: Vec<ClassObjects> = classes_remove.into_iter().map(render::class_objects).collect();
+        let mut ops: Vec<Op> = Vec::new();
+        match &mut self.backend {
+            // nft 1.0.6 cannot add a rule bound to the `endpoints` map once the map is in the
+            // kernel (it reads the map's `typeof … th dport` back and then refuses the rule:
+            // "conflicting protocols specified: tcp vs. th"). The `nft -f` back end therefore
+            // creates new pick classes through netlink, in a transaction of their own just
+            // before the delta: an unused class is harmless if the delta then fails.
+            Backend::Cli if !classes_add.is_empty() => {
+                let mut sock = Netlink::open().map_err(|e| ProxyError::Nft(format!("opening netlink: {e}")))?;
+                let mut batch = sock.batch();
+                for op in render::class_add_ops(&classes_add) {
+                    batch.op(&op).map_err(ProxyError::Nft)?;
+                }
+                sock.send(batch)?;
+            }
+            _ => ops.extend(render::class_add_ops(&classes_add)),
+        }
+        ops.extend(staged.iter().flat_map(|(_, old, new, add, remove)| render::delta_ops(old, new, add, remove)));
+        ops.extend(render::class_remove_ops(&classes_remove));
         let result = if ops.is_empty() { Ok(()) } else { run(&mut self.backend, &ops) };
         drop(ops);
         for (key, _, new, _, _) in staged {
@@ -252,7 +342,7 @@ impl DataPlane for Nftables {
                 self.objects.insert(key, new);
             }
         }
-        self.slots.end_batch();
+        self.numbers.end_batch();
         result?;
         let mut flushes = Vec::new();
         for (key, ports) in changes {

@@ -4,12 +4,25 @@
 //! script text ([`full_script`], [`delta_script`], for `nft -f`) and nf_tables netlink messages
 //! ([`super::wire`]). Pure: no IO.
 //!
-//! The layout follows kube-proxy's nftables mode (verdict maps keyed by
-//! `daddr . l4proto . dport`, `numgen random`, reject chains in the filter hooks, a mark for
-//! masquerade), with one change that matters at scale: endpoints are chosen by one
-//! `dnat to numgen random mod N map { … }` rule per service port instead of one chain per
-//! endpoint. Only Services with ClientIP affinity get kube-proxy's per-endpoint chains and
-//! affinity sets, because the affinity record has to be written after the choice.
+//! The layout follows kube-proxy's nftables mode (maps keyed by `daddr . l4proto . dport`,
+//! `numgen random`, reject chains in the filter hooks, a mark for masquerade) with one change
+//! that matters at scale: a common Service is pure data. Its ports are elements of data maps —
+//! frontend → *endpoint set* (`service-ips`, `external-ips`, `service-nodeports`), endpoint set
+//! → its endpoints (`endpoints`) — and of data sets (`no-endpoint-services`, …), and fixed rules
+//! do the rest. Adding, changing or removing such a Service adds and deletes elements only: no
+//! chain, no rule, no verdict element, because each of those makes the kernel re-validate every
+//! chain of the table and costs tens of milliseconds at 30,000 Services.
+//!
+//! An endpoint set is named by a 32-bit reference ([`set_ref`]) that travels in `ct mark` from
+//! the frontend lookup to the pick: its endpoint count (the *class*, bits 19–30) and a number
+//! no other live set has (bits 0–18). Bit 31 marks an external frontend of a Service with
+//! externalTrafficPolicy Local. The pick is one fixed chain per class, `pick-<n>`:
+//! `dnat ip to ct mark . numgen random mod n map @endpoints`, reached through the
+//! `endpoint-classes` verdict map on the class bits. Classes 1–16 always exist; a larger one is
+//! created with the first set of that size and deleted with the last. Only Services with
+//! ClientIP affinity keep per-Service chains (kube-proxy's per-endpoint chains and affinity
+//! sets, reached through `session-affinity`), because the affinity record has to be written
+//! after the choice.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -18,39 +31,94 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::net::Ipv4Addr;
 
 use super::ir::{
-    BaseHook, BaseTable, Chain, ChainType, DataType, FibAddr, Hook, Load, MarkOp, Reject, Rule, SetDecl, Stmt, Value,
-    Verdict,
+    BaseHook, BaseTable, Chain, ChainType, DataType, FibAddr, Hook, Load, MarkOp, Reject, Rule, SetDecl, Stmt,
+    TypeofExpr, Value, Verdict, clean_comment,
 };
-use crate::table::{Backend, NodeContext, ServicePort};
+use crate::table::{Backend, NodeContext, Protocol, ServicePort};
 
 pub const TABLE: &str = "pier";
 pub const FAMILY: &str = "ip";
 const MASQ_MARK: u32 = 0x4000;
 const MARK_FOR_MASQUERADE: &str = "mark-for-masquerade";
-const ENDPOINT_DNAT: &str = "endpoint-dnat";
+const CLUSTER_IP: &str = "cluster-ip";
+const EXTERNAL: &str = "external";
+const EXTERNAL_LOCAL: &str = "external-local";
+const ENDPOINT_PICK: &str = "endpoint-pick";
+const REJECT_CHAIN: &str = "reject-chain";
 
-pub const SERVICE_IPS: &str = "service-ips";
-pub const SERVICE_NODEPORTS: &str = "service-nodeports";
-pub const NO_ENDPOINT_SERVICES: &str = "no-endpoint-services";
-pub const NO_ENDPOINT_NODEPORTS: &str = "no-endpoint-nodeports";
 pub const CLUSTER_IPS: &str = "cluster-ips";
 pub const HAIRPIN: &str = "hairpin-endpoints";
+pub const SERVICE_IPS: &str = "service-ips";
+pub const EXTERNAL_IPS: &str = "external-ips";
+pub const SERVICE_NODEPORTS: &str = "service-nodeports";
+pub const NO_ENDPOINT_SERVICES: &str = "no-endpoint-services";
+pub const NO_LOCAL_ENDPOINT_SERVICES: &str = "no-local-endpoint-services";
+pub const NO_ENDPOINT_NODEPORTS: &str = "no-endpoint-nodeports";
+pub const LOCAL_ENDPOINT_SETS: &str = "local-endpoint-sets";
+pub const ENDPOINT_CLASSES: &str = "endpoint-classes";
+pub const SESSION_AFFINITY: &str = "session-affinity";
 pub const ENDPOINTS: &str = "endpoints";
+
+/// Bits of an endpoint set's number in its reference: 524,288 live sets (two per service
+/// port at most; freed numbers are reused).
+const NUMBER_BITS: u32 = 19;
+/// The most endpoints one set holds (its class field is 12 bits); more are cut.
+pub const MAX_ENDPOINTS: u32 = (1 << 12) - 1;
+/// The class bits of a reference: the endpoint count, or 0 for a Service with affinity.
+const CLASS_MASK: u32 = MAX_ENDPOINTS << NUMBER_BITS;
+/// On an external frontend's reference: the Service has externalTrafficPolicy Local.
+const LOCAL_POLICY: u32 = 1 << 31;
+/// Classes whose pick chain always exists, so sets of up to this many endpoints never need
+/// a chain of their own.
+pub const PRESET_CLASSES: u32 = 16;
+/// The protocols a Service port can have (the pick's DNAT needs a transport protocol).
+const SERVICE_PROTOCOLS: [Protocol; 3] = [Protocol::Tcp, Protocol::Udp, Protocol::Sctp];
+
+/// The reference of an endpoint set: `count` endpoints (0: picked by a per-Service chain),
+/// `number` unique among live sets.
+pub fn set_ref(count: u32, number: u32) -> u32 {
+    (count.min(MAX_ENDPOINTS) << NUMBER_BITS) | (number & ((1 << NUMBER_BITS) - 1))
+}
+
+/// A mark as nft writes and prints it.
+fn mark(v: u32) -> String {
+    format!("{v:#010x}")
+}
+
+/// One element's data: its value in nft's syntax (empty for a plain set) and its comment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Elem {
+    pub value: String,
+    pub comment: Option<String>,
+}
+
+impl Elem {
+    fn value(value: String) -> Elem {
+        Elem { value, comment: None }
+    }
+
+    fn commented(value: String, comment: &str) -> Elem {
+        Elem { value, comment: Some(clean_comment(comment)) }
+    }
+}
 
 /// The objects one Service owns in the table.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ServiceObjects {
-    /// Chain name → its rules, in order.
+    /// Chain name → its rules, in order (Services with affinity only).
     pub chains: BTreeMap<String, Vec<Rule>>,
     /// Affinity set name → its declaration.
     pub sets: BTreeMap<String, SetDecl>,
-    /// (set or map, key) → value (empty for plain sets), in nft's element syntax: the text the
-    /// snapshot tests and the delta compare. The netlink encoder parses them by the declared
-    /// data types of their set, as nft does.
-    pub elements: BTreeMap<(&'static str, String), String>,
+    /// (set or map, key) → value and comment, in nft's element syntax: the text the snapshot
+    /// tests and the delta compare. The netlink encoder parses them by the declared data types
+    /// of their set, as nft does.
+    pub elements: BTreeMap<(&'static str, String), Elem>,
     /// Endpoint addresses that need the hairpin masquerade (shared between Services, so the
     /// caller counts references).
     pub hairpin: BTreeSet<Ipv4Addr>,
+    /// The pick classes (endpoint counts) this Service's sets use (shared, counted by the
+    /// caller).
+    pub classes: BTreeSet<u32>,
 }
 
 /// A short stable hash, as kube-proxy's chain names carry (base32 of a hash of the port's
@@ -70,7 +138,9 @@ fn port_id(sp: &ServicePort) -> String {
     format!("{}/{}/{}/{}", sp.service.namespace, sp.service.name, sp.protocol.as_str(), sp.port_name)
 }
 
-fn chain_name(prefix: &str, sp: &ServicePort) -> String {
+/// The name of a service port's endpoint set: the identity its number is allocated to, and
+/// the chain's name when the Service has affinity.
+fn set_name(prefix: &str, sp: &ServicePort) -> String {
     let id = port_id(sp);
     format!("{prefix}-{}-{id}", short_hash(&format!("{prefix}{id}")))
 }
@@ -85,184 +155,153 @@ fn affinity_set(sp: &ServicePort, ep: &Backend, timeout: u32) -> String {
     format!("affinity-{}", short_hash(&format!("{id}/{timeout}")))
 }
 
-/// Endpoint slots per service port in the `endpoints` map: a port's endpoints live at
-/// `id * SLOTS + i`. More endpoints than this are cut (with a warning by the caller).
-pub const SLOTS: u32 = 1 << 12;
+/// The chain that picks one of `n` endpoints.
+pub fn class_chain(n: u32) -> String {
+    format!("pick-{n}")
+}
 
-/// The rule(s) that pick one of `eps` and DNAT to it. `slot_base` is the first `endpoints` map
-/// key of this chain.
-///
-/// Why `ct mark` and one shared map: the kernel checks every element of a set each time a
-/// rule binds to it, and names anonymous sets by scanning the others, so 10,000 rules each
-/// with its own `numgen … map { … }` (or each bound to one shared map) costs seconds to load.
-/// Instead each service chain only writes a random slot into the connection's mark and jumps to
-/// the one rule (per protocol) that turns the mark into an address: 10,000 Services × 10
-/// endpoints load in well under a second.
-fn pick_rules(
-    sp: &ServicePort,
-    eps: &[Backend],
-    slot_base: u32,
-    o: &mut ServiceObjects,
-    rules: &mut Vec<Rule>,
-    comment: &str,
-) {
-    let proto = Value::Proto(sp.protocol);
-    if let Some(timeout) = sp.affinity_timeout {
-        for ep in eps {
-            rules.push(Rule::new(vec![
-                Stmt::InSet { keys: vec![Load::IpSaddr], set: affinity_set(sp, ep, timeout) },
-                Stmt::goto(&endpoint_chain(sp, ep)),
-            ]));
-        }
-        let arms = eps.iter().map(|ep| Verdict::Goto(endpoint_chain(sp, ep))).collect();
-        rules.push(Rule::new(vec![Stmt::NumgenVmap(arms)]).comment(comment));
-        return;
-    }
-    match eps {
-        [one] => {
-            rules.push(Rule::new(vec![Stmt::eq(Load::L4proto, proto), Stmt::Dnat(one.ip, one.port)]).comment(comment))
-        }
-        _ => {
-            let n = eps.len().min(SLOTS as usize);
-            for (i, ep) in eps.iter().take(n).enumerate() {
-                o.elements.insert((ENDPOINTS, (slot_base + i as u32).to_string()), format!("{} . {}", ep.ip, ep.port));
-            }
-            rules.push(
-                Rule::new(vec![
-                    Stmt::CtMarkSetNumgen { modulus: n as u32, offset: slot_base },
-                    Stmt::goto(ENDPOINT_DNAT),
-                ])
-                .comment(comment),
-            );
-        }
+/// The fixed objects of one pick class: its chain, the chain's one rule, and its element of
+/// `endpoint-classes` (key, verdict).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClassObjects {
+    pub chain: String,
+    pub rule: Rule,
+    pub key: String,
+    pub verdict: String,
+}
+
+pub fn class_objects(n: u32) -> ClassObjects {
+    let chain = class_chain(n);
+    ClassObjects {
+        rule: Rule::new(vec![
+            Stmt::L4protoIn(SERVICE_PROTOCOLS.to_vec()),
+            Stmt::DnatPick { modulus: n, map: ENDPOINTS.into() },
+        ]),
+        key: mark(set_ref(n, 0)),
+        verdict: format!("goto {chain}"),
+        chain,
     }
 }
 
-/// Renders the objects of one Service (all its ports). `ids` gives each chain that picks
-/// endpoints a number no other live chain has (its slots in the `endpoints` map).
-pub fn render_service(ports: &[ServicePort], node: &NodeContext, ids: &mut dyn FnMut(&str) -> u32) -> ServiceObjects {
+/// The classes that always exist.
+pub fn preset_classes() -> impl Iterator<Item = u32> {
+    1..=PRESET_CLASSES
+}
+
+/// Adds one endpoint set of `sp` to `o` and returns its reference. `prefix` tells the set of
+/// cluster-wide endpoints ("service") from the set of this node's ("local").
+fn endpoint_set(
+    sp: &ServicePort,
+    eps: &[Backend],
+    prefix: &str,
+    ids: &mut dyn FnMut(&str) -> u32,
+    o: &mut ServiceObjects,
+) -> u32 {
+    let name = set_name(prefix, sp);
+    let number = ids(&name);
+    let n = eps.len().min(MAX_ENDPOINTS as usize);
+    let Some(timeout) = sp.affinity_timeout else {
+        let r = set_ref(n as u32, number);
+        o.classes.insert(n as u32);
+        let key = mark(r);
+        for (i, ep) in eps.iter().take(n).enumerate() {
+            o.elements.insert((ENDPOINTS, format!("{key} . {i}")), Elem::value(format!("{} . {}", ep.ip, ep.port)));
+        }
+        return r;
+    };
+    // ClientIP affinity: kube-proxy's chains. A client with a live record goes back to its
+    // endpoint; a new one is spread by numgen, and the endpoint's chain writes the record.
+    // Sets are named by endpoint, so the cluster-wide and local chains share records.
+    let r = set_ref(0, number);
+    let mut rules = Vec::new();
+    for ep in eps.iter().take(n) {
+        rules.push(Rule::new(vec![
+            Stmt::InSet { keys: vec![Load::IpSaddr], set: affinity_set(sp, ep, timeout) },
+            Stmt::goto(&endpoint_chain(sp, ep)),
+        ]));
+        let set = affinity_set(sp, ep, timeout);
+        o.sets.insert(
+            set.clone(),
+            SetDecl {
+                key: vec![DataType::Ipv4Addr],
+                data: Vec::new(),
+                typeof_exprs: None,
+                dynamic: true,
+                timeout: Some(timeout),
+                size: None,
+                comment: None,
+            },
+        );
+        o.chains.insert(
+            endpoint_chain(sp, ep),
+            vec![
+                Rule::new(vec![Stmt::Update { set, key: Load::IpSaddr }]),
+                Rule::new(vec![Stmt::eq(Load::L4proto, Value::Proto(sp.protocol)), Stmt::Dnat(ep.ip, ep.port)]),
+            ],
+        );
+    }
+    let arms = eps.iter().take(n).map(|ep| Verdict::Goto(endpoint_chain(sp, ep))).collect();
+    rules.push(Rule::new(vec![Stmt::NumgenVmap(arms)]).comment(&sp.display_name()));
+    o.chains.insert(name.clone(), rules);
+    o.elements.insert((SESSION_AFFINITY, mark(r)), Elem::value(format!("goto {name}")));
+    r
+}
+
+/// Renders the objects of one Service (all its ports). `ids` gives each endpoint set a number
+/// no other live set has.
+pub fn render_service(ports: &[ServicePort], ids: &mut dyn FnMut(&str) -> u32) -> ServiceObjects {
     let mut o = ServiceObjects::default();
     for sp in ports {
         let proto = sp.protocol.as_str();
         let comment = sp.display_name();
-        let service_chain = chain_name("service", sp);
-        let local_chain = chain_name("local", sp);
-        let external_chain = chain_name("external", sp);
-
-        // Cluster-IP traffic from outside the pod network is masqueraded (the reply must come
-        // back through this node); the match on the address keeps external traffic that
-        // shares the chain (externalTrafficPolicy Local keeps its source) out of it.
-        let masq_from_outside: Vec<Rule> = sp
-            .cluster_ips
-            .iter()
-            .map(|vip| {
-                Rule::new(vec![
-                    Stmt::eq(Load::IpDaddr, Value::Addr(*vip)),
-                    Stmt::neq(Load::IpSaddr, Value::Net(node.pod_cidr)),
-                    Stmt::jump(MARK_FOR_MASQUERADE),
-                ])
-            })
-            .collect();
-        if !sp.cluster_endpoints.is_empty() {
-            let mut rules = masq_from_outside.clone();
-            let base = ids(&service_chain).wrapping_mul(SLOTS);
-            pick_rules(sp, &sp.cluster_endpoints, base, &mut o, &mut rules, &comment);
-            o.chains.insert(service_chain.clone(), rules);
-        }
-        let wants_local = sp.internal_local || (sp.external_local && sp.has_external());
-        if wants_local && !sp.local_endpoints.is_empty() {
-            let mut rules = masq_from_outside.clone();
-            let base = ids(&local_chain).wrapping_mul(SLOTS);
-            pick_rules(sp, &sp.local_endpoints, base, &mut o, &mut rules, &comment);
-            o.chains.insert(local_chain.clone(), rules);
-        }
-        if let Some(timeout) = sp.affinity_timeout {
-            let local_chain_used = wants_local && !sp.local_endpoints.is_empty();
-            let eps: BTreeSet<&Backend> =
-                sp.cluster_endpoints.iter().chain(sp.local_endpoints.iter().filter(|_| local_chain_used)).collect();
-            for ep in eps {
-                let set = affinity_set(sp, ep, timeout);
-                o.sets.insert(
-                    set.clone(),
-                    SetDecl {
-                        key: vec![DataType::Ipv4Addr],
-                        data: Vec::new(),
-                        dynamic: true,
-                        timeout: Some(timeout),
-                        comment: None,
-                    },
-                );
-                o.chains.insert(
-                    endpoint_chain(sp, ep),
-                    vec![
-                        Rule::new(vec![Stmt::Update { set, key: Load::IpSaddr }]),
-                        Rule::new(vec![Stmt::eq(Load::L4proto, Value::Proto(sp.protocol)), Stmt::Dnat(ep.ip, ep.port)]),
-                    ],
-                );
-            }
-        }
+        // The cluster-wide set serves cluster IPs (internalTrafficPolicy Cluster) and external
+        // traffic; this node's set serves the Local policies.
+        let cluster_used = !sp.internal_local || sp.has_external();
+        let local_used = sp.internal_local || (sp.external_local && sp.has_external());
+        let cluster_set = (cluster_used && !sp.cluster_endpoints.is_empty())
+            .then(|| endpoint_set(sp, &sp.cluster_endpoints, "service", ids, &mut o));
+        let local_set = (local_used && !sp.local_endpoints.is_empty())
+            .then(|| endpoint_set(sp, &sp.local_endpoints, "local", ids, &mut o));
         // Only a pod of this node can be both the client and the chosen endpoint.
         o.hairpin.extend(sp.local_endpoints.iter().map(|e| e.ip));
 
         // Cluster IPs.
+        let internal = if sp.internal_local { local_set } else { cluster_set };
         for vip in &sp.cluster_ips {
-            o.elements.insert((CLUSTER_IPS, vip.to_string()), String::new());
+            o.elements.insert((CLUSTER_IPS, vip.to_string()), Elem::default());
             let key = format!("{vip} . {proto} . {}", sp.port);
-            if !sp.internal_endpoints().is_empty() {
-                let target = if sp.internal_local { &local_chain } else { &service_chain };
-                o.elements.insert((SERVICE_IPS, key), format!("goto {}", target));
-            } else if sp.cluster_endpoints.is_empty() {
-                o.elements.insert((NO_ENDPOINT_SERVICES, key), "goto reject-chain".into());
-            } else {
+            match internal {
+                Some(r) => o.elements.insert((SERVICE_IPS, key), Elem::commented(mark(r), &comment)),
+                None if sp.cluster_endpoints.is_empty() => {
+                    o.elements.insert((NO_ENDPOINT_SERVICES, key), Elem::commented(String::new(), &comment))
+                }
                 // internalTrafficPolicy Local with endpoints only elsewhere: dropped, not
                 // refused (CIP-13).
-                o.elements.insert((NO_ENDPOINT_SERVICES, key), "drop".into());
-            }
+                None => o.elements.insert((NO_LOCAL_ENDPOINT_SERVICES, key), Elem::commented(String::new(), &comment)),
+            };
         }
 
         // External destinations: node port, external IPs, load-balancer IPs.
         if !sp.has_external() {
             continue;
         }
-        let external_ok = !sp.cluster_endpoints.is_empty();
-        if external_ok {
-            let mut rules = Vec::new();
-            if sp.external_local {
-                // Pods and the node itself are short-circuited to every endpoint (CIP-20);
-                // only traffic from outside keeps its source and stays on this node.
-                let from_node = || Stmt::eq(Load::FibType(FibAddr::Saddr), Value::Local);
-                rules.push(Rule::new(vec![
-                    Stmt::eq(Load::IpSaddr, Value::Net(node.pod_cidr)),
-                    Stmt::goto(&service_chain),
-                ]));
-                rules.push(Rule::new(vec![from_node(), Stmt::jump(MARK_FOR_MASQUERADE)]));
-                rules.push(Rule::new(vec![from_node(), Stmt::goto(&service_chain)]));
-                if sp.local_endpoints.is_empty() {
-                    rules.push(Rule::new(vec![Stmt::Verdict(Verdict::Drop)]).comment(&comment));
-                } else {
-                    rules.push(Rule::new(vec![Stmt::goto(&local_chain)]).comment(&comment));
-                }
-            } else {
-                rules.push(Rule::new(vec![Stmt::jump(MARK_FOR_MASQUERADE)]));
-                rules.push(Rule::new(vec![Stmt::goto(&service_chain)]).comment(&comment));
-            }
-            o.chains.insert(external_chain.clone(), rules);
+        let external = cluster_set.map(|r| if sp.external_local { r | LOCAL_POLICY } else { r });
+        if let (Some(c), Some(l), true) = (cluster_set, local_set, sp.external_local) {
+            o.elements.insert((LOCAL_ENDPOINT_SETS, mark(c)), Elem::value(mark(l)));
         }
         for ip in &sp.external_ips {
             let key = format!("{ip} . {proto} . {}", sp.port);
-            if external_ok {
-                o.elements.insert((SERVICE_IPS, key), format!("goto {}", external_chain));
-            } else {
-                o.elements.insert((NO_ENDPOINT_SERVICES, key), "goto reject-chain".into());
-            }
+            match external {
+                Some(r) => o.elements.insert((EXTERNAL_IPS, key), Elem::commented(mark(r), &comment)),
+                None => o.elements.insert((NO_ENDPOINT_SERVICES, key), Elem::commented(String::new(), &comment)),
+            };
         }
         if let Some(np) = sp.node_port {
             let key = format!("{proto} . {np}");
-            if external_ok {
-                o.elements.insert((SERVICE_NODEPORTS, key), format!("goto {}", external_chain));
-            } else {
-                o.elements.insert((NO_ENDPOINT_NODEPORTS, key), "goto reject-chain".into());
-            }
+            match external {
+                Some(r) => o.elements.insert((SERVICE_NODEPORTS, key), Elem::commented(mark(r), &comment)),
+                None => o.elements.insert((NO_ENDPOINT_NODEPORTS, key), Elem::commented(String::new(), &comment)),
+            };
         }
     }
     o
@@ -280,76 +319,97 @@ fn chain(name: &str, rules: Vec<Rule>) -> Chain {
     Chain { name: name.into(), hook: None, rules }
 }
 
-/// `<daddr> . meta l4proto . th dport vmap @map` and its node-port twin.
-fn service_lookups(ips: &str, nodeports: &str) -> Vec<Rule> {
-    let local_dest = || {
-        vec![
-            Stmt::eq(Load::FibType(FibAddr::Daddr), Value::Local),
-            Stmt::neq(
-                Load::IpDaddr,
-                Value::Net(ipnet::Ipv4Net::new(Ipv4Addr::new(127, 0, 0, 0), 8).unwrap_or_default()),
-            ),
-        ]
-    };
-    let mut node_port = local_dest();
-    node_port.push(Stmt::Vmap { keys: vec![Load::L4proto, Load::ThDport], map: nodeports.into() });
-    vec![
-        Rule::new(vec![Stmt::Vmap { keys: vec![Load::IpDaddr, Load::L4proto, Load::ThDport], map: ips.into() }]),
-        Rule::new(node_port),
-    ]
+fn not_loopback() -> Stmt {
+    Stmt::neq(Load::IpDaddr, Value::Net(ipnet::Ipv4Net::new(Ipv4Addr::new(127, 0, 0, 0), 8).unwrap_or_default()))
 }
 
-/// The table's fixed part: comment, sets and maps, base chains and the helper chains every
-/// Service jumps to.
-pub fn base(node: &NodeContext) -> BaseTable {
-    use DataType::{InetProto, InetService, Ipv4Addr as Addr, Mark, Verdict as V};
+/// A node port is any local address but loopback's (NP-06).
+fn local_dest() -> Stmt {
+    Stmt::eq(Load::FibType(FibAddr::Daddr), Value::Local)
+}
+
+fn frontend_key() -> Vec<Load> {
+    vec![Load::IpDaddr, Load::L4proto, Load::ThDport]
+}
+
+/// Element counts a full sync loads, by set: they size the sets (see [`SetDecl::size`]).
+pub type Counts = BTreeMap<&'static str, usize>;
+
+/// The size a set is declared with: twice what the full sync loads, so growth between full
+/// syncs fits; at least 8192. A delta that would go beyond it fails, and the full sync after it
+/// sizes the set again.
+pub fn capacity(count: usize) -> u32 {
+    u32::try_from((count.saturating_mul(2)).next_power_of_two()).unwrap_or(u32::MAX).max(1 << 13)
+}
+
+/// The table's fixed part: comment, sets and maps (sized for `counts`), base chains and the
+/// chains every Service goes through.
+pub fn base(node: &NodeContext, counts: &Counts) -> BaseTable {
+    use DataType::{InetProto, InetService, Integer, Ipv4Addr as Addr, Mark, Verdict as V};
     let pod = Value::Net(node.pod_cidr);
+    let sized =
+        |name: &'static str, decl: SetDecl| (name, decl.with_size(capacity(counts.get(name).copied().unwrap_or(0))));
+    let mut endpoints = SetDecl::new(
+        &[Mark, Integer],
+        &[Addr, InetService],
+        "Endpoints: endpoint set reference . index -> address . port",
+    );
+    endpoints.typeof_exprs =
+        Some((vec![TypeofExpr::CtMark, TypeofExpr::NumgenRandom(2)], vec![TypeofExpr::IpDaddr, TypeofExpr::ThDport]));
     let sets = vec![
-        (CLUSTER_IPS, SetDecl::new(&[Addr], &[], "Active ClusterIPs")),
-        (
+        sized(CLUSTER_IPS, SetDecl::new(&[Addr], &[], "Active ClusterIPs")),
+        sized(
             HAIRPIN,
             SetDecl::new(&[Addr, Addr], &[], "Endpoint addresses, as source . destination, for hairpin masquerade"),
         ),
-        (
-            SERVICE_IPS,
-            SetDecl::new(&[Addr, InetProto, InetService], &[V], "ClusterIP, ExternalIP and LoadBalancer IP traffic"),
-        ),
-        (
-            ENDPOINTS,
-            SetDecl::new(
-                &[Mark],
-                &[Addr, InetService],
-                "Endpoint slots: a service chain puts a random slot of its own in ct mark",
-            ),
-        ),
-        (SERVICE_NODEPORTS, SetDecl::new(&[InetProto, InetService], &[V], "NodePort traffic")),
-        (
-            NO_ENDPOINT_SERVICES,
+        sized(SERVICE_IPS, SetDecl::new(&[Addr, InetProto, InetService], &[Mark], "ClusterIP traffic -> endpoint set")),
+        sized(
+            EXTERNAL_IPS,
             SetDecl::new(
                 &[Addr, InetProto, InetService],
-                &[V],
-                "vmap to drop or reject packets to services with no endpoints",
+                &[Mark],
+                "ExternalIP and LoadBalancer IP traffic -> endpoint set (| 0x80000000: externalTrafficPolicy Local)",
             ),
         ),
-        (
-            NO_ENDPOINT_NODEPORTS,
+        sized(
+            SERVICE_NODEPORTS,
             SetDecl::new(
                 &[InetProto, InetService],
-                &[V],
-                "vmap to drop or reject packets to service nodeports with no endpoints",
+                &[Mark],
+                "NodePort traffic -> endpoint set (| 0x80000000: externalTrafficPolicy Local)",
             ),
         ),
+        sized(
+            NO_ENDPOINT_SERVICES,
+            SetDecl::new(&[Addr, InetProto, InetService], &[], "Services with no usable endpoint: rejected"),
+        ),
+        sized(
+            NO_LOCAL_ENDPOINT_SERVICES,
+            SetDecl::new(
+                &[Addr, InetProto, InetService],
+                &[],
+                "internalTrafficPolicy Local with endpoints on other nodes only: dropped",
+            ),
+        ),
+        sized(
+            NO_ENDPOINT_NODEPORTS,
+            SetDecl::new(&[InetProto, InetService], &[], "Service nodeports with no usable endpoint: rejected"),
+        ),
+        sized(
+            LOCAL_ENDPOINT_SETS,
+            SetDecl::new(&[Mark], &[Mark], "externalTrafficPolicy Local: endpoint set -> its endpoints on this node"),
+        ),
+        sized(ENDPOINT_CLASSES, SetDecl::new(&[Mark], &[V], "Endpoint count -> the chain that picks one")),
+        sized(
+            SESSION_AFFINITY,
+            SetDecl::new(&[Mark], &[V], "Endpoint sets of Services with ClientIP affinity -> their chains"),
+        ),
+        sized(ENDPOINTS, endpoints),
     ];
     let check = "service-endpoints-check";
     let cluster_check = "cluster-ips-check";
     let new_jump = |to: &str| Rule::new(vec![ct_state_new(), Stmt::jump(to)]);
-    let dnat_slot = |p| {
-        Rule::new(vec![
-            Stmt::eq(Load::L4proto, Value::Proto(p)),
-            Stmt::DnatMap { key: Load::CtMark, map: ENDPOINTS.into() },
-        ])
-    };
-    use crate::table::Protocol;
+    let from_node = || Stmt::eq(Load::FibType(FibAddr::Saddr), Value::Local);
     let chains = vec![
         base_chain("filter-input", ChainType::Filter, Hook::Input, -110, vec![new_jump(check)]),
         base_chain(
@@ -378,33 +438,58 @@ pub fn base(node: &NodeContext) -> BaseTable {
                 Rule::new(vec![Stmt::jump("masquerading")]),
                 Rule::new(vec![
                     Stmt::eq(Load::IpSaddr, pod.clone()),
-                    Stmt::neq(Load::IpDaddr, pod),
+                    Stmt::neq(Load::IpDaddr, pod.clone()),
                     Stmt::neq(Load::Oifname, Value::Iface("pier0".into())),
                     Stmt::Masquerade { fully_random: false },
                 ])
                 .comment("pod traffic leaving the node (the CNI's ipMasq)"),
             ],
         ),
-        chain(check, service_lookups(NO_ENDPOINT_SERVICES, NO_ENDPOINT_NODEPORTS)),
+        chain(
+            check,
+            vec![
+                Rule::new(vec![
+                    Stmt::InSet { keys: frontend_key(), set: NO_ENDPOINT_SERVICES.into() },
+                    Stmt::goto(REJECT_CHAIN),
+                ]),
+                Rule::new(vec![
+                    Stmt::InSet { keys: frontend_key(), set: NO_LOCAL_ENDPOINT_SERVICES.into() },
+                    Stmt::Verdict(Verdict::Drop),
+                ]),
+                Rule::new(vec![
+                    local_dest(),
+                    not_loopback(),
+                    Stmt::InSet { keys: vec![Load::L4proto, Load::ThDport], set: NO_ENDPOINT_NODEPORTS.into() },
+                    Stmt::goto(REJECT_CHAIN),
+                ]),
+            ],
+        ),
         chain(
             cluster_check,
             vec![
                 Rule::new(vec![
                     Stmt::InSet { keys: vec![Load::IpDaddr], set: CLUSTER_IPS.into() },
+                    Stmt::L4protoIn(SERVICE_PROTOCOLS.to_vec()),
                     Stmt::Reject(Reject::PortUnreachable),
                 ])
                 .comment("Reject traffic to invalid ports of ClusterIPs"),
+                // Nothing answers anything else (ping) on a cluster IP, as with kube-proxy's
+                // iptables mode: silence rather than an ICMP error.
+                Rule::new(vec![
+                    Stmt::InSet { keys: vec![Load::IpDaddr], set: CLUSTER_IPS.into() },
+                    Stmt::Verdict(Verdict::Drop),
+                ])
+                .comment("Drop other protocols to ClusterIPs"),
             ],
         ),
         chain(
-            "reject-chain",
+            REJECT_CHAIN,
             vec![
                 Rule::new(vec![Stmt::eq(Load::L4proto, Value::Proto(Protocol::Tcp)), Stmt::Reject(Reject::TcpReset)])
                     .comment(&format!("helper for @{NO_ENDPOINT_SERVICES} / @{NO_ENDPOINT_NODEPORTS}")),
                 Rule::new(vec![Stmt::Reject(Reject::PortUnreachable)]),
             ],
         ),
-        chain(ENDPOINT_DNAT, vec![dnat_slot(Protocol::Tcp), dnat_slot(Protocol::Udp), dnat_slot(Protocol::Sctp)]),
         chain(MARK_FOR_MASQUERADE, vec![Rule::new(vec![Stmt::MarkSet(MarkOp::Or, MASQ_MARK)])]),
         chain(
             "masquerading",
@@ -423,7 +508,77 @@ pub fn base(node: &NodeContext) -> BaseTable {
                 Rule::new(vec![Stmt::Masquerade { fully_random: true }]),
             ],
         ),
-        chain("services", service_lookups(SERVICE_IPS, SERVICE_NODEPORTS)),
+        // Each lookup leaves the endpoint set in ct mark for the chains below.
+        chain(
+            "services",
+            vec![
+                Rule::new(vec![
+                    Stmt::CtMarkSetMap { keys: frontend_key(), map: SERVICE_IPS.into() },
+                    Stmt::goto(CLUSTER_IP),
+                ]),
+                Rule::new(vec![
+                    Stmt::CtMarkSetMap { keys: frontend_key(), map: EXTERNAL_IPS.into() },
+                    Stmt::goto(EXTERNAL),
+                ]),
+                Rule::new(vec![
+                    local_dest(),
+                    not_loopback(),
+                    Stmt::CtMarkSetMap { keys: vec![Load::L4proto, Load::ThDport], map: SERVICE_NODEPORTS.into() },
+                    Stmt::goto(EXTERNAL),
+                ]),
+            ],
+        ),
+        chain(
+            CLUSTER_IP,
+            vec![
+                // From outside the pod network: the reply must come back through this node.
+                Rule::new(vec![Stmt::neq(Load::IpSaddr, pod.clone()), Stmt::jump(MARK_FOR_MASQUERADE)]),
+                Rule::new(vec![Stmt::goto(ENDPOINT_PICK)]),
+            ],
+        ),
+        chain(
+            EXTERNAL,
+            vec![
+                Rule::new(vec![
+                    Stmt::Match {
+                        load: Load::CtMark,
+                        mask: Some(LOCAL_POLICY),
+                        neq: false,
+                        value: Value::Int(LOCAL_POLICY),
+                    },
+                    Stmt::goto(EXTERNAL_LOCAL),
+                ]),
+                Rule::new(vec![Stmt::jump(MARK_FOR_MASQUERADE)]),
+                Rule::new(vec![Stmt::goto(ENDPOINT_PICK)]),
+            ],
+        ),
+        // externalTrafficPolicy Local: pods and the node itself are short-circuited to every
+        // endpoint (CIP-20); only traffic from outside keeps its source and stays on this node.
+        chain(
+            EXTERNAL_LOCAL,
+            vec![
+                Rule::new(vec![Stmt::CtMarkAnd(!LOCAL_POLICY)]),
+                Rule::new(vec![Stmt::eq(Load::IpSaddr, pod), Stmt::goto(ENDPOINT_PICK)]),
+                Rule::new(vec![from_node(), Stmt::jump(MARK_FOR_MASQUERADE)]),
+                Rule::new(vec![from_node(), Stmt::goto(ENDPOINT_PICK)]),
+                Rule::new(vec![
+                    Stmt::CtMarkSetMap { keys: vec![Load::CtMark], map: LOCAL_ENDPOINT_SETS.into() },
+                    Stmt::goto(ENDPOINT_PICK),
+                ]),
+                Rule::new(vec![Stmt::Verdict(Verdict::Drop)]).comment("no endpoint on this node"),
+            ],
+        ),
+        chain(
+            ENDPOINT_PICK,
+            vec![
+                Rule::new(vec![Stmt::MaskedVmap {
+                    load: Load::CtMark,
+                    mask: CLASS_MASK,
+                    map: ENDPOINT_CLASSES.into(),
+                }]),
+                Rule::new(vec![Stmt::Vmap { keys: vec![Load::CtMark], map: SESSION_AFFINITY.into() }]),
+            ],
+        ),
     ];
     BaseTable {
         comment: "pier: Service data plane (managed by pier; changes are overwritten)".into(),
@@ -432,11 +587,11 @@ pub fn base(node: &NodeContext) -> BaseTable {
     }
 }
 
-/// The base table as an nft `table { … }` block. `flush`-free: it is only ever created inside
-/// a transaction that first deleted the table.
-pub fn base_table(node: &NodeContext) -> String {
+/// The base table as an nft `table { … }` block, sized for `counts`. `flush`-free: it is only
+/// ever created inside a transaction that first deleted the table.
+pub fn base_table(node: &NodeContext, counts: &Counts) -> String {
     let mut out = String::new();
-    write_base(&mut out, &base(node));
+    write_base(&mut out, &base(node, counts));
     out
 }
 
@@ -475,6 +630,24 @@ fn write_base(out: &mut String, t: &BaseTable) {
     out.push_str("}\n");
 }
 
+/// One element of an `add element`: key, value (empty for a plain set) and comment.
+#[derive(Debug, Clone)]
+pub struct ElemRef<'a> {
+    pub key: Cow<'a, str>,
+    pub value: &'a str,
+    pub comment: Option<&'a str>,
+}
+
+impl<'a> ElemRef<'a> {
+    fn new(key: &'a str, e: &'a Elem) -> ElemRef<'a> {
+        ElemRef { key: Cow::Borrowed(key), value: &e.value, comment: e.comment.as_deref() }
+    }
+
+    fn plain(key: String) -> ElemRef<'a> {
+        ElemRef { key: Cow::Owned(key), value: "", comment: None }
+    }
+}
+
 /// One step of a transaction on pier's table. A full sync and a delta are both lists of these;
 /// the text and netlink encoders turn them into nft script lines and nf_tables messages.
 #[derive(Debug, Clone)]
@@ -489,8 +662,8 @@ pub enum Op<'a> {
     /// Deletes every rule of the chain.
     FlushChain(&'a str),
     AddRule(&'a str, &'a Rule),
-    /// Elements of a base set or map: (key, value), value empty for a plain set.
-    AddElements(&'static str, Vec<(Cow<'a, str>, &'a str)>),
+    /// Elements of a base set or map.
+    AddElements(&'static str, Vec<ElemRef<'a>>),
     DeleteElements(&'static str, Vec<Cow<'a, str>>),
     DeleteChain(&'a str),
     DeleteSet(&'a str),
@@ -500,11 +673,55 @@ fn hairpin_key(ip: &Ipv4Addr) -> String {
     format!("{ip} . {ip}")
 }
 
+/// How many elements each set gets from `services` and `classes` (the sizes of a full sync).
+pub fn counts<'a>(services: impl IntoIterator<Item = &'a ServiceObjects>, classes: usize) -> Counts {
+    let mut counts = Counts::new();
+    let mut hairpin: BTreeSet<Ipv4Addr> = BTreeSet::new();
+    for o in services {
+        for (set, _) in o.elements.keys() {
+            *counts.entry(set).or_default() += 1;
+        }
+        hairpin.extend(&o.hairpin);
+    }
+    counts.insert(HAIRPIN, hairpin.len());
+    counts.insert(ENDPOINT_CLASSES, classes);
+    counts
+}
+
+/// Creates pick classes: chains, rules, then their `endpoint-classes` elements.
+pub fn class_add_ops(classes: &[ClassObjects]) -> Vec<Op<'_>> {
+    let mut ops: Vec<Op> = classes.iter().map(|c| Op::AddChain(&c.chain)).collect();
+    ops.extend(classes.iter().map(|c| Op::AddRule(&c.chain, &c.rule)));
+    if !classes.is_empty() {
+        let elements =
+            classes.iter().map(|c| ElemRef { key: Cow::Borrowed(&c.key), value: &c.verdict, comment: None }).collect();
+        ops.push(Op::AddElements(ENDPOINT_CLASSES, elements));
+    }
+    ops
+}
+
+/// Deletes pick classes no set uses any more: their elements first, then their chains.
+pub fn class_remove_ops(classes: &[ClassObjects]) -> Vec<Op<'_>> {
+    let mut ops = Vec::new();
+    if !classes.is_empty() {
+        ops.push(Op::DeleteElements(ENDPOINT_CLASSES, classes.iter().map(|c| Cow::Borrowed(c.key.as_str())).collect()));
+    }
+    ops.extend(classes.iter().map(|c| Op::FlushChain(&c.chain)));
+    ops.extend(classes.iter().map(|c| Op::DeleteChain(&c.chain)));
+    ops
+}
+
 /// One transaction that replaces the whole table: it is created, deleted and created again so
 /// the transaction works whether or not the table exists, and nothing sees a half-built table.
-pub fn full_ops<'a>(base: &'a BaseTable, services: impl IntoIterator<Item = &'a ServiceObjects>) -> Vec<Op<'a>> {
+/// `classes` are the pick classes to create (the presets and every class a Service uses).
+pub fn full_ops<'a>(
+    base: &'a BaseTable,
+    classes: &'a [ClassObjects],
+    services: impl IntoIterator<Item = &'a ServiceObjects>,
+) -> Vec<Op<'a>> {
     let services: Vec<&ServiceObjects> = services.into_iter().collect();
     let mut ops = vec![Op::ResetTable, Op::BaseTable(base)];
+    ops.extend(class_add_ops(classes));
     for o in &services {
         for (name, decl) in &o.sets {
             ops.push(Op::AddSet(name, decl));
@@ -522,18 +739,18 @@ pub fn full_ops<'a>(base: &'a BaseTable, services: impl IntoIterator<Item = &'a 
     let mut seen_keys: HashSet<(&str, &str), BuildHasherDefault<WordHasher>> = HashSet::default();
     seen_keys.reserve(services.iter().map(|o| o.elements.len()).sum());
     let mut hairpin: BTreeSet<Ipv4Addr> = BTreeSet::new();
-    let mut by_set: BTreeMap<&'static str, Vec<(Cow<str>, &str)>> = BTreeMap::new();
+    let mut by_set: BTreeMap<&'static str, Vec<ElemRef>> = BTreeMap::new();
     for o in &services {
-        for ((set, key), value) in &o.elements {
+        for ((set, key), e) in &o.elements {
             // Two Services claiming one address and port (e.g. the same external IP): the
             // first one keeps it rather than failing the whole table.
             if seen_keys.insert((set, key)) {
-                by_set.entry(set).or_default().push((Cow::Borrowed(key.as_str()), value.as_str()));
+                by_set.entry(set).or_default().push(ElemRef::new(key, e));
             }
         }
         hairpin.extend(&o.hairpin);
     }
-    by_set.entry(HAIRPIN).or_default().extend(hairpin.iter().map(|ip| (Cow::Owned(hairpin_key(ip)), "")));
+    by_set.entry(HAIRPIN).or_default().extend(hairpin.iter().map(|ip| ElemRef::plain(hairpin_key(ip))));
     for (set, elements) in by_set {
         if !elements.is_empty() {
             ops.push(Op::AddElements(set, elements));
@@ -544,7 +761,8 @@ pub fn full_ops<'a>(base: &'a BaseTable, services: impl IntoIterator<Item = &'a 
 
 /// One transaction moving one Service from `old` to `new` objects, touching nothing else.
 /// `hairpin_add` / `hairpin_remove` are the endpoint addresses whose reference count went
-/// from 0 to 1 and from 1 to 0 with this change. Empty when nothing changes.
+/// from 0 to 1 and from 1 to 0 with this change. Empty when nothing changes. (Pick classes
+/// the change needs or frees are the caller's: [`class_add_ops`], [`class_remove_ops`].)
 pub fn delta_ops<'a>(
     old: &'a ServiceObjects,
     new: &'a ServiceObjects,
@@ -573,22 +791,27 @@ pub fn delta_ops<'a>(
             None => ops.extend(rules.iter().map(|r| Op::AddRule(name, r))),
         }
     }
-    for ((set, key), value) in &old.elements {
-        if new.elements.get(&(*set, key.clone())) != Some(value) {
-            ops.push(Op::DeleteElements(set, vec![Cow::Borrowed(key)]));
+    // A changed value or comment is a deletion and an addition of the same key.
+    let mut deleted: BTreeMap<&'static str, Vec<Cow<str>>> = BTreeMap::new();
+    for ((set, key), e) in &old.elements {
+        if new.elements.get(&(*set, key.clone())) != Some(e) {
+            deleted.entry(set).or_default().push(Cow::Borrowed(key));
         }
     }
-    for ((set, key), value) in &new.elements {
-        if old.elements.get(&(*set, key.clone())) != Some(value) {
-            ops.push(Op::AddElements(set, vec![(Cow::Borrowed(key), value)]));
+    let mut added: BTreeMap<&'static str, Vec<ElemRef>> = BTreeMap::new();
+    for ((set, key), e) in &new.elements {
+        if old.elements.get(&(*set, key.clone())) != Some(e) {
+            added.entry(set).or_default().push(ElemRef::new(key, e));
         }
     }
     for ip in hairpin_remove {
-        ops.push(Op::DeleteElements(HAIRPIN, vec![Cow::Owned(hairpin_key(ip))]));
+        deleted.entry(HAIRPIN).or_default().push(Cow::Owned(hairpin_key(ip)));
     }
     for ip in hairpin_add {
-        ops.push(Op::AddElements(HAIRPIN, vec![(Cow::Owned(hairpin_key(ip)), "")]));
+        added.entry(HAIRPIN).or_default().push(ElemRef::plain(hairpin_key(ip)));
     }
+    ops.extend(deleted.into_iter().map(|(set, keys)| Op::DeleteElements(set, keys)));
+    ops.extend(added.into_iter().map(|(set, elements)| Op::AddElements(set, elements)));
     // Chains that go away may jump to each other: empty them all before deleting any.
     let gone: Vec<&String> = old.chains.keys().filter(|n| !new.chains.contains_key(*n)).collect();
     ops.extend(gone.iter().map(|n| Op::FlushChain(n)));
@@ -599,6 +822,17 @@ pub fn delta_ops<'a>(
         }
     }
     ops
+}
+
+/// One element in nft's syntax: `key [comment "…"] [: value]`.
+fn write_element(out: &mut String, e: &ElemRef) {
+    out.push_str(&e.key);
+    if let Some(c) = e.comment {
+        let _ = write!(out, " comment \"{c}\"");
+    }
+    if !e.value.is_empty() {
+        let _ = write!(out, " : {}", e.value);
+    }
 }
 
 /// The text encoder: the operations as an nft script (one transaction under `nft -f`).
@@ -627,13 +861,11 @@ pub fn script(ops: &[Op]) -> String {
             Op::AddElements(set, elements) => {
                 for chunk in elements.chunks(4096) {
                     let _ = write!(out, "add element {FAMILY} {TABLE} {set} {{ ");
-                    for (i, (key, value)) in chunk.iter().enumerate() {
-                        let sep = if i > 0 { ", " } else { "" };
-                        if value.is_empty() {
-                            let _ = write!(out, "{sep}{key}");
-                        } else {
-                            let _ = write!(out, "{sep}{key} : {value}");
+                    for (i, e) in chunk.iter().enumerate() {
+                        if i > 0 {
+                            out.push_str(", ");
                         }
+                        write_element(&mut out, e);
                     }
                     out.push_str(" }\n");
                 }
@@ -654,11 +886,14 @@ pub fn script(ops: &[Op]) -> String {
     out
 }
 
-/// The full sync as an nft script.
+/// The full sync of `services` as an nft script (the preset classes and every class they use).
 pub fn full_script<'a>(node: &NodeContext, services: impl IntoIterator<Item = &'a ServiceObjects>) -> String {
-    let base = base(node);
     let services: Vec<&ServiceObjects> = services.into_iter().collect();
-    script(&full_ops(&base, services))
+    let classes: BTreeSet<u32> =
+        preset_classes().chain(services.iter().flat_map(|o| o.classes.iter().copied())).collect();
+    let classes: Vec<ClassObjects> = classes.into_iter().map(class_objects).collect();
+    let base = base(node, &counts(services.iter().copied(), classes.len()));
+    script(&full_ops(&base, &classes, services))
 }
 
 /// A fast non-cryptographic hasher for de-duplicating element keys (SipHash was a fifth of a

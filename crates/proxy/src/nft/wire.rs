@@ -10,8 +10,8 @@
 
 use std::net::Ipv4Addr;
 
-use super::ir::{BaseTable, DataType, FibAddr, Load, MarkOp, Reject, Rule, SetDecl, Stmt, Value, Verdict};
-use super::render::{Op, TABLE};
+use super::ir::{BaseTable, DataType, FibAddr, Load, MarkOp, Reject, Rule, SetDecl, Stmt, TypeofExpr, Value, Verdict};
+use super::render::{ElemRef, Op, TABLE};
 use crate::table::Protocol;
 
 // linux/netlink.h
@@ -75,6 +75,7 @@ const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
 const NFTA_SET_ELEM_LIST_SET_ID: u16 = 4;
 const NFTA_SET_ELEM_KEY: u16 = 1;
 const NFTA_SET_ELEM_DATA: u16 = 2;
+const NFTA_SET_ELEM_USERDATA: u16 = 6;
 const NFTA_DATA_VALUE: u16 = 1;
 const NFTA_DATA_VERDICT: u16 = 2;
 const NFTA_VERDICT_CODE: u16 = 1;
@@ -108,12 +109,22 @@ const UDATA_SET_DATA_INTERVAL: u8 = 6;
 const UDATA_SET_COMMENT: u8 = 7;
 const UDATA_SET_TYPEOF_EXPR: u8 = 0;
 const UDATA_SET_TYPEOF_DATA: u8 = 1;
+const UDATA_SET_ELEM_COMMENT: u8 = 0;
 // nft's own enums as it stores them in set userdata.
 const BYTEORDER_INVALID: u32 = 0;
 const BYTEORDER_HOST: u32 = 1;
 const BYTEORDER_BIG: u32 = 2;
 const EXPR_VERDICT: u32 = 1;
+const EXPR_PAYLOAD: u32 = 7;
+const EXPR_META: u32 = 9;
+const EXPR_CT: u32 = 12;
 const EXPR_CONCAT: u32 = 13;
+const EXPR_NUMGEN: u32 = 23;
+// nft's protocol description numbers and header fields, as its `typeof` userdata names them.
+const PROTO_DESC_IP: u32 = 12;
+const PROTO_DESC_TH: u32 = 11;
+const IPHDR_DADDR: u32 = 12;
+const THDR_DPORT: u32 = 2;
 /// A set element list is one attribute, and attribute lengths are 16 bits: element messages
 /// are cut well below that.
 const ELEMENTS_PER_MESSAGE_BYTES: usize = 48 * 1024;
@@ -159,7 +170,13 @@ impl DataType {
                 n => n.parse().ok()?,
             }),
             DataType::InetService => out.extend_from_slice(&s.parse::<u16>().ok()?.to_be_bytes()),
-            DataType::Mark | DataType::Integer => out.extend_from_slice(&s.parse::<u32>().ok()?.to_ne_bytes()),
+            DataType::Mark | DataType::Integer => {
+                let v = match s.strip_prefix("0x") {
+                    Some(hex) => u32::from_str_radix(hex, 16).ok()?,
+                    None => s.parse::<u32>().ok()?,
+                };
+                out.extend_from_slice(&v.to_ne_bytes());
+            }
             DataType::Verdict => return None,
         }
         Some(())
@@ -399,8 +416,8 @@ fn lower_keys<'a>(keys: &[Load], out: &mut Vec<Expr<'a>>) -> u32 {
     REG_1
 }
 
-/// Lowers one statement. `anon_set` names the anonymous map a `numgen … vmap` binds to (the
-/// caller creates it in the same batch).
+/// Lowers one statement. `anon_set` is the batch's id of the anonymous set or map a
+/// `numgen … vmap` or `meta l4proto { … }` binds to (the caller creates it in the same batch).
 pub fn lower<'a>(stmt: &'a Stmt, anon_set: Option<u32>, out: &mut Vec<Expr<'a>>) {
     match stmt {
         Stmt::Match { load, mask, neq, value } => lower_match(*load, *mask, *neq, value, out),
@@ -412,12 +429,27 @@ pub fn lower<'a>(stmt: &'a Stmt, anon_set: Option<u32>, out: &mut Vec<Expr<'a>>)
             let sreg = lower_keys(keys, out);
             out.push(Expr::Lookup { sreg, set: map, set_id: None, dreg: Some(REG_VERDICT) });
         }
+        Stmt::MaskedVmap { load, mask, map } => {
+            lower_load(*load, REG_1, out);
+            out.push(Expr::Bitwise { reg: REG_1, mask: Data::u32_host(*mask), xor: Data::u32_host(0) });
+            out.push(Expr::Lookup { sreg: REG_1, set: map, set_id: None, dreg: Some(REG_VERDICT) });
+        }
         Stmt::NumgenVmap(arms) => {
             out.push(Expr::Numgen { dreg: REG_1, modulus: arms.len() as u32, offset: 0 });
             out.push(Expr::Lookup { sreg: REG_1, set: ANON_MAP, set_id: anon_set, dreg: Some(REG_VERDICT) });
         }
-        Stmt::CtMarkSetNumgen { modulus, offset } => {
-            out.push(Expr::Numgen { dreg: REG_1, modulus: *modulus, offset: *offset });
+        Stmt::L4protoIn(_) => {
+            lower_load(Load::L4proto, REG_1, out);
+            out.push(Expr::Lookup { sreg: REG_1, set: ANON_SET, set_id: anon_set, dreg: None });
+        }
+        Stmt::CtMarkSetMap { keys, map } => {
+            let sreg = lower_keys(keys, out);
+            out.push(Expr::Lookup { sreg, set: map, set_id: None, dreg: Some(REG_1) });
+            out.push(Expr::CtSet { key: NFT_CT_MARK, sreg: REG_1 });
+        }
+        Stmt::CtMarkAnd(mask) => {
+            lower_load(Load::CtMark, REG_1, out);
+            out.push(Expr::Bitwise { reg: REG_1, mask: Data::u32_host(*mask), xor: Data::u32_host(0) });
             out.push(Expr::CtSet { key: NFT_CT_MARK, sreg: REG_1 });
         }
         Stmt::MarkSet(op, x) => {
@@ -435,10 +467,12 @@ pub fn lower<'a>(stmt: &'a Stmt, anon_set: Option<u32>, out: &mut Vec<Expr<'a>>)
             out.push(Expr::Immediate { dreg: REG_2, data: Data::new(&port.to_be_bytes()) });
             out.push(Expr::Dnat { addr: REG_1, proto: REG_2, flags: Some(NF_NAT_RANGE_PROTO_SPECIFIED) });
         }
-        Stmt::DnatMap { key, map } => {
-            lower_load(*key, REG_1, out);
+        Stmt::DnatPick { modulus, map } => {
+            // The key `ct mark . numgen …` in two words; the data `ip daddr . th dport` comes
+            // back the same way, the port in the second word.
+            lower_load(Load::CtMark, REG_1, out);
+            out.push(Expr::Numgen { dreg: concat_reg(1), modulus: *modulus, offset: 0 });
             out.push(Expr::Lookup { sreg: REG_1, set: map, set_id: None, dreg: Some(REG_1) });
-            // The map's data is `ipv4_addr . inet_service`: the port lands in the next word.
             out.push(Expr::Dnat { addr: REG_1, proto: concat_reg(1), flags: None });
         }
         Stmt::Masquerade { fully_random } => {
@@ -501,8 +535,9 @@ fn lower_match<'a>(load: Load, mask: Option<u32>, neq: bool, value: &Value, out:
     out.push(Expr::Cmp { sreg: REG_1, neq, data });
 }
 
-/// The name nft gives an anonymous map; the kernel replaces `%d` with a free number.
+/// The names nft gives anonymous maps and sets; the kernel replaces `%d` with a free number.
 const ANON_MAP: &str = "__map%d";
+const ANON_SET: &str = "__set%d";
 
 /// A transaction under construction: a batch of nf_tables messages framed by BATCH_BEGIN and
 /// BATCH_END, each with its own sequence number so a failure can be traced to its message.
@@ -676,8 +711,8 @@ impl Batch {
             Op::AddRule(chain, rule) => self.rule(chain, rule)?,
             Op::AddElements(set, elements) => self.elements(set, elements)?,
             Op::DeleteElements(set, keys) => {
-                let pairs: Vec<(&str, &str)> = keys.iter().map(|k| (k.as_ref(), "")).collect();
-                self.element_messages(NFT_MSG_DELSETELEM, set, base_types(set)?, &pairs)?;
+                let triples: Vec<(&str, &str, Option<&str>)> = keys.iter().map(|k| (k.as_ref(), "", None)).collect();
+                self.element_messages(NFT_MSG_DELSETELEM, set, base_types(set)?, &triples)?;
             }
             Op::DeleteChain(name) => {
                 let mut m = self.msg(NFT_MSG_DELCHAIN, 0);
@@ -774,26 +809,38 @@ impl Batch {
         if let Some(t) = decl.timeout {
             m.attr(NFTA_SET_TIMEOUT, &(u64::from(t) * 1000).to_be_bytes());
         }
-        if let Some(n) = anon {
+        if let Some(n) = anon.or(decl.size) {
             let nest = m.begin(NFTA_SET_DESC);
             m.be32(NFTA_SET_DESC_SIZE, n);
             m.end(nest);
         }
         // What nft records so that `nft list` prints the types back.
         let mut u = Udata::default();
-        let key_order = if decl.key.len() > 1 { BYTEORDER_INVALID } else { decl.key[0].byteorder() };
-        u.u32(UDATA_SET_KEYBYTEORDER, key_order);
-        if decl.is_map() {
-            let data_order = if decl.data.len() > 1 { BYTEORDER_INVALID } else { decl.data[0].byteorder() };
-            u.u32(UDATA_SET_DATABYTEORDER, data_order);
-        }
-        if decl.key.len() > 1 {
-            u.typeof_expr(UDATA_SET_KEY_TYPEOF, EXPR_CONCAT);
-        }
-        if decl.data.len() > 1 {
-            u.typeof_expr(UDATA_SET_DATA_TYPEOF, EXPR_CONCAT);
-        } else if anon.is_some() && decl.data == [DataType::Verdict] {
-            u.typeof_expr(UDATA_SET_DATA_TYPEOF, EXPR_VERDICT);
+        if let Some((key, data)) = &decl.typeof_exprs {
+            let order = |e: &[TypeofExpr]| if e.len() == 1 { e[0].byteorder() } else { BYTEORDER_INVALID };
+            u.u32(UDATA_SET_KEYBYTEORDER, order(key));
+            if decl.is_map() {
+                u.u32(UDATA_SET_DATABYTEORDER, order(data));
+            }
+            u.put(UDATA_SET_KEY_TYPEOF, &typeof_udata(key));
+            if !data.is_empty() {
+                u.put(UDATA_SET_DATA_TYPEOF, &typeof_udata(data));
+            }
+        } else {
+            let key_order = if decl.key.len() > 1 { BYTEORDER_INVALID } else { decl.key[0].byteorder() };
+            u.u32(UDATA_SET_KEYBYTEORDER, key_order);
+            if decl.is_map() {
+                let data_order = if decl.data.len() > 1 { BYTEORDER_INVALID } else { decl.data[0].byteorder() };
+                u.u32(UDATA_SET_DATABYTEORDER, data_order);
+            }
+            if decl.key.len() > 1 {
+                u.typeof_expr(UDATA_SET_KEY_TYPEOF, EXPR_CONCAT);
+            }
+            if decl.data.len() > 1 {
+                u.typeof_expr(UDATA_SET_DATA_TYPEOF, EXPR_CONCAT);
+            } else if anon.is_some() && decl.data == [DataType::Verdict] {
+                u.typeof_expr(UDATA_SET_DATA_TYPEOF, EXPR_VERDICT);
+            }
         }
         if decl.is_map() {
             u.u32(UDATA_SET_DATA_INTERVAL, 0);
@@ -806,22 +853,41 @@ impl Batch {
     }
 
     fn rule(&mut self, chain: &str, rule: &Rule) -> Result<(), String> {
-        // An anonymous map goes into the batch just before the rule that binds it.
+        // An anonymous set or map goes into the batch just before the rule that binds it.
         let mut anon = None;
         for s in rule.stmts() {
+            if let Stmt::L4protoIn(protos) = s {
+                let decl = SetDecl {
+                    key: vec![DataType::InetProto],
+                    data: Vec::new(),
+                    typeof_exprs: Some((vec![TypeofExpr::MetaL4proto], Vec::new())),
+                    dynamic: false,
+                    timeout: None,
+                    size: None,
+                    comment: None,
+                };
+                let id = self.set(ANON_SET, &decl, Some(protos.len() as u32));
+                let keys: Vec<&str> = protos.iter().map(|p| p.as_str()).collect();
+                let elems: Vec<ElemValue> =
+                    keys.iter().map(|k| ElemValue { key: k, verdict: None, data: "", comment: None }).collect();
+                self.encode_elements(NFT_MSG_NEWSETELEM, ANON_SET, Some(id), &[DataType::InetProto], &[], &elems)?;
+                anon = Some(id);
+            }
             if let Stmt::NumgenVmap(arms) = s {
                 let decl = SetDecl {
                     key: vec![DataType::Integer],
                     data: vec![DataType::Verdict],
+                    typeof_exprs: None,
                     dynamic: false,
                     timeout: None,
+                    size: None,
                     comment: None,
                 };
                 let id = self.set(ANON_MAP, &decl, Some(arms.len() as u32));
                 let keys: Vec<String> = (0..arms.len()).map(|i| i.to_string()).collect();
                 let mut elems = Vec::with_capacity(arms.len());
                 for (k, v) in keys.iter().zip(arms) {
-                    elems.push(ElemValue { key: k, verdict: Some(v), data: "" });
+                    elems.push(ElemValue { key: k, verdict: Some(v), data: "", comment: None });
                 }
                 self.encode_elements(NFT_MSG_NEWSETELEM, ANON_MAP, Some(id), &[DataType::Integer], &[], &elems)?;
                 anon = Some(id);
@@ -847,9 +913,10 @@ impl Batch {
         Ok(())
     }
 
-    fn elements(&mut self, set: &str, elements: &[(std::borrow::Cow<str>, &str)]) -> Result<(), String> {
-        let pairs: Vec<(&str, &str)> = elements.iter().map(|(k, v)| (k.as_ref(), *v)).collect();
-        self.element_messages(NFT_MSG_NEWSETELEM, set, base_types(set)?, &pairs)
+    fn elements(&mut self, set: &str, elements: &[ElemRef]) -> Result<(), String> {
+        let triples: Vec<(&str, &str, Option<&str>)> =
+            elements.iter().map(|e| (e.key.as_ref(), e.value, e.comment)).collect();
+        self.element_messages(NFT_MSG_NEWSETELEM, set, base_types(set)?, &triples)
     }
 
     fn element_messages(
@@ -857,18 +924,18 @@ impl Batch {
         ty: u16,
         set: &str,
         (key, data): (&[DataType], &[DataType]),
-        pairs: &[(&str, &str)],
+        triples: &[(&str, &str, Option<&str>)],
     ) -> Result<(), String> {
         let mut verdicts = Vec::new();
         if data == [DataType::Verdict] && ty == NFT_MSG_NEWSETELEM {
-            for (_, v) in pairs {
+            for (_, v, _) in triples {
                 verdicts.push(parse_verdict(v).ok_or_else(|| format!("element of {set}: bad verdict {v:?}"))?);
             }
         }
-        let elems: Vec<ElemValue> = pairs
+        let elems: Vec<ElemValue> = triples
             .iter()
             .enumerate()
-            .map(|(i, (k, v))| ElemValue { key: k, verdict: verdicts.get(i), data: v })
+            .map(|(i, (k, v, c))| ElemValue { key: k, verdict: verdicts.get(i), data: v, comment: *c })
             .collect();
         let data = if ty == NFT_MSG_DELSETELEM { &[][..] } else { data };
         self.encode_elements(ty, set, None, key, data, &elems)
@@ -920,6 +987,11 @@ impl Batch {
                     m.attr(NFTA_DATA_VALUE, &scratch);
                     m.end(d);
                 }
+                if let Some(c) = e.comment {
+                    let mut u = Udata::default();
+                    u.str(UDATA_SET_ELEM_COMMENT, c);
+                    m.attr(NFTA_SET_ELEM_USERDATA, &u.0);
+                }
                 m.end(el);
                 used += 1;
             }
@@ -934,18 +1006,84 @@ struct ElemValue<'e> {
     key: &'e str,
     verdict: Option<&'e Verdict>,
     data: &'e str,
+    comment: Option<&'e str>,
+}
+
+impl TypeofExpr {
+    fn byteorder(self) -> u32 {
+        match self {
+            TypeofExpr::CtMark | TypeofExpr::NumgenRandom(_) | TypeofExpr::MetaL4proto => BYTEORDER_HOST,
+            TypeofExpr::IpDaddr | TypeofExpr::ThDport => BYTEORDER_BIG,
+        }
+    }
+
+    /// nft's userdata for one expression: its kind and what it reads.
+    fn udata(self) -> Udata {
+        let mut data = Udata::default();
+        let kind = match self {
+            TypeofExpr::CtMark => {
+                data.u32(0, NFT_CT_MARK);
+                data.u32(1, u32::MAX); // no direction
+                EXPR_CT
+            }
+            TypeofExpr::NumgenRandom(modulus) => {
+                data.u32(0, NFT_NG_RANDOM);
+                data.u32(1, modulus);
+                data.u32(2, 0); // offset
+                EXPR_NUMGEN
+            }
+            TypeofExpr::IpDaddr => {
+                data.u32(0, PROTO_DESC_IP);
+                data.u32(1, IPHDR_DADDR);
+                EXPR_PAYLOAD
+            }
+            TypeofExpr::ThDport => {
+                data.u32(0, PROTO_DESC_TH);
+                data.u32(1, THDR_DPORT);
+                EXPR_PAYLOAD
+            }
+            TypeofExpr::MetaL4proto => {
+                data.u32(0, NFT_META_L4PROTO);
+                EXPR_META
+            }
+        };
+        let mut u = Udata::default();
+        u.u32(UDATA_SET_TYPEOF_EXPR, kind);
+        u.put(UDATA_SET_TYPEOF_DATA, &data.0);
+        u
+    }
+}
+
+/// The `typeof` userdata of a key or data: one expression, or a concatenation whose parts are
+/// numbered in order.
+fn typeof_udata(exprs: &[TypeofExpr]) -> Vec<u8> {
+    if let [one] = exprs {
+        return one.udata().0;
+    }
+    let mut parts = Udata::default();
+    for (i, e) in exprs.iter().enumerate() {
+        parts.put(i as u8, &e.udata().0);
+    }
+    let mut u = Udata::default();
+    u.u32(UDATA_SET_TYPEOF_EXPR, EXPR_CONCAT);
+    u.put(UDATA_SET_TYPEOF_DATA, &parts.0);
+    u.0
 }
 
 /// The key and data types of a base set or map, by name.
 fn base_types(set: &str) -> Result<(&'static [DataType], &'static [DataType]), String> {
     use super::render::*;
-    use DataType::{InetProto as P, InetService as S, Ipv4Addr as A, Mark as M, Verdict as V};
+    use DataType::{InetProto as P, InetService as S, Integer as I, Ipv4Addr as A, Mark as M, Verdict as V};
     Ok(match set {
         CLUSTER_IPS => (&[A], &[]),
         HAIRPIN => (&[A, A], &[]),
-        SERVICE_IPS | NO_ENDPOINT_SERVICES => (&[A, P, S], &[V]),
-        SERVICE_NODEPORTS | NO_ENDPOINT_NODEPORTS => (&[P, S], &[V]),
-        ENDPOINTS => (&[M], &[A, S]),
+        SERVICE_IPS | EXTERNAL_IPS => (&[A, P, S], &[M]),
+        NO_ENDPOINT_SERVICES | NO_LOCAL_ENDPOINT_SERVICES => (&[A, P, S], &[]),
+        SERVICE_NODEPORTS => (&[P, S], &[M]),
+        NO_ENDPOINT_NODEPORTS => (&[P, S], &[]),
+        LOCAL_ENDPOINT_SETS => (&[M], &[M]),
+        ENDPOINT_CLASSES | SESSION_AFFINITY => (&[M], &[V]),
+        ENDPOINTS => (&[M, I], &[A, S]),
         other => return Err(format!("elements for unknown set {other}")),
     })
 }
