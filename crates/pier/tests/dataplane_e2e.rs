@@ -237,12 +237,19 @@ fn seed_sessions(mode: &str) {
     assert_eq!(String::from_utf8_lossy(&mode_answer.stdout), mode);
 
     if mode == "nftables" {
+        // Seed 004: `ping kubia` resolves to the cluster IP and gets no answer (a cluster IP
+        // means something only with a port), rather than an ICMP error.
+        let out = c.kubectl(&["exec", "client", "--", "ping", "-c", "2", "-W", "1", "kubia"]);
+        assert_ne!(out.code, 0, "{out:?}");
+        assert!(out.stdout.contains(&format!("PING kubia.default.svc.cluster.local ({ip})")), "{out:?}");
+        assert!(out.stdout.contains("2 packets transmitted, 0 received, 100% packet loss"), "{out:?}");
+
         let rules = c.command(common::pier_bin().to_str().unwrap()).args(["proxy", "rules"]).output().unwrap();
         let rules = String::from_utf8_lossy(&rules.stdout).into_owned();
         assert!(rules.contains("table ip pier"), "{rules}");
         assert!(rules.contains("comment \"default/kubia:http\""), "{rules}");
-        assert!(rules.contains(&format!("{ip} . tcp . 80 : goto service-")), "{rules}");
-        assert!(rules.contains("tcp . 30123 : goto external-"), "{rules}");
+        assert!(rules.contains(&format!("{ip} . tcp . 80 comment \"default/kubia:http\" : 0x")), "{rules}");
+        assert!(rules.contains("tcp . 30123 comment \"default/kubia-nodeport\" : 0x"), "{rules}");
 
         // Deleted out of band: restored by the next check.
         c.command("nft").args(["delete", "table", "ip", "pier"]).status().unwrap();
