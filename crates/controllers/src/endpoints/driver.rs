@@ -52,14 +52,7 @@ pub(crate) async fn run(
     forward_own(&ctx.services, queue.clone(), stop.clone(), move || resync(&services, &endpoints));
     let services = ctx.services.clone();
     forward(&ctx.pods, queue.clone(), stop.clone(), move |c| {
-        let state = services.state();
-        let svcs = state.iter().map(|s| s.as_ref());
-        match c {
-            Change::Applied { old: Some(old), new } if !endpointslice::pod_change_matters(old, new) => Vec::new(),
-            Change::Applied { old, new } => endpointslice::services_for_pod(svcs, &[old.as_deref(), Some(new)]),
-            Change::Deleted(pod) => endpointslice::services_for_pod(svcs, &[Some(pod)]),
-            Change::Resync => state.iter().map(|s| ObjectKey::of(&s.metadata)).collect(),
-        }
+        endpointslice::driver::services_for_pod_change(&services, c)
     });
     forward(&ctx.endpoints, queue.clone(), stop.clone(), move |c| match c {
         Change::Deleted(ep) => vec![ObjectKey::of(&ep.metadata)],

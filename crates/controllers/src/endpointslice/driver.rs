@@ -66,16 +66,7 @@ pub(crate) async fn run(
     let services = ctx.services.clone();
     forward_own(&ctx.services, queue.clone(), stop.clone(), move || all_services(&services));
     let services = ctx.services.clone();
-    forward(&ctx.pods, queue.clone(), stop.clone(), move |c| {
-        let state = services.state();
-        let svcs = state.iter().map(|s| s.as_ref());
-        match c {
-            Change::Applied { old: Some(old), new } if !super::pod_change_matters(old, new) => Vec::new(),
-            Change::Applied { old, new } => super::services_for_pod(svcs, &[old.as_deref(), Some(new)]),
-            Change::Deleted(pod) => super::services_for_pod(svcs, &[Some(pod)]),
-            Change::Resync => state.iter().map(|s| ObjectKey::of(&s.metadata)).collect(),
-        }
-    });
+    forward(&ctx.pods, queue.clone(), stop.clone(), move |c| services_for_pod_change(&services, c));
     forward(&ctx.slices, queue.clone(), stop.clone(), move |c| match c {
         Change::Applied { new, .. } => slice_service(new, CONTROLLER_NAME).into_iter().collect(),
         Change::Deleted(slice) => slice_service(slice, CONTROLLER_NAME).into_iter().collect(),
@@ -98,6 +89,24 @@ pub(crate) async fn run(
     let workers = config.endpointslice_workers;
     run_workers("endpointslice", queue, workers, stop, move |key| reconcile(ctx.clone(), key)).await;
     Ok(())
+}
+
+/// The Services a pod event concerns, as both endpoint controllers map pod events (upstream's
+/// `getPodServiceMemberships`). The cache is read only for a change that can move an endpoint:
+/// status noise is dropped before touching every Service.
+pub(crate) fn services_for_pod_change(services: &Informer<Service>, c: &Change<Pod>) -> Vec<ObjectKey> {
+    if let Change::Applied { old: Some(old), new } = c
+        && !super::pod_change_matters(old, new)
+    {
+        return Vec::new();
+    }
+    let state = services.state();
+    let svcs = state.iter().map(|s| s.as_ref());
+    match c {
+        Change::Applied { old, new } => super::services_for_pod(svcs, &[old.as_deref(), Some(new)]),
+        Change::Deleted(pod) => super::services_for_pod(svcs, &[Some(pod)]),
+        Change::Resync => state.iter().map(|s| ObjectKey::of(&s.metadata)).collect(),
+    }
 }
 
 async fn reconcile(ctx: Arc<Ctx>, key: ObjectKey) -> ReconcileResult {
