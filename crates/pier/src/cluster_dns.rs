@@ -9,11 +9,9 @@ use std::net::{IpAddr, SocketAddr};
 
 use anyhow::{Context, Result};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::Api;
 use kube::runtime::watcher;
 use pier_dns::{Server, ServerConfig, Zone, ZoneConfig, upstreams_from_resolv_conf};
+use pier_proxy::sync::{Event, service_events};
 
 /// Takes the address, binds the server and starts feeding the zone.
 pub fn start(client: &kube::Client, dns_ip: IpAddr, cluster_domain: &str, ttl: u32) -> Result<()> {
@@ -75,18 +73,9 @@ impl Relist {
     }
 }
 
-enum Event {
-    Service(Box<watcher::Event<Service>>),
-    Slice(Box<watcher::Event<EndpointSlice>>),
-}
-
 /// Applies every watch event to the zone.
 async fn feed(client: kube::Client, zone: Zone) {
-    let services = watcher(Api::<Service>::all(client.clone()), watcher::Config::default())
-        .map(|e| e.map(|e| Event::Service(Box::new(e))));
-    let slices = watcher(Api::<EndpointSlice>::all(client), watcher::Config::default())
-        .map(|e| e.map(|e| Event::Slice(Box::new(e))));
-    let mut events = futures::stream::select(services.boxed(), slices.boxed());
+    let mut events = service_events(client);
     let (mut svcs, mut slices) = (Relist::default(), Relist::default());
     while let Some(ev) = events.next().await {
         match ev {

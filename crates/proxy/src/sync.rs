@@ -114,9 +114,20 @@ impl LocalAddresses {
     }
 }
 
-enum Event {
+/// One event of the watch both node-side consumers of Services read (this loop and the
+/// node's cluster DNS).
+pub enum Event {
     Service(Box<watcher::Event<Service>>),
     Slice(Box<watcher::Event<EndpointSlice>>),
+}
+
+/// Every Service and EndpointSlice of the cluster, as one stream of watch events.
+pub fn service_events(client: kube::Client) -> futures::stream::BoxStream<'static, Result<Event, watcher::Error>> {
+    let services = watcher(Api::<Service>::all(client.clone()), watcher::Config::default())
+        .map(|e| e.map(|e| Event::Service(Box::new(e))));
+    let slices = watcher(Api::<EndpointSlice>::all(client), watcher::Config::default())
+        .map(|e| e.map(|e| Event::Slice(Box::new(e))));
+    futures::stream::select(services.boxed(), slices.boxed()).boxed()
 }
 
 /// The watched objects plus the bookkeeping of relists.
@@ -213,11 +224,7 @@ impl State {
 
 /// Runs the data plane until the process ends.
 pub async fn run(client: kube::Client, node: NodeContext, plane: Box<dyn DataPlane>, health: Arc<Health>) {
-    let services = watcher(Api::<Service>::all(client.clone()), watcher::Config::default())
-        .map(|e| e.map(|e| Event::Service(Box::new(e))));
-    let slices = watcher(Api::<EndpointSlice>::all(client), watcher::Config::default())
-        .map(|e| e.map(|e| Event::Slice(Box::new(e))));
-    let mut events = futures::stream::select(services.boxed(), slices.boxed());
+    let mut events = service_events(client);
     let mut state = State::default();
     let mut addresses = LocalAddresses::default();
     let mut plane = Some(plane);
