@@ -52,36 +52,11 @@ struct ServerArgs {
     /// `sqlite` (embedded, in the data dir) or `etcd://HOST:PORT[,HOST:PORT...]`.
     #[arg(long, default_value = "sqlite")]
     datastore: String,
-    /// Service CIDR; an IPv4,IPv6 pair makes the cluster dual-stack.
-    #[arg(long, default_value = "10.96.0.0/12")]
-    service_cidr: String,
-    /// Pod CIDR; each node gets a /24 of it.
-    #[arg(long, default_value = "10.244.0.0/16")]
-    pod_cidr: IpNet,
     /// Node port range, `FIRST-LAST`.
     #[arg(long, default_value = "30000-32767")]
     service_node_port_range: String,
-    #[arg(long, default_value = "cluster.local")]
-    cluster_domain: String,
-    /// TTL of the cluster DNS's answers for cluster names, in seconds.
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(0..=3600))]
-    cluster_dns_ttl: u32,
-    /// This node's IP (default: the address of the default-route interface, else the first
-    /// global IPv4 address).
-    #[arg(long)]
-    node_ip: Option<IpAddr>,
-    /// The Node's name (default: the host name).
-    #[arg(long)]
-    node_name: Option<String>,
-    /// `nftables` or `userspace`.
-    #[arg(long, default_value = "nftables")]
-    proxy_mode: String,
-    /// Where the data plane serves `/healthz` (kube-proxy's `--healthz-bind-address`).
-    #[arg(long, default_value = "0.0.0.0:10256")]
-    proxy_healthz_addr: SocketAddr,
-    /// Where the data plane serves `/metrics` (kube-proxy's `--metrics-bind-address`).
-    #[arg(long, default_value = "127.0.0.1:10249")]
-    proxy_metrics_addr: SocketAddr,
+    #[command(flatten)]
+    node: NodeFlags,
     /// CIDRs LoadBalancer Services get their IPs from.
     #[arg(long)]
     loadbalancer_ip_pool: Option<String>,
@@ -102,20 +77,31 @@ struct AgentArgs {
     /// Where this node keeps its pod runtime state.
     #[arg(long, default_value = "/var/lib/pier-agent")]
     data_dir: PathBuf,
-    #[arg(long)]
-    node_ip: Option<IpAddr>,
-    #[arg(long)]
-    node_name: Option<String>,
-    /// The cluster's pod CIDR; this node takes a free /24 of it.
-    #[arg(long, default_value = "10.244.0.0/16")]
-    pod_cidr: IpNet,
+    #[command(flatten)]
+    node: NodeFlags,
+}
+
+/// The flags of the node, the same for `pier server` and `pier agent`.
+#[derive(clap::Args, Debug, Clone)]
+struct NodeFlags {
+    /// Service CIDR; an IPv4,IPv6 pair makes the cluster dual-stack.
     #[arg(long, default_value = "10.96.0.0/12")]
     service_cidr: String,
+    /// The cluster's pod CIDR; each node takes a free /24 of it.
+    #[arg(long, default_value = "10.244.0.0/16")]
+    pod_cidr: IpNet,
     #[arg(long, default_value = "cluster.local")]
     cluster_domain: String,
     /// TTL of the cluster DNS's answers for cluster names, in seconds.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(0..=3600))]
     cluster_dns_ttl: u32,
+    /// This node's IP (default: the address of the default-route interface, else the first
+    /// global IPv4 address).
+    #[arg(long)]
+    node_ip: Option<IpAddr>,
+    /// The Node's name (default: the host name).
+    #[arg(long)]
+    node_name: Option<String>,
     /// `nftables` or `userspace`.
     #[arg(long, default_value = "nftables")]
     proxy_mode: String,
@@ -180,17 +166,40 @@ async fn shutdown_signal() {
     }
 }
 
-/// What a node needs beyond its Node object.
+/// What a node needs beyond its Node object: its flags, checked, and what follows from them.
 struct NodeArgs {
     data_dir: PathBuf,
     service_cidrs: Vec<IpNet>,
+    /// The kube-dns address: the tenth of the first service range.
     cluster_dns: IpAddr,
-    cluster_domain: String,
     cluster_pod_cidr: ipnet::Ipv4Net,
-    cluster_dns_ttl: u32,
-    proxy_mode: String,
-    proxy_healthz_addr: SocketAddr,
-    proxy_metrics_addr: SocketAddr,
+    flags: NodeFlags,
+}
+
+impl NodeArgs {
+    fn new(data_dir: &std::path::Path, flags: &NodeFlags) -> Result<NodeArgs> {
+        let service_cidrs = parse_cidrs(&flags.service_cidr)?;
+        check_proxy_mode(&flags.proxy_mode)?;
+        let cluster_pod_cidr = match flags.pod_cidr {
+            IpNet::V4(v4) => v4,
+            IpNet::V6(_) => bail!("--pod-cidr {}: an IPv4 CIDR is required", flags.pod_cidr),
+        };
+        Ok(NodeArgs {
+            data_dir: data_dir.to_path_buf(),
+            cluster_dns: pier_apiserver::alloc::IpAllocator::new(service_cidrs[0]).nth(10),
+            service_cidrs,
+            cluster_pod_cidr,
+            flags: flags.clone(),
+        })
+    }
+
+    /// `--node-name`, or the host name.
+    fn node_name(&self) -> Result<String> {
+        match &self.flags.node_name {
+            Some(n) => Ok(n.clone()),
+            None => default_node_name(),
+        }
+    }
 }
 
 /// Registers this machine as a Node and runs its pods; the same for `pier server` and
@@ -214,11 +223,12 @@ async fn run_node(
         node_name: node.name.clone(),
         node_ip: node.node_ip,
         cluster_dns: args.cluster_dns,
-        cluster_domain: args.cluster_domain.clone(),
+        cluster_domain: args.flags.cluster_domain.clone(),
     };
     tokio::spawn(pier_agent::pods::PodManager::new(client.clone(), machine.clone(), pod_config).run());
     start_proxy(client, &node.name, args)?;
-    if let Err(e) = cluster_dns::start(client, args.cluster_dns, &args.cluster_domain, args.cluster_dns_ttl) {
+    if let Err(e) = cluster_dns::start(client, args.cluster_dns, &args.flags.cluster_domain, args.flags.cluster_dns_ttl)
+    {
         tracing::error!(error = format!("{e:#}"), "the cluster DNS is not running");
     }
     Ok((machine, pod_cidr))
@@ -235,7 +245,7 @@ fn start_proxy(client: &kube::Client, node_name: &str, args: &NodeArgs) -> Resul
             IpAddr::V6(_) => Vec::new(),
         },
     };
-    let plane: Box<dyn pier_proxy::DataPlane> = match args.proxy_mode.as_str() {
+    let plane: Box<dyn pier_proxy::DataPlane> = match args.flags.proxy_mode.as_str() {
         "nftables" => Box::new(pier_proxy::nft::Nftables::new(node.clone())),
         "userspace" => {
             for cidr in &args.service_cidrs {
@@ -249,8 +259,8 @@ fn start_proxy(client: &kube::Client, node_name: &str, args: &NodeArgs) -> Resul
         other => bail!("--proxy-mode {other:?}: supported values: nftables, userspace"),
     };
     let health = Arc::new(pier_proxy::sync::Health::default());
-    let mode: &'static str = if args.proxy_mode == "userspace" { "userspace" } else { "nftables" };
-    for addr in [args.proxy_healthz_addr, args.proxy_metrics_addr] {
+    let mode: &'static str = if args.flags.proxy_mode == "userspace" { "userspace" } else { "nftables" };
+    for addr in [args.flags.proxy_healthz_addr, args.flags.proxy_metrics_addr] {
         let health = health.clone();
         tokio::spawn(async move {
             match tokio::net::TcpListener::bind(addr).await {
@@ -312,28 +322,13 @@ async fn agent(args: AgentArgs) -> Result<()> {
         }
     }
     let client = kube::Client::try_from(config)?;
-    let cidrs = parse_cidrs(&args.service_cidr)?;
-    check_proxy_mode(&args.proxy_mode)?;
-    let node_ip = args.node_ip.or_else(netinfo::detect_node_ip).context("no node IP: pass --node-ip")?;
-    let cluster_pod_cidr = match args.pod_cidr {
-        IpNet::V4(v4) => v4,
-        IpNet::V6(_) => bail!("--pod-cidr {}: an IPv4 CIDR is required", args.pod_cidr),
-    };
-    let name = match &args.node_name {
-        Some(n) => n.clone(),
-        None => default_node_name()?,
-    };
-    let node = pier_agent::node::NodeConfig { name, node_ip, cluster_pod_cidr, labels: Vec::new() };
-    let node_args = NodeArgs {
-        data_dir: args.data_dir.clone(),
-        service_cidrs: cidrs.clone(),
-        cluster_dns: pier_apiserver::alloc::IpAllocator::new(cidrs[0]).nth(10),
-        cluster_domain: args.cluster_domain.clone(),
-        cluster_pod_cidr,
-        cluster_dns_ttl: args.cluster_dns_ttl,
-        proxy_mode: args.proxy_mode.clone(),
-        proxy_healthz_addr: args.proxy_healthz_addr,
-        proxy_metrics_addr: args.proxy_metrics_addr,
+    let node_args = NodeArgs::new(&args.data_dir, &args.node)?;
+    let node_ip = args.node.node_ip.or_else(netinfo::detect_node_ip).context("no node IP: pass --node-ip")?;
+    let node = pier_agent::node::NodeConfig {
+        name: node_args.node_name()?,
+        node_ip,
+        cluster_pod_cidr: node_args.cluster_pod_cidr,
+        labels: Vec::new(),
     };
     std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
     let (_machine, pod_cidr) = run_node(&client, &node, &node_args).await?;
@@ -344,15 +339,15 @@ async fn agent(args: AgentArgs) -> Result<()> {
 }
 
 async fn server(args: ServerArgs) -> Result<()> {
-    let cidrs = parse_cidrs(&args.service_cidr)?;
+    let node_args = NodeArgs::new(&args.data_dir, &args.node)?;
+    let cidrs = node_args.service_cidrs.clone();
     let ports = parse_port_range(&args.service_node_port_range)?;
-    check_proxy_mode(&args.proxy_mode)?;
     let lb_pool = match &args.loadbalancer_ip_pool {
         Some(s) => parse_pool(s)?,
         None => Vec::new(),
     };
     std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
-    let node_ip = args.node_ip.or_else(netinfo::detect_node_ip).unwrap_or(IpAddr::from([127, 0, 0, 1]));
+    let node_ip = args.node.node_ip.or_else(netinfo::detect_node_ip).unwrap_or(IpAddr::from([127, 0, 0, 1]));
 
     let store: Arc<dyn pier_store::Store> = match args.datastore.as_str() {
         "sqlite" | "" => {
@@ -368,11 +363,9 @@ async fn server(args: ServerArgs) -> Result<()> {
     };
 
     let first_ip = pier_apiserver::alloc::IpAllocator::new(cidrs[0]).nth(1);
-    let dns_ip = pier_apiserver::alloc::IpAllocator::new(cidrs[0]).nth(10);
-    let cidrs_for_runtime = cidrs.clone();
     let mut dns_names: Vec<String> =
         vec!["localhost".into(), "kubernetes".into(), "kubernetes.default".into(), "kubernetes.default.svc".into()];
-    dns_names.push(format!("kubernetes.default.svc.{}", args.cluster_domain));
+    dns_names.push(format!("kubernetes.default.svc.{}", args.node.cluster_domain));
     let mut ips = vec![IpAddr::from([127, 0, 0, 1]), node_ip, first_ip];
     if !args.listen.ip().is_unspecified() {
         ips.push(args.listen.ip());
@@ -422,15 +415,12 @@ async fn server(args: ServerArgs) -> Result<()> {
     let client_config =
         kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default()).await?;
     let client = kube::Client::try_from(client_config)?;
-    let node_name = match &args.node_name {
-        Some(n) => n.clone(),
-        None => default_node_name()?,
+    let node = pier_agent::node::NodeConfig {
+        name: node_args.node_name()?,
+        node_ip,
+        cluster_pod_cidr: node_args.cluster_pod_cidr,
+        labels: Vec::new(),
     };
-    let cluster_pod_cidr = match args.pod_cidr {
-        IpNet::V4(v4) => v4,
-        IpNet::V6(_) => bail!("--pod-cidr {}: an IPv4 CIDR is required", args.pod_cidr),
-    };
-    let node = pier_agent::node::NodeConfig { name: node_name, node_ip, cluster_pod_cidr, labels: Vec::new() };
     tokio::spawn({
         let client = client.clone();
         async move {
@@ -440,17 +430,6 @@ async fn server(args: ServerArgs) -> Result<()> {
             }
         }
     });
-    let node_args = NodeArgs {
-        data_dir: args.data_dir.clone(),
-        service_cidrs: cidrs_for_runtime.clone(),
-        cluster_dns: dns_ip,
-        cluster_domain: args.cluster_domain.clone(),
-        cluster_pod_cidr,
-        cluster_dns_ttl: args.cluster_dns_ttl,
-        proxy_mode: args.proxy_mode.clone(),
-        proxy_healthz_addr: args.proxy_healthz_addr,
-        proxy_metrics_addr: args.proxy_metrics_addr,
-    };
     let (machine, pod_cidr) = run_node(&client, &node, &node_args).await?;
     api.set_node_streams(Arc::new(node_streams::LocalNode { machine, node_name: node.name.clone() }));
     api.set_ready(true);
