@@ -5,6 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
@@ -20,13 +21,21 @@ pub(crate) struct Balancer {
     choice: Choice,
     /// Index of the next round-robin pick, always `< backends.len()` when non-empty.
     cursor: usize,
-    affinity: Option<Affinity>,
+    /// ClientIP affinity: the pins of the frontend's affinity scope, shared with every other
+    /// frontend of that scope (one Service port's cluster IP, node port, external and
+    /// LoadBalancer IPs pin a client to the same endpoint, as upstream's per-endpoint
+    /// affinity sets do).
+    affinity: Option<SharedPins>,
 }
 
+/// Pins shared by the frontends of one affinity scope.
+pub(crate) type SharedPins = Arc<Mutex<Pins>>;
+
+/// ClientIP affinity state: which backend each recent client is pinned to.
 #[derive(Debug)]
-struct Affinity {
+pub(crate) struct Pins {
     timeout: Duration,
-    pins: HashMap<IpAddr, Pin>,
+    map: HashMap<IpAddr, Pin>,
     /// Expired pins are swept at most once per `timeout`, so the map stays bounded by the
     /// clients seen in the last two timeouts without a timer task.
     last_sweep: Instant,
@@ -44,6 +53,33 @@ impl Pin {
     }
 }
 
+impl Pins {
+    pub(crate) fn shared(timeout: Duration, now: Instant) -> SharedPins {
+        Arc::new(Mutex::new(Pins { timeout, map: HashMap::new(), last_sweep: now }))
+    }
+
+    pub(crate) fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+    }
+
+    /// Forgets every pin to a backend outside `live` (the union of the scope's backend
+    /// sets): a pin must not outlive its endpoint, as upstream deletes an endpoint's affinity
+    /// set with the endpoint.
+    pub(crate) fn retain_backends(&mut self, live: &HashSet<SocketAddr>) {
+        self.map.retain(|_, pin| live.contains(&pin.backend));
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+}
+
+pub(crate) fn lock(pins: &SharedPins) -> MutexGuard<'_, Pins> {
+    // The map is consistent after any panic that could happen while it is held.
+    pins.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 impl Balancer {
     pub(crate) fn new() -> Self {
         Balancer { backends: Vec::new(), choice: Choice::Random, cursor: 0, affinity: None }
@@ -59,13 +95,7 @@ impl Balancer {
 
     /// Replaces the configuration. Returns whether the backend set changed (order is
     /// ignored), which is what tells UDP sessions to re-check where they point.
-    pub(crate) fn set(
-        &mut self,
-        backends: &[SocketAddr],
-        choice: Choice,
-        affinity: Option<Duration>,
-        now: Instant,
-    ) -> bool {
+    pub(crate) fn set(&mut self, backends: &[SocketAddr], choice: Choice, affinity: Option<SharedPins>) -> bool {
         let mut deduped = Vec::with_capacity(backends.len());
         for backend in backends {
             if !deduped.contains(backend) {
@@ -80,26 +110,14 @@ impl Balancer {
         self.backends = deduped;
         self.choice = choice;
         self.cursor = if self.backends.is_empty() { 0 } else { self.cursor % self.backends.len() };
-
-        match (affinity, self.affinity.as_mut()) {
-            (None, _) => self.affinity = None,
-            (Some(timeout), Some(existing)) => existing.timeout = timeout,
-            (Some(timeout), None) => {
-                self.affinity = Some(Affinity { timeout, pins: HashMap::new(), last_sweep: now });
-            }
-        }
-        if changed && let Some(affinity) = self.affinity.as_mut() {
-            // A pin to a backend that left must not outlive it: the client gets a fresh
-            // choice on its next connection (upstream's per-endpoint affinity sets).
-            let live: HashSet<&SocketAddr> = self.backends.iter().collect();
-            affinity.pins.retain(|_, pin| live.contains(&pin.backend));
-        }
+        self.affinity = affinity;
         changed
     }
 
     /// Chooses a backend for a new connection or session from `client`, never one in
     /// `exclude` (backends that already failed for this connection). With affinity, a live
-    /// pin wins and is refreshed; otherwise the new choice becomes the client's pin.
+    /// pin to one of this frontend's backends wins and is refreshed; otherwise the new
+    /// choice becomes the client's pin.
     pub(crate) fn pick<R: Rng + ?Sized>(
         &mut self,
         client: IpAddr,
@@ -107,33 +125,36 @@ impl Balancer {
         exclude: &[SocketAddr],
         rng: &mut R,
     ) -> Option<SocketAddr> {
-        if let Some(affinity) = self.affinity.as_mut() {
-            if now.saturating_duration_since(affinity.last_sweep) >= affinity.timeout {
-                let timeout = affinity.timeout;
-                affinity.pins.retain(|_, pin| pin.alive(now, timeout));
-                affinity.last_sweep = now;
+        if let Some(pins) = &self.affinity {
+            let mut pins = lock(pins);
+            let timeout = pins.timeout;
+            if now.saturating_duration_since(pins.last_sweep) >= timeout {
+                pins.map.retain(|_, pin| pin.alive(now, timeout));
+                pins.last_sweep = now;
             }
-            if let Some(pin) = affinity.pins.get_mut(&client)
-                && pin.alive(now, affinity.timeout)
+            if let Some(pin) = pins.map.get_mut(&client)
+                && pin.alive(now, timeout)
                 && !exclude.contains(&pin.backend)
+                && self.backends.contains(&pin.backend)
             {
                 pin.last_used = now;
                 return Some(pin.backend);
             }
         }
         let chosen = self.choose(exclude, rng)?;
-        if let Some(affinity) = self.affinity.as_mut() {
-            affinity.pins.insert(client, Pin { backend: chosen, last_used: now });
+        if let Some(pins) = &self.affinity {
+            lock(pins).map.insert(client, Pin { backend: chosen, last_used: now });
         }
         Some(chosen)
     }
 
     /// Drops `client`'s pin if it points at `backend` (which just proved unreachable).
     pub(crate) fn unpin(&mut self, client: IpAddr, backend: SocketAddr) {
-        if let Some(affinity) = self.affinity.as_mut()
-            && affinity.pins.get(&client).is_some_and(|pin| pin.backend == backend)
-        {
-            affinity.pins.remove(&client);
+        if let Some(pins) = &self.affinity {
+            let mut pins = lock(pins);
+            if pins.map.get(&client).is_some_and(|pin| pin.backend == backend) {
+                pins.map.remove(&client);
+            }
         }
     }
 
@@ -167,12 +188,12 @@ impl Balancer {
 
     #[cfg(test)]
     fn pinned(&self, client: IpAddr) -> Option<SocketAddr> {
-        self.affinity.as_ref().and_then(|a| a.pins.get(&client)).map(|p| p.backend)
+        self.affinity.as_ref().and_then(|a| lock(a).map.get(&client).map(|p| p.backend))
     }
 
     #[cfg(test)]
     fn pin_count(&self) -> usize {
-        self.affinity.as_ref().map_or(0, |a| a.pins.len())
+        self.affinity.as_ref().map_or(0, |a| lock(a).map.len())
     }
 }
 
@@ -195,7 +216,7 @@ mod tests {
     fn balancer(n: u8, choice: Choice, affinity: Option<Duration>, now: Instant) -> Balancer {
         let mut b = Balancer::new();
         let backends: Vec<_> = (0..n).map(backend).collect();
-        b.set(&backends, choice, affinity, now);
+        b.set(&backends, choice, affinity.map(|t| Pins::shared(t, now)));
         b
     }
 
@@ -242,7 +263,8 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(7);
         let mut b = balancer(3, Choice::RoundRobin, Some(Duration::from_secs(100)), now);
         assert_eq!(b.pick(client(1), now, &[], &mut rng), Some(backend(0)));
-        assert!(b.set(&[backend(1), backend(2)], Choice::RoundRobin, Some(Duration::from_secs(100)), now));
+        let pins = b.affinity.clone();
+        assert!(b.set(&[backend(1), backend(2)], Choice::RoundRobin, pins));
         let again = b.pick(client(1), now, &[], &mut rng);
         assert!(again == Some(backend(1)) || again == Some(backend(2)));
         assert_eq!(b.pinned(client(1)), again);
@@ -264,11 +286,41 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(7);
         let mut b = balancer(2, Choice::Random, Some(Duration::from_secs(100)), now);
         b.pick(client(1), now, &[], &mut rng);
-        assert!(!b.set(&[backend(1), backend(0), backend(1)], Choice::Random, Some(Duration::from_secs(1)), now));
+        let pins = b.affinity.clone();
+        assert!(!b.set(&[backend(1), backend(0), backend(1)], Choice::Random, pins));
         assert_eq!(b.backends(), &[backend(1), backend(0)]);
         assert_eq!(b.pin_count(), 1);
-        b.set(&[backend(1), backend(0)], Choice::Random, None, now);
+        b.set(&[backend(1), backend(0)], Choice::Random, None);
         assert_eq!(b.pin_count(), 0);
+    }
+
+    #[test]
+    fn frontends_of_one_scope_share_their_pins() {
+        let now = Instant::now();
+        let mut rng = StdRng::seed_from_u64(7);
+        let pins = Pins::shared(Duration::from_secs(100), now);
+        let all: Vec<_> = (0..4).map(backend).collect();
+        let (mut cluster_ip, mut node_port) = (Balancer::new(), Balancer::new());
+        cluster_ip.set(&all, Choice::Random, Some(pins.clone()));
+        node_port.set(&all, Choice::Random, Some(pins.clone()));
+        for c in 1..=20 {
+            let first = cluster_ip.pick(client(c), now, &[], &mut rng);
+            for _ in 0..5 {
+                assert_eq!(node_port.pick(client(c), now, &[], &mut rng), first);
+                assert_eq!(cluster_ip.pick(client(c), now, &[], &mut rng), first);
+            }
+        }
+        // A frontend with fewer backends (externalTrafficPolicy: Local) never follows a pin
+        // to a backend it does not have: it chooses among its own and re-pins.
+        let mut local = Balancer::new();
+        local.set(&[backend(3)], Choice::Random, Some(pins.clone()));
+        for c in 1..=20 {
+            assert_eq!(local.pick(client(c), now, &[], &mut rng), Some(backend(3)));
+            assert_eq!(cluster_ip.pick(client(c), now, &[], &mut rng), Some(backend(3)));
+        }
+        // Pins to backends that left every frontend of the scope are forgotten.
+        lock(&pins).retain_backends(&[backend(0)].into_iter().collect());
+        assert_eq!(lock(&pins).len(), 0);
     }
 
     #[test]
@@ -358,7 +410,7 @@ mod tests {
             let mut b = Balancer::new();
             for n in sizes {
                 let backends: Vec<_> = (0..n).map(backend).collect();
-                b.set(&backends, Choice::RoundRobin, None, now);
+                b.set(&backends, Choice::RoundRobin, None);
                 let picked = b.pick(client(1), now, &[], &mut rng);
                 prop_assert_eq!(picked.is_some(), n > 0);
             }

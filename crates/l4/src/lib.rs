@@ -18,6 +18,7 @@
 //!     backends: vec!["10.244.1.5:8080".parse()?, "10.244.2.7:8080".parse()?],
 //!     choice: Choice::Random,
 //!     affinity: Some(Duration::from_secs(10_800)),
+//!     affinity_scope: Some("default/web:http".into()),
 //! };
 //! for (frontend, error) in proxy.sync(vec![web]) {
 //!     tracing::warn!(%frontend, %error, "not served; retried on the next sync");
@@ -87,6 +88,10 @@ pub struct Frontend {
     pub choice: Choice,
     /// `ClientIP` session affinity: the idle timeout after which a client's pin lapses.
     pub affinity: Option<Duration>,
+    /// Frontends with the same scope share their affinity pins, so that a client reaches
+    /// the same backend through any of them (a Service port's cluster IP, node port,
+    /// external and LoadBalancer IPs). `None`: the frontend's pins are its own.
+    pub affinity_scope: Option<String>,
 }
 
 impl Frontend {

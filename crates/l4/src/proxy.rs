@@ -5,7 +5,7 @@
 //! the per-frontend state shared with the serving tasks, and knows nothing of how bytes
 //! are forwarded.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -16,7 +16,7 @@ use tokio::runtime::Handle;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::balancer::Balancer;
+use crate::balancer::{self, Balancer, Pins, SharedPins};
 use crate::{Frontend, FrontendKey, L4Error, Protocol, ProxyConfig, socket, tcp, udp};
 
 /// State of one frontend shared by `sync` (writer) and its serving tasks (readers).
@@ -53,9 +53,9 @@ impl Shared {
         self.balancer().unpin(client, backend);
     }
 
-    fn update(&self, frontend: &Frontend) -> bool {
+    fn update(&self, frontend: &Frontend, pins: Option<SharedPins>) -> bool {
         let mut balancer = self.balancer();
-        let changed = balancer.set(&frontend.backends, frontend.choice, frontend.affinity, Instant::now());
+        let changed = balancer.set(&frontend.backends, frontend.choice, pins);
         if changed {
             self.generation.fetch_add(1, Ordering::AcqRel);
         }
@@ -71,7 +71,16 @@ pub struct Proxy {
     config: ProxyConfig,
     runtime: Handle,
     frontends: HashMap<FrontendKey, Running>,
+    /// ClientIP affinity pins per scope, shared by the scope's frontends.
+    pins: HashMap<Scope, SharedPins>,
     closing: watch::Sender<bool>,
+}
+
+/// Whose pins a frontend uses: its [`Frontend::affinity_scope`], or its own.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Scope {
+    Named(String),
+    Own(FrontendKey),
 }
 
 impl std::fmt::Debug for Proxy {
@@ -121,7 +130,7 @@ impl Proxy {
     /// A proxy whose tasks run on `runtime`; `sync` may then be called from any thread.
     pub fn on_runtime(config: ProxyConfig, runtime: Handle) -> Proxy {
         let (closing, _) = watch::channel(false);
-        Proxy { config, runtime, frontends: HashMap::new(), closing }
+        Proxy { config, runtime, frontends: HashMap::new(), pins: HashMap::new(), closing }
     }
 
     /// Makes the served set equal `desired`: binds new frontends, stops removed ones,
@@ -151,7 +160,17 @@ impl Proxy {
         });
 
         let _entered = self.runtime.enter();
+        let now = Instant::now();
+        // Per affinity scope in use: the union of its frontends' backends.
+        let mut scopes: HashMap<Scope, HashSet<SocketAddr>> = HashMap::new();
         for (key, frontend) in wanted {
+            let pins = frontend.affinity.map(|timeout| {
+                let scope = frontend.affinity_scope.clone().map_or(Scope::Own(key), Scope::Named);
+                let pins = self.pins.entry(scope.clone()).or_insert_with(|| Pins::shared(timeout, now)).clone();
+                balancer::lock(&pins).set_timeout(timeout);
+                scopes.entry(scope).or_default().extend(frontend.backends.iter().copied());
+                pins
+            });
             let running = self.frontends.entry(key).or_insert_with(|| Running {
                 shared: Arc::new(Shared {
                     key,
@@ -161,7 +180,7 @@ impl Proxy {
                 }),
                 serving: None,
             });
-            let has_backends = running.shared.update(&frontend);
+            let has_backends = running.shared.update(&frontend, pins);
             if running.serving.as_ref().is_some_and(|s| s.task.is_finished()) {
                 running.serving = None;
             }
@@ -181,6 +200,15 @@ impl Proxy {
                 }
             }
         }
+        // A scope no frontend uses is dropped; a pin whose backend left every frontend of
+        // its scope is forgotten.
+        self.pins.retain(|scope, pins| match scopes.get(scope) {
+            Some(live) => {
+                balancer::lock(pins).retain_backends(live);
+                true
+            }
+            None => false,
+        });
         errors
     }
 

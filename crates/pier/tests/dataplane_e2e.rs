@@ -66,10 +66,12 @@ kind: Service
 metadata:
   name: kubia-sticky
 spec:
+  type: NodePort
   sessionAffinity: ClientIP
   ports:
   - port: 80
     targetPort: 8080
+    nodePort: 30125
   selector:
     app: kubia
 ---
@@ -175,6 +177,9 @@ fn seed_sessions(mode: &str) {
     let answers = curl_n(&c, &format!("http://{sticky}"), 15);
     assert!(expected.contains(&answers[0]), "{answers:?}");
     assert!(answers.iter().all(|a| *a == answers[0]), "affinity broke: {answers:?}");
+    // The pin is the Service port's, whichever address the client comes in through.
+    let through_node_port = curl_n(&c, &format!("http://{NODE_IP}:30125"), 5);
+    assert!(through_node_port.iter().all(|a| *a == answers[0]), "{through_node_port:?} after {answers:?}");
 
     // NodePort 30123 from outside the node (the peer namespace), and from the node itself.
     let netns = c.netns.as_ref().unwrap();

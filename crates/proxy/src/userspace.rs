@@ -39,12 +39,15 @@ pub fn frontends(ports: &[ServicePort]) -> Vec<Frontend> {
             Protocol::Sctp => continue,
         };
         let affinity = sp.affinity_timeout.map(|t| Duration::from_secs(u64::from(t)));
+        // One pin table per Service port, whichever address the client came in through.
+        let scope = affinity.map(|_| format!("{}:{}/{protocol}", sp.service, sp.port_name));
         let frontend = |addr: SocketAddr, eps: &[Backend]| Frontend {
             addr,
             protocol,
             backends: addrs(eps),
             choice: Choice::Random,
             affinity,
+            affinity_scope: scope.clone(),
         };
         for vip in &sp.cluster_ips {
             out.push(frontend(SocketAddr::new(IpAddr::V4(*vip), sp.port), sp.internal_endpoints()));
