@@ -9,6 +9,49 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Service;
 
+/// What the variables need of a Service. The node's Service cache keeps these instead of the
+/// objects (a few hundred bytes against kilobytes: 30,000 Services must fit a node agent).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvService {
+    pub namespace: String,
+    pub name: String,
+    /// `spec.clusterIP`: empty or `None` for Services without one (they give no variables).
+    pub cluster_ip: String,
+    pub ports: Vec<EnvPort>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvPort {
+    pub name: Option<String>,
+    /// As written (`TCP` when unset).
+    pub protocol: String,
+    pub port: i32,
+}
+
+impl EnvService {
+    pub fn of(svc: &Service) -> EnvService {
+        let spec = svc.spec.as_ref();
+        let cluster_ip = spec.and_then(|s| s.cluster_ip.clone()).unwrap_or_default();
+        let has_ip = !cluster_ip.is_empty() && cluster_ip != "None";
+        EnvService {
+            namespace: svc.metadata.namespace.clone().unwrap_or_default(),
+            name: svc.metadata.name.clone().unwrap_or_default(),
+            ports: spec
+                .and_then(|s| s.ports.as_ref())
+                .filter(|_| has_ip)
+                .into_iter()
+                .flatten()
+                .map(|p| EnvPort {
+                    name: p.name.clone().filter(|n| !n.is_empty()),
+                    protocol: p.protocol.clone().unwrap_or_else(|| "TCP".into()),
+                    port: p.port,
+                })
+                .collect(),
+            cluster_ip,
+        }
+    }
+}
+
 /// `redis-master` → `REDIS_MASTER` (current kubelets map only `-`; dots and leading digits
 /// are left alone, as upstream does now).
 fn prefix(name: &str) -> String {
@@ -21,26 +64,24 @@ fn host_in_url(ip: &str) -> String {
 }
 
 /// The variables one Service contributes, in the kubelet's order.
-pub fn service_env(svc: &Service) -> Vec<(String, String)> {
-    let Some(spec) = &svc.spec else { return Vec::new() };
-    let ip = spec.cluster_ip.as_deref().unwrap_or("");
+pub fn service_env(svc: &EnvService) -> Vec<(String, String)> {
+    let ip = svc.cluster_ip.as_str();
     if ip.is_empty() || ip == "None" {
         return Vec::new();
     }
-    let Some(ports) = spec.ports.as_ref().filter(|p| !p.is_empty()) else { return Vec::new() };
-    let p = prefix(svc.metadata.name.as_deref().unwrap_or(""));
+    let Some(first) = svc.ports.first() else { return Vec::new() };
+    let p = prefix(&svc.name);
     let mut out =
-        vec![(format!("{p}_SERVICE_HOST"), ip.to_string()), (format!("{p}_SERVICE_PORT"), ports[0].port.to_string())];
-    for port in ports {
-        if let Some(name) = port.name.as_deref().filter(|n| !n.is_empty()) {
+        vec![(format!("{p}_SERVICE_HOST"), ip.to_string()), (format!("{p}_SERVICE_PORT"), first.port.to_string())];
+    for port in &svc.ports {
+        if let Some(name) = port.name.as_deref() {
             out.push((format!("{p}_SERVICE_PORT_{}", prefix(name)), port.port.to_string()));
         }
     }
-    let first = &ports[0];
-    let first_proto = first.protocol.as_deref().unwrap_or("TCP").to_lowercase();
+    let first_proto = first.protocol.to_lowercase();
     out.push((format!("{p}_PORT"), format!("{first_proto}://{}:{}", host_in_url(ip), first.port)));
-    for port in ports {
-        let proto_upper = port.protocol.as_deref().unwrap_or("TCP").to_uppercase();
+    for port in &svc.ports {
+        let proto_upper = port.protocol.to_uppercase();
         let proto = proto_upper.to_lowercase();
         let base = format!("{p}_PORT_{}_{proto_upper}", port.port);
         out.push((base.clone(), format!("{proto}://{}:{}", host_in_url(ip), port.port)));
@@ -54,25 +95,25 @@ pub fn service_env(svc: &Service) -> Vec<(String, String)> {
 /// The service variables for a pod in `namespace`: the `kubernetes` Service of `default`
 /// always, every Service of the namespace when `enable_service_links`; a Service named
 /// `kubernetes` in the pod's own namespace shadows the master one.
-pub fn pod_service_env(namespace: &str, enable_service_links: bool, services: &[Service]) -> BTreeMap<String, String> {
-    let mut chosen: BTreeMap<String, &Service> = BTreeMap::new();
+pub fn pod_service_env(
+    namespace: &str,
+    enable_service_links: bool,
+    services: &[EnvService],
+) -> BTreeMap<String, String> {
+    let mut chosen: BTreeMap<&str, &EnvService> = BTreeMap::new();
     for svc in services {
-        let ns = svc.metadata.namespace.as_deref().unwrap_or("");
-        let name = svc.metadata.name.as_deref().unwrap_or("");
-        if ns == namespace && enable_service_links {
-            chosen.insert(name.to_string(), svc);
-        } else if ns == "default" && name == "kubernetes" {
-            chosen.entry(name.to_string()).or_insert(svc);
+        if svc.namespace == namespace && enable_service_links {
+            chosen.insert(&svc.name, svc);
+        } else if svc.namespace == "default" && svc.name == "kubernetes" {
+            chosen.entry(&svc.name).or_insert(svc);
         }
     }
     // A same-namespace `kubernetes` replaces the master one: the insert above overwrites it
     // whichever comes first in `services`.
     if enable_service_links
-        && let Some(own) = services.iter().find(|s| {
-            s.metadata.namespace.as_deref() == Some(namespace) && s.metadata.name.as_deref() == Some("kubernetes")
-        })
+        && let Some(own) = services.iter().find(|s| s.namespace == namespace && s.name == "kubernetes")
     {
-        chosen.insert("kubernetes".into(), own);
+        chosen.insert("kubernetes", own);
     }
     chosen.values().flat_map(|s| service_env(s)).collect()
 }
@@ -114,12 +155,13 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    fn svc(ns: &str, name: &str, ip: &str, ports: serde_json::Value) -> Service {
-        serde_json::from_value(serde_json::json!({
+    fn svc(ns: &str, name: &str, ip: &str, ports: serde_json::Value) -> EnvService {
+        let s: Service = serde_json::from_value(serde_json::json!({
             "metadata": {"name": name, "namespace": ns},
             "spec": {"clusterIP": ip, "ports": ports}
         }))
-        .unwrap()
+        .unwrap();
+        EnvService::of(&s)
     }
 
     #[test]

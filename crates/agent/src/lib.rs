@@ -9,6 +9,7 @@ pub mod machine;
 pub mod node;
 pub mod pods;
 pub mod probes;
+pub mod services;
 
 /// Why the agent could not do something.
 #[derive(Debug, thiserror::Error)]

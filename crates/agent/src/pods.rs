@@ -13,13 +13,14 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
-use kube::runtime::{reflector, watcher};
+use kube::runtime::watcher;
 use serde_json::{Value, json};
 use tokio::sync::{Mutex, watch};
 
 use crate::envvars;
+use crate::services::ServiceCache;
 use crate::probes::{Handler, ProbeSpec, ProbeState};
 
 /// What the pod worker needs from the machine.
@@ -197,7 +198,7 @@ fn decode_secret(s: &Secret, key: &str) -> Option<String> {
 /// start must not cost a list of every Service in the cluster.
 pub async fn container_env(
     client: &kube::Client,
-    services: &reflector::Store<Service>,
+    services: &ServiceCache,
     pod: &Pod,
     container: &Container,
     pod_ip: Option<IpAddr>,
@@ -206,12 +207,7 @@ pub async fn container_env(
     let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
     let links = pod.spec.as_ref().and_then(|s| s.enable_service_links).unwrap_or(true);
     // The pod's namespace, plus `default` for the `kubernetes` Service.
-    let svcs: Vec<Service> = services
-        .state()
-        .iter()
-        .filter(|s| matches!(s.metadata.namespace.as_deref(), Some(n) if n == ns || n == "default"))
-        .map(|s| Service::clone(s))
-        .collect();
+    let svcs = services.for_namespace(&ns);
     let mut vars: BTreeMap<String, String> = envvars::pod_service_env(&ns, links, &svcs);
     let mut order: Vec<String> = vars.keys().cloned().collect();
     let set = |vars: &mut BTreeMap<String, String>, order: &mut Vec<String>, k: String, v: String| {
@@ -414,7 +410,7 @@ fn stamp_transitions(transitions: &mut HashMap<String, (String, String)>, status
 /// The node's pod loop.
 pub struct PodManager {
     client: kube::Client,
-    services: reflector::Store<Service>,
+    services: Arc<ServiceCache>,
     runtime: Arc<dyn PodRuntime>,
     cfg: PodConfig,
     workers: Mutex<HashMap<String, watch::Sender<Option<Pod>>>>,
@@ -423,14 +419,7 @@ pub struct PodManager {
 impl PodManager {
     /// Starts the node's Service cache (must run inside a tokio runtime).
     pub fn new(client: kube::Client, runtime: Arc<dyn PodRuntime>, cfg: PodConfig) -> Arc<Self> {
-        let (services, writer) = reflector::store();
-        let stream = reflector(writer, watcher(Api::<Service>::all(client.clone()), watcher::Config::default()));
-        tokio::spawn(stream.for_each(|ev| {
-            if let Err(e) = ev {
-                tracing::warn!(error = %e, "service cache watch failed; retrying");
-            }
-            futures::future::ready(())
-        }));
+        let services = ServiceCache::start(client.clone());
         Arc::new(PodManager { client, services, runtime, cfg, workers: Mutex::new(HashMap::new()) })
     }
 

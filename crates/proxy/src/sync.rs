@@ -18,7 +18,7 @@ use kube::Api;
 use kube::runtime::watcher;
 
 use crate::DataPlane;
-use crate::table::{NodeContext, ServiceKey, ServicePort, Snapshot};
+use crate::table::{NodeContext, ServiceInfo, ServiceKey, ServicePort, SliceInfo, Snapshot};
 
 /// How often the data plane is checked for out-of-band damage.
 const HEALTH_CHECK: Duration = Duration::from_secs(2);
@@ -136,8 +136,9 @@ struct State {
     snap: Snapshot,
     /// Slice (namespace, name) → the Service it was filed under.
     slice_owner: BTreeMap<(String, String), ServiceKey>,
-    relist_services: Option<BTreeMap<ServiceKey, Service>>,
-    relist_slices: Option<Vec<EndpointSlice>>,
+    relist_services: Option<BTreeMap<ServiceKey, ServiceInfo>>,
+    /// Each object is made compact as it arrives, so a relist never holds the objects.
+    relist_slices: Option<Vec<Slice>>,
     services_synced: bool,
     slices_synced: bool,
     dirty: BTreeSet<ServiceKey>,
@@ -147,25 +148,32 @@ fn slice_id(s: &EndpointSlice) -> (String, String) {
     (s.metadata.namespace.clone().unwrap_or_default(), s.metadata.name.clone().unwrap_or_default())
 }
 
+/// A slice as the node keeps it: its id, its Service and what the compiler reads.
+struct Slice {
+    id: (String, String),
+    owner: Option<ServiceKey>,
+    info: SliceInfo,
+}
+
+impl Slice {
+    fn of(s: &EndpointSlice) -> Slice {
+        Slice { id: slice_id(s), owner: Snapshot::owner_of(s), info: SliceInfo::of(s) }
+    }
+}
+
 impl State {
-    fn put_slice(&mut self, s: EndpointSlice) {
-        let id = slice_id(&s);
-        self.drop_slice(&id);
-        if let Some(owner) = Snapshot::owner_of(&s) {
+    fn put_slice(&mut self, s: Slice) {
+        self.drop_slice(&s.id);
+        if let Some(owner) = s.owner {
             self.dirty.insert(owner.clone());
-            self.slice_owner.insert(id.clone(), owner.clone());
-            self.snap.slices.entry(owner).or_default().insert(id.1, s);
+            self.slice_owner.insert(s.id.clone(), owner.clone());
+            self.snap.put_slice(owner, s.id.1, s.info);
         }
     }
 
     fn drop_slice(&mut self, id: &(String, String)) {
         if let Some(owner) = self.slice_owner.remove(id) {
-            if let Some(m) = self.snap.slices.get_mut(&owner) {
-                m.remove(&id.1);
-                if m.is_empty() {
-                    self.snap.slices.remove(&owner);
-                }
-            }
+            self.snap.remove_slice(&owner, &id.1);
             self.dirty.insert(owner);
         }
     }
@@ -176,7 +184,7 @@ impl State {
                 watcher::Event::Init => self.relist_services = Some(BTreeMap::new()),
                 watcher::Event::InitApply(s) => {
                     if let Some(r) = &mut self.relist_services {
-                        r.insert(ServiceKey::of(&s), s);
+                        r.insert(ServiceKey::of(&s), ServiceInfo::of(&s));
                     }
                 }
                 watcher::Event::InitDone => {
@@ -189,7 +197,7 @@ impl State {
                 watcher::Event::Apply(s) => {
                     let key = ServiceKey::of(&s);
                     self.dirty.insert(key.clone());
-                    self.snap.services.insert(key, s);
+                    self.snap.services.insert(key, ServiceInfo::of(&s));
                 }
                 watcher::Event::Delete(s) => {
                     let key = ServiceKey::of(&s);
@@ -201,7 +209,7 @@ impl State {
                 watcher::Event::Init => self.relist_slices = Some(Vec::new()),
                 watcher::Event::InitApply(s) => {
                     if let Some(r) = &mut self.relist_slices {
-                        r.push(s);
+                        r.push(Slice::of(&s));
                     }
                 }
                 watcher::Event::InitDone => {
@@ -215,7 +223,7 @@ impl State {
                     }
                     self.slices_synced = true;
                 }
-                watcher::Event::Apply(s) => self.put_slice(s),
+                watcher::Event::Apply(s) => self.put_slice(Slice::of(&s)),
                 watcher::Event::Delete(s) => self.drop_slice(&slice_id(&s)),
             },
         }

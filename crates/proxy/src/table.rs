@@ -152,18 +152,156 @@ impl ServicePort {
     }
 }
 
-/// Whether the proxy ignores this Service entirely (CIP-17, CIP-18): another proxy's, headless,
-/// ExternalName or without a cluster IP.
-pub fn skipped(svc: &Service) -> bool {
-    let labels = svc.metadata.labels.as_ref();
-    if SKIP_LABELS.iter().any(|l| labels.is_some_and(|m| m.contains_key(*l))) {
-        return true;
+/// What the compiler reads of a Service, taken from the object as it arrives. The node keeps
+/// these instead of the objects: a Service object with its metadata is kilobytes, this is a
+/// few hundred bytes, and 30,000 Services must fit a node agent in well under 100 MB.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ServiceInfo {
+    /// The proxy ignores this Service entirely (CIP-17, CIP-18): another proxy's, headless,
+    /// ExternalName or without a cluster IP.
+    pub skipped: bool,
+    pub cluster_ips: Vec<Ipv4Addr>,
+    /// `spec.externalIPs` plus the LoadBalancer ingress IPs (sorted, unique).
+    pub external_ips: Vec<Ipv4Addr>,
+    pub load_balancer_ips: Vec<Ipv4Addr>,
+    pub affinity_timeout: Option<u32>,
+    pub external_local: bool,
+    pub internal_local: bool,
+    /// Ports with a known protocol and a port number in range, in spec order.
+    pub ports: Vec<PortInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortInfo {
+    pub name: String,
+    pub protocol: Protocol,
+    pub port: u16,
+    pub node_port: Option<u16>,
+}
+
+/// What the compiler reads of an EndpointSlice (IPv4 slices only; others carry nothing).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SliceInfo {
+    pub ports: Vec<SlicePort>,
+    pub endpoints: Vec<EndpointInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlicePort {
+    pub name: String,
+    /// `None` for an unknown protocol (the port then matches no Service port).
+    pub protocol: Option<Protocol>,
+    /// `None` when missing, 0 or out of range (the port then serves nothing).
+    pub port: Option<u16>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointInfo {
+    /// The endpoint's first address: upstream defines no meaning for the others and
+    /// kube-proxy ignores them.
+    pub ip: Ipv4Addr,
+    pub ready: bool,
+    pub serving: bool,
+    pub terminating: bool,
+    pub node_name: Option<Box<str>>,
+}
+
+impl ServiceInfo {
+    pub fn of(svc: &Service) -> ServiceInfo {
+        let labels = svc.metadata.labels.as_ref();
+        let Some(spec) = &svc.spec else { return ServiceInfo { skipped: true, ..ServiceInfo::default() } };
+        let skipped = SKIP_LABELS.iter().any(|l| labels.is_some_and(|m| m.contains_key(*l)))
+            || spec.type_.as_deref() == Some("ExternalName")
+            || matches!(spec.cluster_ip.as_deref(), None | Some("") | Some("None"));
+        if skipped {
+            return ServiceInfo { skipped: true, ..ServiceInfo::default() };
+        }
+        let mut cluster_ips: Vec<Ipv4Addr> = match &spec.cluster_ips {
+            Some(ips) if !ips.is_empty() => ips.iter().filter_map(|s| parse_v4(s)).collect(),
+            _ => spec.cluster_ip.as_deref().and_then(parse_v4).into_iter().collect(),
+        };
+        cluster_ips.dedup();
+        let mut external_ips: BTreeSet<Ipv4Addr> =
+            spec.external_ips.iter().flatten().filter_map(|s| parse_v4(s)).collect();
+        let lb_ingress = svc.status.as_ref().and_then(|s| s.load_balancer.as_ref()).and_then(|lb| lb.ingress.as_ref());
+        let mut load_balancer_ips = BTreeSet::new();
+        if spec.type_.as_deref() == Some("LoadBalancer") {
+            for ing in lb_ingress.into_iter().flatten() {
+                // ipMode Proxy means the load balancer itself delivers to the node; only VIP is ours.
+                if ing.ip_mode.as_deref().is_none_or(|m| m == "VIP") {
+                    load_balancer_ips.extend(ing.ip.as_deref().and_then(parse_v4));
+                }
+            }
+        }
+        external_ips.extend(&load_balancer_ips);
+        let affinity_timeout = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
+            spec.session_affinity_config
+                .as_ref()
+                .and_then(|c| c.client_ip.as_ref())
+                .and_then(|c| c.timeout_seconds)
+                .and_then(|t| u32::try_from(t).ok())
+                .filter(|t| *t > 0)
+                .unwrap_or(10_800)
+        });
+        let ports = spec
+            .ports
+            .iter()
+            .flatten()
+            .filter_map(|sp| {
+                Some(PortInfo {
+                    name: sp.name.clone().unwrap_or_default(),
+                    protocol: Protocol::parse(sp.protocol.as_deref())?,
+                    port: u16::try_from(sp.port).ok()?,
+                    node_port: sp.node_port.and_then(|p| u16::try_from(p).ok()).filter(|p| *p != 0),
+                })
+            })
+            .collect();
+        ServiceInfo {
+            skipped: false,
+            cluster_ips,
+            external_ips: external_ips.into_iter().collect(),
+            load_balancer_ips: load_balancer_ips.into_iter().collect(),
+            affinity_timeout,
+            external_local: spec.external_traffic_policy.as_deref() == Some("Local"),
+            internal_local: spec.internal_traffic_policy.as_deref() == Some("Local"),
+            ports,
+        }
     }
-    let Some(spec) = &svc.spec else { return true };
-    if spec.type_.as_deref() == Some("ExternalName") {
-        return true;
+}
+
+impl SliceInfo {
+    pub fn of(slice: &EndpointSlice) -> SliceInfo {
+        if slice.address_type != "IPv4" {
+            return SliceInfo::default();
+        }
+        let ports = slice
+            .ports
+            .iter()
+            .flatten()
+            .map(|p| SlicePort {
+                name: p.name.clone().unwrap_or_default(),
+                protocol: Protocol::parse(p.protocol.as_deref()),
+                port: p.port.and_then(|p| u16::try_from(p).ok()).filter(|p| *p != 0),
+            })
+            .collect();
+        let endpoints = slice
+            .endpoints
+            .iter()
+            .filter_map(|ep| {
+                let ip = parse_v4(ep.addresses.first()?)?;
+                let cond = ep.conditions.as_ref();
+                let ready = cond.and_then(|c| c.ready).unwrap_or(true);
+                Some(EndpointInfo {
+                    ip,
+                    ready,
+                    serving: cond.and_then(|c| c.serving).unwrap_or(ready),
+                    terminating: cond.and_then(|c| c.terminating).unwrap_or(false),
+                    node_name: ep.node_name.as_deref().map(Box::from),
+                })
+            })
+            .collect();
+        SliceInfo { ports, endpoints }
     }
-    matches!(spec.cluster_ip.as_deref(), None | Some("") | Some("None"))
 }
 
 /// One endpoint of one slice, before the usable-set choice.
@@ -193,95 +331,58 @@ fn parse_v4(s: &str) -> Option<Ipv4Addr> {
     }
 }
 
-/// Compiles one Service with the EndpointSlices labelled with its name (any manager, CIP-22).
-/// Returns nothing for a Service the proxy skips.
+/// Compiles one Service from its objects (for tests and one-off use; the node keeps
+/// [`ServiceInfo`] and [`SliceInfo`] and calls [`compile`]).
 pub fn compile_service(svc: &Service, slices: &[&EndpointSlice], node: &NodeContext) -> Vec<ServicePort> {
-    if skipped(svc) {
-        return Vec::new();
-    }
-    let Some(spec) = &svc.spec else { return Vec::new() };
-    let key = ServiceKey::of(svc);
-    let mut cluster_ips: Vec<Ipv4Addr> = match &spec.cluster_ips {
-        Some(ips) if !ips.is_empty() => ips.iter().filter_map(|s| parse_v4(s)).collect(),
-        _ => spec.cluster_ip.as_deref().and_then(parse_v4).into_iter().collect(),
-    };
-    cluster_ips.dedup();
-    if cluster_ips.iter().any(|ip| node.served_locally.contains(ip)) {
-        return Vec::new();
-    }
-    let mut external_ips: BTreeSet<Ipv4Addr> = spec.external_ips.iter().flatten().filter_map(|s| parse_v4(s)).collect();
-    let lb_ingress = svc.status.as_ref().and_then(|s| s.load_balancer.as_ref()).and_then(|lb| lb.ingress.as_ref());
-    let mut load_balancer_ips = BTreeSet::new();
-    if spec.type_.as_deref() == Some("LoadBalancer") {
-        for ing in lb_ingress.into_iter().flatten() {
-            // ipMode Proxy means the load balancer itself delivers to the node; only VIP is ours.
-            if ing.ip_mode.as_deref().is_none_or(|m| m == "VIP") {
-                load_balancer_ips.extend(ing.ip.as_deref().and_then(parse_v4));
-            }
-        }
-    }
-    external_ips.extend(&load_balancer_ips);
-    let affinity_timeout = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
-        spec.session_affinity_config
-            .as_ref()
-            .and_then(|c| c.client_ip.as_ref())
-            .and_then(|c| c.timeout_seconds)
-            .and_then(|t| u32::try_from(t).ok())
-            .filter(|t| *t > 0)
-            .unwrap_or(10_800)
-    });
-    let external_local = spec.external_traffic_policy.as_deref() == Some("Local");
-    let internal_local = spec.internal_traffic_policy.as_deref() == Some("Local");
+    let slices: Vec<SliceInfo> = slices.iter().map(|s| SliceInfo::of(s)).collect();
+    compile(&ServiceKey::of(svc), &ServiceInfo::of(svc), slices.iter(), node)
+}
 
+/// Compiles one Service with the EndpointSlices labelled with its name (any manager, CIP-22)
+/// into its ports with everything resolved for `node`. Returns nothing for a Service the
+/// proxy skips.
+pub fn compile<'a>(
+    key: &ServiceKey,
+    svc: &ServiceInfo,
+    slices: impl Iterator<Item = &'a SliceInfo> + Clone,
+    node: &NodeContext,
+) -> Vec<ServicePort> {
+    if svc.skipped || svc.cluster_ips.iter().any(|ip| node.served_locally.contains(ip)) {
+        return Vec::new();
+    }
     let mut out = Vec::new();
-    for sp in spec.ports.iter().flatten() {
-        let Some(protocol) = Protocol::parse(sp.protocol.as_deref()) else { continue };
-        let Ok(port) = u16::try_from(sp.port) else { continue };
-        let port_name = sp.name.clone().unwrap_or_default();
+    for sp in &svc.ports {
         // Slice ports are matched to service ports by name and protocol (PORT-10).
         let mut cands = Vec::new();
-        for slice in slices {
-            if slice.address_type != "IPv4" {
-                continue;
-            }
-            let Some(slice_port) = slice.ports.iter().flatten().find(|p| {
-                p.name.as_deref().unwrap_or("") == port_name && Protocol::parse(p.protocol.as_deref()) == Some(protocol)
-            }) else {
+        for slice in slices.clone() {
+            let Some(slice_port) = slice.ports.iter().find(|p| p.name == sp.name && p.protocol == Some(sp.protocol))
+            else {
                 continue;
             };
-            let Some(target) = slice_port.port.and_then(|p| u16::try_from(p).ok()).filter(|p| *p != 0) else {
-                continue;
-            };
+            let Some(target) = slice_port.port else { continue };
             for ep in &slice.endpoints {
-                let cond = ep.conditions.as_ref();
-                let ready = cond.and_then(|c| c.ready).unwrap_or(true);
-                let serving = cond.and_then(|c| c.serving).unwrap_or(ready);
-                let terminating = cond.and_then(|c| c.terminating).unwrap_or(false);
-                let local = ep.node_name.as_deref() == Some(node.name.as_str());
-                for ip in ep.addresses.iter().filter_map(|a| parse_v4(a)) {
-                    cands.push(Candidate {
-                        backend: Backend { ip, port: target },
-                        local,
-                        ready,
-                        serving_terminating: serving && terminating,
-                    });
-                }
+                cands.push(Candidate {
+                    backend: Backend { ip: ep.ip, port: target },
+                    local: ep.node_name.as_deref() == Some(node.name.as_str()),
+                    ready: ep.ready,
+                    serving_terminating: ep.serving && ep.terminating,
+                });
             }
         }
         let cluster_endpoints = usable(&cands, |_| true);
         let local_endpoints = usable(&cands, |c| c.local);
         out.push(ServicePort {
             service: key.clone(),
-            port_name,
-            protocol,
-            port,
-            cluster_ips: cluster_ips.clone(),
-            node_port: sp.node_port.and_then(|p| u16::try_from(p).ok()).filter(|p| *p != 0),
-            external_ips: external_ips.iter().copied().collect(),
-            load_balancer_ips: load_balancer_ips.iter().copied().collect(),
-            affinity_timeout,
-            external_local,
-            internal_local,
+            port_name: sp.name.clone(),
+            protocol: sp.protocol,
+            port: sp.port,
+            cluster_ips: svc.cluster_ips.clone(),
+            node_port: sp.node_port,
+            external_ips: svc.external_ips.clone(),
+            load_balancer_ips: svc.load_balancer_ips.clone(),
+            affinity_timeout: svc.affinity_timeout,
+            external_local: svc.external_local,
+            internal_local: svc.internal_local,
             cluster_endpoints,
             local_endpoints,
         });
@@ -290,13 +391,14 @@ pub fn compile_service(svc: &Service, slices: &[&EndpointSlice], node: &NodeCont
     out
 }
 
-/// The watched objects the compiler reads, indexed the way it reads them: slices by the
-/// Service they belong to.
+/// What the compiler reads of the watched objects, kept compact (see [`ServiceInfo`]) and
+/// indexed the way it reads them: slices by the Service they belong to.
 #[derive(Debug, Default, Clone)]
 pub struct Snapshot {
-    pub services: BTreeMap<ServiceKey, Service>,
-    /// Service → slice name → slice.
-    pub slices: BTreeMap<ServiceKey, BTreeMap<String, EndpointSlice>>,
+    pub services: BTreeMap<ServiceKey, ServiceInfo>,
+    /// Service → its slices by name. A Service has one slice per 100 endpoints, so a short
+    /// sorted list (a map per Service would cost a whole B-tree node each).
+    pub slices: BTreeMap<ServiceKey, Vec<(String, SliceInfo)>>,
 }
 
 impl Snapshot {
@@ -307,10 +409,29 @@ impl Snapshot {
         Some(ServiceKey::new(ns, svc.clone()))
     }
 
+    /// Files `slice` under `owner`, replacing a slice of the same name.
+    pub fn put_slice(&mut self, owner: ServiceKey, name: String, slice: SliceInfo) {
+        let list = self.slices.entry(owner).or_default();
+        match list.binary_search_by(|(n, _)| n.as_str().cmp(&name)) {
+            Ok(i) => list[i].1 = slice,
+            Err(i) => list.insert(i, (name, slice)),
+        }
+    }
+
+    /// Removes slice `name` of `owner`, if filed there.
+    pub fn remove_slice(&mut self, owner: &ServiceKey, name: &str) {
+        if let Some(list) = self.slices.get_mut(owner) {
+            list.retain(|(n, _)| n != name);
+            if list.is_empty() {
+                self.slices.remove(owner);
+            }
+        }
+    }
+
     pub fn compile(&self, key: &ServiceKey, node: &NodeContext) -> Vec<ServicePort> {
         let Some(svc) = self.services.get(key) else { return Vec::new() };
-        let slices: Vec<&EndpointSlice> = self.slices.get(key).map(|m| m.values().collect()).unwrap_or_default();
-        compile_service(svc, &slices, node)
+        let slices = self.slices.get(key).map(Vec::as_slice).unwrap_or_default();
+        compile(key, svc, slices.iter().map(|(_, s)| s), node)
     }
 
     /// The whole service table, Service by Service.

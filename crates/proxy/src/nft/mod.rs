@@ -77,15 +77,15 @@ pub struct Nftables {
     node: NodeContext,
     backend: Backend,
     numbers: SetNumbers,
-    objects: BTreeMap<ServiceKey, ServiceObjects>,
-    /// The endpoint sets each Service's objects were rendered with (their numbers' owners).
-    set_names: BTreeMap<ServiceKey, BTreeSet<String>>,
+    /// Each Service's ports as last programmed. Its objects in the table are re-rendered from
+    /// these when a change needs the delta (rendering is deterministic, and the numbers of
+    /// its sets are still held): a few hundred bytes per Service instead of the kilobytes of
+    /// rendered elements, which matters at 30,000 Services.
+    programmed: BTreeMap<ServiceKey, Vec<ServicePort>>,
     /// How many live Services use each endpoint address (the hairpin set is shared).
     hairpin_refs: BTreeMap<Ipv4Addr, usize>,
     /// How many live Services use each pick class beyond the presets (the chains are shared).
     class_refs: BTreeMap<u32, usize>,
-    /// The UDP ports of each Service as last programmed, for the conntrack cleanup.
-    udp: BTreeMap<ServiceKey, Vec<ServicePort>>,
 }
 
 /// Runs one nft script as a single transaction.
@@ -161,11 +161,9 @@ impl Nftables {
             backend,
             node,
             numbers: SetNumbers::default(),
-            objects: BTreeMap::new(),
-            set_names: BTreeMap::new(),
+            programmed: BTreeMap::new(),
             hairpin_refs: BTreeMap::new(),
             class_refs: BTreeMap::new(),
-            udp: BTreeMap::new(),
         }
     }
 
@@ -225,10 +223,10 @@ fn extra_classes(o: &ServiceObjects) -> impl Iterator<Item = u32> + '_ {
 }
 
 impl Nftables {
-    fn rebuild_refs(&mut self) {
+    fn rebuild_refs<'a>(&mut self, objects: impl Iterator<Item = &'a ServiceObjects>) {
         self.hairpin_refs.clear();
         self.class_refs.clear();
-        for o in self.objects.values() {
+        for o in objects {
             for ip in &o.hairpin {
                 *self.hairpin_refs.entry(*ip).or_default() += 1;
             }
@@ -265,11 +263,9 @@ impl Nftables {
 impl DataPlane for Nftables {
     fn full_sync(&mut self, table: &BTreeMap<ServiceKey, Vec<ServicePort>>) -> Result<(), ProxyError> {
         self.numbers = SetNumbers::default();
-        let mut set_names = BTreeMap::new();
         let mut objects = BTreeMap::new();
         for (k, ports) in table {
-            let (o, names) = render(ports, &mut self.numbers);
-            set_names.insert(k.clone(), names);
+            let (o, _) = render(ports, &mut self.numbers);
             objects.insert(k.clone(), o);
         }
         let classes: BTreeSet<u32> =
@@ -277,26 +273,21 @@ impl DataPlane for Nftables {
         let classes: Vec<ClassObjects> = classes.into_iter().map(render::class_objects).collect();
         let base = render::base(&self.node, &render::counts(objects.values(), classes.len()));
         run(&mut self.backend, &render::full_ops(&base, &classes, objects.values()))?;
-        self.objects = objects;
-        self.set_names = set_names;
-        self.rebuild_refs();
-        self.udp =
-            table.iter().map(|(k, ports)| (k.clone(), udp_ports(ports))).filter(|(_, p)| !p.is_empty()).collect();
+        self.rebuild_refs(objects.values());
+        self.programmed = table.iter().filter(|(_, p)| !p.is_empty()).map(|(k, p)| (k.clone(), p.clone())).collect();
         Ok(())
     }
 
     fn apply(&mut self, changes: &[(ServiceKey, Vec<ServicePort>)]) -> Result<(), ProxyError> {
-        let empty = ServiceObjects::default();
         let mut staged = Vec::with_capacity(changes.len());
         let (mut classes_add, mut classes_remove) = (BTreeSet::new(), BTreeSet::new());
         for (key, ports) in changes {
+            // The old objects first: their sets still hold their numbers, so this renders
+            // exactly what is in the table.
+            let programmed = self.programmed.get(key).map(Vec::as_slice).unwrap_or_default();
+            let (old, old_names) = render(programmed, &mut self.numbers);
             let (new, names) = render(ports, &mut self.numbers);
-            let old = self.objects.get(key).unwrap_or(&empty).clone();
-            let old_names = self.set_names.remove(key).unwrap_or_default();
             self.numbers.release_gone(&old_names, &names);
-            if !names.is_empty() {
-                self.set_names.insert(key.clone(), names);
-            }
             let (add, remove) = self.count_hairpin(&old, &new);
             let (c_add, c_remove) = self.count_classes(&old, &new);
             // A class freed by one Service and taken by another in the same batch stays.
@@ -335,24 +326,14 @@ impl DataPlane for Nftables {
         ops.extend(render::class_remove_ops(&classes_remove));
         let result = if ops.is_empty() { Ok(()) } else { run(&mut self.backend, &ops) };
         drop(ops);
-        for (key, _, new, _, _) in staged {
-            if new == ServiceObjects::default() {
-                self.objects.remove(&key);
-            } else {
-                self.objects.insert(key, new);
-            }
+        drop(staged);
+        let mut flushes = Vec::new();
+        for (key, ports) in changes {
+            let old = if ports.is_empty() { self.programmed.remove(key) } else { self.programmed.insert(key.clone(), ports.clone()) };
+            flushes.extend(conntrack::stale(&udp_ports(&old.unwrap_or_default()), &udp_ports(ports)));
         }
         self.numbers.end_batch();
         result?;
-        let mut flushes = Vec::new();
-        for (key, ports) in changes {
-            let new = udp_ports(ports);
-            let old = self.udp.remove(key).unwrap_or_default();
-            flushes.extend(conntrack::stale(&old, &new));
-            if !new.is_empty() {
-                self.udp.insert(key.clone(), new);
-            }
-        }
         conntrack::flush(&flushes);
         Ok(())
     }
