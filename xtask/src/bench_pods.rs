@@ -998,18 +998,7 @@ pub fn run(args: &PodsArgs, pier: &Path) -> Result<()> {
 
 /// The client: joins the sealed namespace, then runs the measurement on its own runtime.
 fn client_thread(netns: &str, args: &PodsArgs, target: Target, mut stop: watch::Receiver<bool>) -> Result<Measured> {
-    let f = std::fs::File::open(netns).with_context(|| format!("opening {netns}"))?;
-    nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).with_context(|| format!("joining {netns}"))?;
-    // Belt and braces: this thread is now in that namespace, and not in the process's own.
-    let here = std::fs::read_link("/proc/thread-self/ns/net").context("reading this thread's namespace")?;
-    let want = format!("net:[{}]", std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(netns)?));
-    let own = std::fs::read_link("/proc/self/ns/net").context("reading the process's namespace")?;
-    ensure!(
-        here.to_string_lossy() == want && here != own,
-        "the client thread is not in {netns}: it is in {}, the process in {}",
-        here.display(),
-        own.display()
-    );
+    sealed::enter_netns(netns)?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting tokio")?;
     rt.block_on(async {
         tokio::select! {

@@ -10,6 +10,9 @@
 //! network namespace the benchmark creates and deletes (see [`sealed`]), and the client joins
 //! it (see [`bench_pods`]).
 //!
+//! `cargo xtask bench agent` measures the memory of a `pier agent` that programs many
+//! Services (issue 4), joining a sealed server from the peer namespace (see [`bench_agent`]).
+//!
 //! `cargo xtask bench proxy` measures rule programming of the nftables data plane against
 //! `iptables-restore` loading kube-proxy's ruleset (issue 4), each load in a fresh network
 //! namespace (see [`bench_proxy`]).
@@ -23,6 +26,7 @@
 //! `target/release/{pier,xtask}` and hands over to the release `xtask`, which does the
 //! measuring.
 
+mod bench_agent;
 mod bench_api;
 mod bench_dataplane;
 mod bench_pods;
@@ -65,6 +69,9 @@ enum Bench {
     /// kube-proxy's ruleset: a full sync of N Services x M endpoints, and one Service added
     /// while many exist. Each load runs in a fresh network namespace.
     Proxy(ProxyArgs),
+    /// In a sealed network namespace pair: the RSS of a `pier agent` that joins a server
+    /// holding N Services x M endpoints and programs them all (nftables mode, cluster DNS).
+    Agent(AgentArgs),
     /// The Service data path with real traffic, in network-namespace mini clusters: TCP
     /// connect latency with many Services programmed (nftables), ClusterIP against pod direct
     /// (iperf3, wrk), and userspace mode against HAProxy (throughput, connections/s, p99).
@@ -160,6 +167,43 @@ impl ProxyArgs {
             "--adds".into(),
             self.adds.to_string(),
         ]
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct AgentArgs {
+    /// Services in the cluster (selector-less, one TCP port each).
+    #[arg(long, default_value_t = 30_000, value_parser = clap::value_parser!(u32).range(1..=60_000))]
+    pub services: u32,
+    /// Ready endpoints in each Service's EndpointSlice.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub endpoints: u32,
+    /// Seconds to wait after everything is programmed before reading the settled RSS.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(0..=600))]
+    pub settle: u32,
+    /// Run the agent under this command (split at spaces), e.g. `heaptrack -o /tmp/agent` to
+    /// see where its memory goes; the RSS figures are then the wrapper's.
+    #[arg(long, value_name = "COMMAND")]
+    pub agent_wrapper: Option<String>,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+impl AgentArgs {
+    fn to_argv(&self) -> Vec<String> {
+        let mut v = vec![
+            "--services".into(),
+            self.services.to_string(),
+            "--endpoints".into(),
+            self.endpoints.to_string(),
+            "--settle".into(),
+            self.settle.to_string(),
+        ];
+        if let Some(w) = &self.agent_wrapper {
+            v.push("--agent-wrapper".into());
+            v.push(w.clone());
+        }
+        v
     }
 }
 
@@ -407,6 +451,16 @@ fn bench_pods(args: PodsArgs) -> Result<i32> {
     Ok(0)
 }
 
+fn bench_agent(args: AgentArgs) -> Result<i32> {
+    let pier = match prepare("agent", args.to_argv(), &args.common)? {
+        Ok(p) => p,
+        Err(code) => return Ok(code),
+    };
+    let pier = std::path::absolute(&pier).with_context(|| format!("resolving {}", pier.display()))?;
+    bench_agent::run(&args, &pier)?;
+    Ok(0)
+}
+
 fn bench_proxy(args: ProxyArgs) -> Result<i32> {
     if let Err(code) = prepare("proxy", args.to_argv(), &args.common)? {
         return Ok(code);
@@ -429,6 +483,7 @@ fn main() -> Result<ExitCode> {
         Task::Bench { which: Bench::Api(args) } => bench_api(args)?,
         Task::Bench { which: Bench::Pods(args) } => bench_pods(args)?,
         Task::Bench { which: Bench::Proxy(args) } => bench_proxy(args)?,
+        Task::Bench { which: Bench::Agent(args) } => bench_agent(args)?,
         Task::Bench { which: Bench::Dataplane(args) } => bench_dataplane(args)?,
     };
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))

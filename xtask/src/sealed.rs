@@ -32,7 +32,7 @@ use nix::unistd::Pid;
 /// The node's address, inside the node namespace only.
 pub const NODE_IP: &str = "198.51.100.1";
 /// The veth peer's address, inside the peer namespace only.
-const PEER_IP: &str = "198.51.100.2";
+pub const PEER_IP: &str = "198.51.100.2";
 /// The server's `--node-name`.
 pub const NODE_NAME: &str = "pier-node";
 /// The API's address: the node namespace's own loopback (the namespace is fresh, so the port
@@ -194,6 +194,11 @@ impl Sealed {
 
     pub fn kubeconfig(&self) -> PathBuf {
         self.data_dir.join("kubeconfig.yaml")
+    }
+
+    /// The peer namespace (the other end of the node's link; a second machine can run there).
+    pub fn peer(&self) -> &str {
+        &self.peer
     }
 
     /// Fails with the end of the server log if the process has exited.
@@ -368,4 +373,22 @@ pub fn remove_stale(base: Option<&Path>) -> Vec<String> {
         }
     }
     removed
+}
+
+/// Moves the calling thread into the network namespace at `path` (`/run/netns/<name>`), and
+/// checks that it is there and no longer in the process's own, so that nothing it sends can
+/// leave through the machine's namespace.
+pub fn enter_netns(path: &str) -> Result<()> {
+    let f = std::fs::File::open(path).with_context(|| format!("opening {path}"))?;
+    nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).with_context(|| format!("joining {path}"))?;
+    let here = std::fs::read_link("/proc/thread-self/ns/net").context("reading this thread's namespace")?;
+    let want = format!("net:[{}]", std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(path)?));
+    let own = std::fs::read_link("/proc/self/ns/net").context("reading the process's namespace")?;
+    ensure!(
+        here.to_string_lossy() == want && here != own,
+        "this thread is not in {path}: it is in {}, the process in {}",
+        here.display(),
+        own.display()
+    );
+    Ok(())
 }

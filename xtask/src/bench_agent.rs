@@ -1,0 +1,309 @@
+//! `cargo xtask bench agent`: the memory of a node agent serving many Services (issue 4: agent
+//! RSS with 30,000 Services under 100 MB).
+//!
+//! A real `pier server` runs in the sealed node namespace ([`crate::sealed`]). A client thread
+//! inside that namespace creates `--services` selector-less Services (one TCP port each) in
+//! namespace `bench`, each with an EndpointSlice of `--endpoints` ready endpoints, as
+//! kube-proxy's scale tests do. Then a real `pier agent` joins from the peer namespace (the
+//! other end of the node's link plays the second machine), in its default nftables mode, with
+//! cluster DNS and the pod manager running as on any node: it lists and watches every Service
+//! and EndpointSlice, builds its DNS zone and programs its own nftables table.
+//!
+//! The agent's RSS is sampled every 50 ms from its start. It has programmed everything when its
+//! `pier_proxy_services` gauge (`/metrics` on the peer namespace's 127.0.0.1:10249) reaches the
+//! Services created; the map of Service addresses in its table is then counted with the real
+//! `nft`. After `--settle` seconds the settled RSS and the kernel's high-water mark (`VmHWM`)
+//! are reported against the goal, with kube-proxy's published figure beside them (it is not
+//! installable here to run side by side).
+//!
+//! Everything runs in the two namespaces the benchmark creates and deletes; the machine's own
+//! namespace only starts processes and reads `/proc`.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail, ensure};
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{Namespace, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use serde_json::json;
+
+use crate::AgentArgs;
+use crate::report::{machine, mb, ms, print_table, revision, verdict};
+use crate::sealed::{self, Sealed};
+use crate::server::proc_status_bytes;
+
+const NAMESPACE: &str = "bench";
+/// Issue 4's goal.
+const GOAL_RSS: u64 = 100 * 1000 * 1000;
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+const CREATE_CONCURRENCY: usize = 32;
+/// Bound on the agent registering and programming everything.
+const PROGRAM_TIMEOUT: Duration = Duration::from_secs(600);
+const SAMPLE_EVERY: Duration = Duration::from_millis(50);
+const METRICS_EVERY: Duration = Duration::from_millis(500);
+const AGENT_NODE: &str = "pier-node-2";
+
+/// The endpoint addresses of Service `i`: pod addresses of the agent's future range, unique per
+/// Service as long as `endpoints` ≤ 16 and there are fewer than 4,000 Services per /16.
+fn endpoint(i: u32, j: u32) -> String {
+    let n = i * 16 + j;
+    format!("10.{}.{}.{}", 100 + n / 65_536, (n / 256) % 256, n % 256)
+}
+
+fn service_body(i: u32) -> Result<Service> {
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": format!("svc-{i:05}")},
+        "spec": {"ports": [{"name": "http", "protocol": "TCP", "port": 80, "targetPort": 8080}]},
+    }))?)
+}
+
+fn slice_body(i: u32, endpoints: u32) -> Result<EndpointSlice> {
+    let eps: Vec<_> = (0..endpoints)
+        .map(|j| json!({"addresses": [endpoint(i, j)], "conditions": {"ready": true, "serving": true, "terminating": false}}))
+        .collect();
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": format!("svc-{i:05}-1"), "labels": {"kubernetes.io/service-name": format!("svc-{i:05}")}},
+        "addressType": "IPv4",
+        "endpoints": eps,
+        "ports": [{"name": "http", "protocol": "TCP", "port": 8080}],
+    }))?)
+}
+
+async fn bounded<T>(what: &str, f: impl Future<Output = kube::Result<T>>) -> Result<T> {
+    match tokio::time::timeout(REQUEST_TIMEOUT, f).await {
+        Ok(r) => r.with_context(|| what.to_string()),
+        Err(_) => bail!("{what}: no answer within {REQUEST_TIMEOUT:?}"),
+    }
+}
+
+/// Creates the Services and their slices through the API; returns how long it took.
+async fn populate(kubeconfig: &Path, services: u32, endpoints: u32) -> Result<Duration> {
+    let kc = Kubeconfig::read_from(kubeconfig).context("reading the server's kubeconfig")?;
+    let mut config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
+    config.default_retry = false;
+    ensure!(config.cluster_url.host() == Some("127.0.0.1"), "the kubeconfig points at {}", config.cluster_url);
+    let client = kube::Client::try_from(config)?;
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": NAMESPACE}}))?;
+    bounded("creating the bench namespace", Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns))
+        .await?;
+    let svc_api: Api<Service> = Api::namespaced(client.clone(), NAMESPACE);
+    let slice_api: Api<EndpointSlice> = Api::namespaced(client, NAMESPACE);
+    let t0 = Instant::now();
+    futures::stream::iter(0..services)
+        .map(|i| {
+            let (svc_api, slice_api) = (svc_api.clone(), slice_api.clone());
+            async move {
+                let pp = PostParams::default();
+                bounded(&format!("creating Service svc-{i:05}"), svc_api.create(&pp, &service_body(i)?)).await?;
+                bounded(&format!("creating EndpointSlice svc-{i:05}-1"), slice_api.create(&pp, &slice_body(i, endpoints)?))
+                    .await?;
+                if i > 0 && i % 5000 == 0 {
+                    eprintln!("xtask: {i} Services created");
+                }
+                Ok::<_, anyhow::Error>(())
+            }
+        })
+        .buffer_unordered(CREATE_CONCURRENCY)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(t0.elapsed())
+}
+
+/// The agent's `pier_proxy_services` gauge, read with curl on the peer namespace's loopback.
+fn services_gauge(peer: &str) -> Option<u64> {
+    let out = Command::new("ip")
+        .args(["netns", "exec", peer, "curl", "-s", "--max-time", "2", "http://127.0.0.1:10249/metrics"])
+        .stdin(Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines().find_map(|l| l.strip_prefix("pier_proxy_services ")).and_then(|v| v.trim().parse().ok())
+}
+
+/// Elements of the agent's `service-ips` map for port 80/TCP (the benchmark's Services), as the
+/// real `nft` lists them.
+fn programmed_in_nft(peer: &str) -> Result<usize> {
+    let out = Command::new("ip")
+        .args(["netns", "exec", peer, "nft", "list", "map", "ip", "pier", "service-ips"])
+        .stdin(Stdio::null())
+        .output()
+        .context("running nft")?;
+    ensure!(out.status.success(), "nft list map: {}", String::from_utf8_lossy(&out.stderr).trim());
+    Ok(String::from_utf8_lossy(&out.stdout).matches(" . tcp . 80 ").count())
+}
+
+struct Agent {
+    child: Child,
+    log: std::path::PathBuf,
+}
+
+impl Agent {
+    fn start(pier: &Path, cluster: &Sealed, wrapper: Option<&str>) -> Result<Agent> {
+        let dir = cluster.data_dir.join("agent");
+        std::fs::create_dir_all(&dir)?;
+        let log = dir.join("agent.log");
+        let child = Command::new("ip")
+            .args(["netns", "exec", cluster.peer()])
+            .args(wrapper.into_iter().flat_map(str::split_whitespace))
+            .arg(pier)
+            .args(["agent", "--server", &format!("https://{}:6443", sealed::NODE_IP), "--token-file"])
+            .arg(cluster.data_dir.join("token"))
+            .arg("--ca-file")
+            .arg(cluster.data_dir.join("pki/ca.crt"))
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .args(["--node-ip", sealed::PEER_IP, "--node-name", AGENT_NODE])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .context("starting pier agent in the peer namespace")?;
+        Ok(Agent { child, log })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn check_alive(&mut self) -> Result<()> {
+        if let Some(status) = self.child.try_wait()? {
+            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            bail!("pier agent exited ({status}):\n{}", lines[lines.len().saturating_sub(30)..].join("\n"));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Measured {
+    created: Duration,
+    programmed: Duration,
+    in_nft: usize,
+    rss_programmed: u64,
+    rss_settled: u64,
+    hwm: u64,
+    server_rss: u64,
+}
+
+fn measure(args: &AgentArgs, pier: &Path, cluster: &mut Sealed) -> Result<Measured> {
+    let services = args.services;
+    eprintln!("xtask: creating {services} Services with {} endpoints each", args.endpoints);
+    let created = {
+        let netns = format!("/run/netns/{}", cluster.netns);
+        let kubeconfig = cluster.kubeconfig();
+        let endpoints = args.endpoints;
+        std::thread::Builder::new()
+            .name("bench-client".into())
+            .spawn(move || -> Result<Duration> {
+                sealed::enter_netns(&netns)?;
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                rt.block_on(populate(&kubeconfig, services, endpoints))
+            })?
+            .join()
+            .map_err(|_| anyhow!("the client thread panicked"))??
+    };
+    cluster.check_alive()?;
+    eprintln!("xtask: created in {}; starting pier agent in {}", ms(created), cluster.peer());
+    let mut agent = Agent::start(pier, cluster, args.agent_wrapper.as_deref())?;
+    let t0 = Instant::now();
+    let mut next_metrics = t0;
+    let (programmed, rss_programmed) = loop {
+        agent.check_alive()?;
+        if t0.elapsed() > PROGRAM_TIMEOUT {
+            bail!("the agent had not programmed {services} Services after {PROGRAM_TIMEOUT:?}");
+        }
+        if Instant::now() >= next_metrics {
+            next_metrics += METRICS_EVERY;
+            if services_gauge(cluster.peer()).is_some_and(|n| n >= u64::from(services)) {
+                break (t0.elapsed(), proc_status_bytes(agent.pid(), "VmRSS").unwrap_or(0));
+            }
+        }
+        #[allow(clippy::disallowed_methods)] // a plain thread, not an async worker
+        std::thread::sleep(SAMPLE_EVERY);
+    };
+    eprintln!("xtask: programmed after {}; settling for {} s", ms(programmed), args.settle);
+    let in_nft = programmed_in_nft(cluster.peer())?;
+    #[allow(clippy::disallowed_methods)]
+    std::thread::sleep(Duration::from_secs(args.settle.into()));
+    agent.check_alive()?;
+    Ok(Measured {
+        created,
+        programmed,
+        in_nft,
+        rss_programmed,
+        rss_settled: proc_status_bytes(agent.pid(), "VmRSS").unwrap_or(0),
+        hwm: proc_status_bytes(agent.pid(), "VmHWM").unwrap_or(0),
+        server_rss: proc_status_bytes(cluster.pid, "VmRSS").unwrap_or(0),
+    })
+}
+
+pub fn run(args: &AgentArgs, pier: &Path) -> Result<()> {
+    let machine = machine();
+    for r in sealed::remove_stale(None) {
+        eprintln!("xtask: removed what an earlier killed run left: {r}");
+    }
+    let mut cluster = Sealed::create(None)?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    eprintln!("xtask: starting {} server in the sealed network namespace {}", pier.display(), cluster.netns);
+    rt.block_on(cluster.start(pier, &args.common.server_env))?;
+    let outcome = measure(args, pier, &mut cluster);
+    let cleanup = cluster.cleanup();
+    let m = outcome?;
+    ensure!(cleanup.survivors == 0, "{} processes survived the cleanup", cleanup.survivors);
+
+    println!("# pier agent memory with {} Services × {} endpoints", args.services, args.endpoints);
+    println!();
+    println!(
+        "machine: {} CPUs, {}, {} RAM, {}; revision {}",
+        machine.cpus,
+        machine.model,
+        machine.memory,
+        machine.kernel,
+        revision()
+    );
+    println!(
+        "command: cargo xtask bench agent --services {} --endpoints {} --settle {}",
+        args.services, args.endpoints, args.settle
+    );
+    println!();
+    let ok = m.rss_settled < GOAL_RSS && m.hwm < GOAL_RSS && m.in_nft == args.services as usize;
+    print_table(&[
+        (
+            format!("agent RSS, {} Services programmed and settled", args.services),
+            format!("< {}", mb(GOAL_RSS)),
+            mb(m.rss_settled),
+            verdict(m.rss_settled < GOAL_RSS),
+        ),
+        ("agent peak RSS (VmHWM), start included".into(), format!("< {}", mb(GOAL_RSS)), mb(m.hwm), verdict(m.hwm < GOAL_RSS)),
+        (
+            "Services in the agent's nftables map (nft)".into(),
+            args.services.to_string(),
+            m.in_nft.to_string(),
+            verdict(m.in_nft == args.services as usize),
+        ),
+    ]);
+    println!();
+    println!("- agent start → all {} Services programmed: {}", args.services, ms(m.programmed));
+    println!("- agent RSS when the last Service was programmed: {}", mb(m.rss_programmed));
+    println!("- creating the Services and slices through the API: {}", ms(m.created));
+    println!("- the server (store, controllers and its own node) meanwhile: {}", mb(m.server_rss));
+    println!(
+        "- kube-proxy, published (kubernetes/kubernetes PR #126013, nftables mode, kind): peak ~260 MiB with 10,000 Services × 2 endpoints"
+    );
+    println!("- overall: {}", verdict(ok));
+    Ok(())
+}
