@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 use crate::discovery;
 use crate::error::{ApiError, ApiResult};
 use crate::registry::{Registry, WriteOptions, collection_prefix, decode, name_of, parse_rv};
+use pier_store::{KeyValue, Revision};
 use crate::request::{self, Output, Query, ResourceRequest, Route};
 
 /// Upstream's request body limit (3 MiB).
@@ -523,9 +524,105 @@ fn table_answer(r: &ResourceInfo, objs: &[Value], rv: &str, q: &Query, headers: 
     Ok(a)
 }
 
+/// A list's `limit` and `continue` (upstream's chunking): at most `limit` items, and a token
+/// for the rest.
+struct Paging {
+    limit: usize,
+    /// From the token: the first page's revision and the last key it (or a later page) read.
+    resume: Option<(Revision, String)>,
+}
+
+/// What a `continue` token holds (base64 of this JSON, opaque to clients as upstream's is).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ContinueToken {
+    v: String,
+    rv: Revision,
+    after: String,
+}
+
+const CONTINUE_VERSION: &str = "meta.k8s.io/v1";
+
+fn paging(q: &Query) -> ApiResult<Option<Paging>> {
+    use base64::Engine as _;
+    let limit = match q.get("limit").filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => match s.parse::<i64>() {
+            Ok(n) if n > 0 => Some(usize::try_from(n).unwrap_or(usize::MAX)),
+            // Upstream treats 0 and negative limits as "no limit".
+            Ok(_) => None,
+            Err(_) => return Err(ApiError::bad_request(format!("invalid limit: {s:?}"))),
+        },
+    };
+    let resume = match q.get("continue").filter(|s| !s.is_empty()) {
+        None => None,
+        Some(token) => {
+            if q.get("resourceVersion").is_some_and(|v| !v.is_empty()) {
+                return Err(ApiError::bad_request("specifying resource version is not allowed when using continue"));
+            }
+            let invalid = |why: &str| ApiError::bad_request(format!("continue key is not valid: {why}"));
+            let bytes = base64::engine::general_purpose::URL_SAFE
+                .decode(token)
+                .or_else(|_| base64::engine::general_purpose::STANDARD.decode(token))
+                .map_err(|_| invalid("not base64"))?;
+            let t: ContinueToken = serde_json::from_slice(&bytes).map_err(|_| invalid("not a continue token"))?;
+            if t.v != CONTINUE_VERSION {
+                return Err(invalid(&format!("unsupported version {:?}", t.v)));
+            }
+            Some((t.rv, t.after))
+        }
+    };
+    Ok(match (limit, resume) {
+        (None, None) => None,
+        (limit, resume) => Some(Paging { limit: limit.unwrap_or(usize::MAX), resume }),
+    })
+}
+
+fn continue_token(rv: Revision, after: String) -> String {
+    use base64::Engine as _;
+    let t = ContinueToken { v: CONTINUE_VERSION.into(), rv, after };
+    base64::engine::general_purpose::URL_SAFE.encode(serde_json::to_vec(&t).unwrap_or_default())
+}
+
+/// One page of a list: the matching objects' stored values, the list's revision, and the
+/// token for the rest. Later pages read the latest state after the last key seen and report
+/// the first page's revision, so a client that watches from that revision sees every change
+/// made while it paged (at worst twice).
+async fn list_page(
+    st: &Arc<AppState>,
+    r: &ResourceInfo,
+    prefix: &str,
+    sel: &Selectors,
+    p: Paging,
+) -> ApiResult<(Vec<KeyValue>, Revision, Option<String>)> {
+    let (mut rv, mut after) = match p.resume {
+        Some((rv, after)) => (Some(rv), Some(after)),
+        None => (None, None),
+    };
+    let mut out = Vec::new();
+    loop {
+        let want = p.limit - out.len();
+        let (page, more) = st.registry.store.list_page(prefix, after.as_deref(), want).await?;
+        let rev = *rv.get_or_insert(page.revision);
+        let last = page.items.last().map(|kv| kv.key.clone());
+        for kv in page.items {
+            if sel.matches(r.kind, &decode(&kv)?) {
+                out.push(kv);
+            }
+        }
+        if !more {
+            return Ok((out, rev, None));
+        }
+        after = last;
+        if out.len() >= p.limit {
+            return Ok((out, rev, after.map(|a| continue_token(rev, a))));
+        }
+    }
+}
+
 async fn list(st: &Arc<AppState>, rr: &ResourceRequest, q: &Query, output: Output) -> ApiResult<Response> {
     let r = rr.resource;
     let sel = Selectors::parse(r, q)?;
+    let paging = paging(q)?;
     // `resourceVersion` on a list means "at least this fresh": the latest state satisfies
     // it. `resourceVersionMatch=Exact` asks for that precise revision.
     let at = match (q.get("resourceVersion").filter(|s| !s.is_empty() && *s != "0"), q.get("resourceVersionMatch")) {
@@ -536,15 +633,25 @@ async fn list(st: &Arc<AppState>, rr: &ResourceRequest, q: &Query, output: Outpu
         }
         _ => None,
     };
-    let listed = st.registry.store.list(&collection_prefix(r, rr.namespace.as_deref()), at).await?;
-    let rev = listed.revision.to_string();
+    let prefix = collection_prefix(r, rr.namespace.as_deref());
+    // Pages are served from the latest state; a list at an exact older revision is served
+    // whole (a server may ignore `limit`, and clients handle that).
+    let (items, rev, cont) = match paging {
+        Some(p) if at.is_none() => list_page(st, r, &prefix, &sel, p).await?,
+        _ => {
+            let listed = st.registry.store.list(&prefix, at).await?;
+            (listed.items, listed.revision, None)
+        }
+    };
+    let rev = rev.to_string();
     // One object at a time: decode, filter, render, drop. Holding every decoded object of a
     // large list at once costs hundreds of megabytes and most of the list's time.
     if output == Output::Table {
         let include = include_object(q)?;
         let now = Timestamp::now();
         let mut t = table::build_table(r.kind, &[], &rev, include, now, true);
-        for kv in &listed.items {
+        t.metadata.continue_ = cont.unwrap_or_default();
+        for kv in &items {
             let obj = decode(kv)?;
             if sel.matches(r.kind, &obj) {
                 t.rows.push(table::build_row(r.kind, &obj, include, now));
@@ -554,14 +661,18 @@ async fn list(st: &Arc<AppState>, rr: &ResourceRequest, q: &Query, output: Outpu
         a.content_type = "application/json;as=Table;v=v1;g=meta.k8s.io";
         return Ok(a.into_response());
     }
-    let mut buf: Vec<u8> = Vec::with_capacity(listed.items.iter().map(|kv| kv.value.len() + 40).sum::<usize>() + 128);
-    let head = json!({"kind": r.list_kind, "apiVersion": r.api_version(), "metadata": {"resourceVersion": rev}});
+    let mut buf: Vec<u8> = Vec::with_capacity(items.iter().map(|kv| kv.value.len() + 40).sum::<usize>() + 128);
+    let mut meta = json!({"resourceVersion": rev});
+    if let Some(c) = cont {
+        meta["continue"] = json!(c);
+    }
+    let head = json!({"kind": r.list_kind, "apiVersion": r.api_version(), "metadata": meta});
     let head = serde_json::to_string(&head).map_err(|e| ApiError::internal(e.to_string()))?;
     // `{...head...,"items":[` — the head object without its closing brace.
     buf.extend_from_slice(&head.as_bytes()[..head.len() - 1]);
     buf.extend_from_slice(b",\"items\":[");
     let mut first = true;
-    for kv in &listed.items {
+    for kv in &items {
         let obj = decode(kv)?;
         if !sel.matches(r.kind, &obj) {
             continue;

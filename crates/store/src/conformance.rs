@@ -57,6 +57,7 @@ macro_rules! conformance_tests {
             get_and_list_latest,
             list_at_older_revisions,
             list_revision_bounds,
+            list_pages_cover_the_list_once,
             prefix_is_a_plain_string_prefix,
             values_are_opaque_bytes,
             concurrent_creates_get_distinct_revisions,
@@ -415,6 +416,37 @@ pub async fn list_revision_bounds<F: StoreFactory>(f: &F) {
     assert_err!(s.list("/m/", Some(0)).await, StoreError::Compacted { requested: 0, compacted: 0 });
     let at_now = s.list("/m/", Some(now)).await.expect("list at the current revision");
     assert_eq!(at_now, s.list("/m/", None).await.expect("list"));
+}
+
+/// Pages of any size, each starting after the last key of the one before, give the latest
+/// list exactly once, in order, and say when nothing follows; a start key outside the prefix
+/// gives nothing it should not.
+pub async fn list_pages_cover_the_list_once<F: StoreFactory>(f: &F) {
+    let s = open(f).await;
+    let mut m = Model::new();
+    write_mix(&s, &mut m).await;
+    m.create(&s, "/n/outside", b"x").await;
+    let all = s.list("/m/", None).await.expect("list");
+    assert!(all.items.len() >= 3, "{all:?}");
+    for limit in 1..=all.items.len() + 1 {
+        let (mut seen, mut after) = (Vec::new(), None::<String>);
+        loop {
+            let (page, more) = s.list_page("/m/", after.as_deref(), limit).await.expect("list page");
+            assert!(page.items.len() <= limit);
+            assert_eq!(page.revision, all.revision);
+            seen.extend(page.items.iter().cloned());
+            after = page.items.last().map(|kv| kv.key.clone());
+            if !more {
+                break;
+            }
+            assert_eq!(page.items.len(), limit, "a page short of the limit says more follow");
+        }
+        assert_eq!(seen, all.items, "limit {limit}");
+    }
+    let (page, more) = s.list_page("/m/", Some("/a"), 100).await.expect("list page");
+    assert_eq!((page.items, more), (all.items.clone(), false));
+    let (page, more) = s.list_page("/m/", Some("/z"), 100).await.expect("list page");
+    assert!(page.items.is_empty() && !more);
 }
 
 /// A prefix is a plain string prefix: `/a/b` matches `/a/bc`, `/a/b/` does not.

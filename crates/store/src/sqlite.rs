@@ -685,6 +685,24 @@ impl Store for SqliteStore {
         Ok(self.inner.mem()?.kvs.get(key).cloned())
     }
 
+    async fn list_page(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(ListResult, bool), StoreError> {
+        let mem = self.inner.mem()?;
+        let start = match after {
+            Some(a) if a >= prefix => Bound::Excluded(a),
+            _ => Bound::Included(prefix),
+        };
+        let mut keys =
+            mem.kvs.range::<str, _>((start, Bound::Unbounded)).take_while(|(k, _)| k.starts_with(prefix)).map(|(_, kv)| kv);
+        let items: Vec<KeyValue> = keys.by_ref().take(limit).cloned().collect();
+        let more = keys.next().is_some();
+        Ok((ListResult { items, revision: mem.current }, more))
+    }
+
     async fn list(&self, prefix: &str, revision: Option<Revision>) -> Result<ListResult, StoreError> {
         {
             let mem = self.inner.mem()?;
