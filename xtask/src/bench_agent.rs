@@ -101,8 +101,11 @@ async fn populate(kubeconfig: &Path, services: u32, endpoints: u32) -> Result<Du
             async move {
                 let pp = PostParams::default();
                 bounded(&format!("creating Service svc-{i:05}"), svc_api.create(&pp, &service_body(i)?)).await?;
-                bounded(&format!("creating EndpointSlice svc-{i:05}-1"), slice_api.create(&pp, &slice_body(i, endpoints)?))
-                    .await?;
+                bounded(
+                    &format!("creating EndpointSlice svc-{i:05}-1"),
+                    slice_api.create(&pp, &slice_body(i, endpoints)?),
+                )
+                .await?;
                 if i > 0 && i % 5000 == 0 {
                     eprintln!("xtask: {i} Services created");
                 }
@@ -288,7 +291,12 @@ pub fn run(args: &AgentArgs, pier: &Path) -> Result<()> {
             mb(m.rss_settled),
             verdict(m.rss_settled < GOAL_RSS),
         ),
-        ("agent peak RSS (VmHWM), start included".into(), format!("< {}", mb(GOAL_RSS)), mb(m.hwm), verdict(m.hwm < GOAL_RSS)),
+        (
+            "agent peak RSS (VmHWM), start included".into(),
+            format!("< {}", mb(GOAL_RSS)),
+            mb(m.hwm),
+            verdict(m.hwm < GOAL_RSS),
+        ),
         (
             "Services in the agent's nftables map (nft)".into(),
             args.services.to_string(),

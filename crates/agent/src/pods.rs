@@ -20,8 +20,8 @@ use serde_json::{Value, json};
 use tokio::sync::{Mutex, watch};
 
 use crate::envvars;
-use crate::services::ServiceCache;
 use crate::probes::{Handler, ProbeSpec, ProbeState};
+use crate::services::ServiceCache;
 
 /// What the pod worker needs from the machine.
 #[async_trait::async_trait]

@@ -92,7 +92,8 @@ impl ServiceCache {
     /// `kubernetes` Service of `default`.
     pub fn for_namespace(&self, namespace: &str) -> Vec<EnvService> {
         let inner = self.inner.read().unwrap_or_else(PoisonError::into_inner);
-        let mut out: Vec<EnvService> = inner.by_ns.get(namespace).into_iter().flat_map(|m| m.values().cloned()).collect();
+        let mut out: Vec<EnvService> =
+            inner.by_ns.get(namespace).into_iter().flat_map(|m| m.values().cloned()).collect();
         if namespace != "default"
             && let Some(master) = inner.by_ns.get("default").and_then(|m| m.get("kubernetes"))
         {

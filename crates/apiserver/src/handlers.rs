@@ -19,8 +19,8 @@ use serde_json::{Value, json};
 use crate::discovery;
 use crate::error::{ApiError, ApiResult};
 use crate::registry::{Registry, WriteOptions, collection_prefix, decode, name_of, parse_rv};
-use pier_store::{KeyValue, Revision};
 use crate::request::{self, Output, Query, ResourceRequest, Route};
+use pier_store::{KeyValue, Revision};
 
 /// Upstream's request body limit (3 MiB).
 pub const MAX_BODY: usize = 3 * 1024 * 1024;
@@ -604,9 +604,13 @@ async fn list_page(
         let (page, more) = st.registry.store.list_page(prefix, after.as_deref(), want).await?;
         let rev = *rv.get_or_insert(page.revision);
         let last = page.items.last().map(|kv| kv.key.clone());
-        for kv in page.items {
-            if sel.matches(r.kind, &decode(&kv)?) {
-                out.push(kv);
+        if sel.is_empty() {
+            out.extend(page.items);
+        } else {
+            for kv in page.items {
+                if sel.matches(r.kind, &decode(&kv)?) {
+                    out.push(kv);
+                }
             }
         }
         if !more {

@@ -475,7 +475,8 @@ async fn lists_come_in_pages_with_limit_and_continue() {
     let odd = s.get(&format!("{}?labelSelector=odd%3Dyes&limit=2", svc_path("default"))).await.expect(200);
     assert_eq!(names(&odd), ["page-1", "page-3"]);
     let token = odd["metadata"]["continue"].as_str().unwrap().to_string();
-    let rest = s.get(&format!("{}?labelSelector=odd%3Dyes&limit=2&continue={token}", svc_path("default"))).await.expect(200);
+    let rest =
+        s.get(&format!("{}?labelSelector=odd%3Dyes&limit=2&continue={token}", svc_path("default"))).await.expect(200);
     assert_eq!(names(&rest), ["page-5"]);
     assert!(rest["metadata"].get("continue").is_none(), "{rest}");
 

@@ -106,8 +106,12 @@ pub trait Store: Send + Sync + 'static {
     /// One page of a list at the latest revision: up to `limit` keys that start with `prefix`
     /// and sort after `after` (from the first when `None`), in key order; and whether more
     /// keys follow.
-    async fn list_page(&self, prefix: &str, after: Option<&str>, limit: usize)
-    -> Result<(ListResult, bool), StoreError>;
+    async fn list_page(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(ListResult, bool), StoreError>;
 
     /// Count of the keys that start with `prefix` at the latest revision.
     async fn count(&self, prefix: &str) -> Result<usize, StoreError>;

@@ -696,8 +696,11 @@ impl Store for SqliteStore {
             Some(a) if a >= prefix => Bound::Excluded(a),
             _ => Bound::Included(prefix),
         };
-        let mut keys =
-            mem.kvs.range::<str, _>((start, Bound::Unbounded)).take_while(|(k, _)| k.starts_with(prefix)).map(|(_, kv)| kv);
+        let mut keys = mem
+            .kvs
+            .range::<str, _>((start, Bound::Unbounded))
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(_, kv)| kv);
         let items: Vec<KeyValue> = keys.by_ref().take(limit).cloned().collect();
         let more = keys.next().is_some();
         Ok((ListResult { items, revision: mem.current }, more))

@@ -34,11 +34,25 @@ pub fn free_port(ip: IpAddr) -> SocketAddr {
 }
 
 pub fn tcp_frontend(addr: SocketAddr, backends: &[SocketAddr], choice: Choice) -> Frontend {
-    Frontend { addr, protocol: Protocol::Tcp, backends: backends.to_vec(), choice, affinity: None, affinity_scope: None }
+    Frontend {
+        addr,
+        protocol: Protocol::Tcp,
+        backends: backends.to_vec(),
+        choice,
+        affinity: None,
+        affinity_scope: None,
+    }
 }
 
 pub fn udp_frontend(addr: SocketAddr, backends: &[SocketAddr], choice: Choice) -> Frontend {
-    Frontend { addr, protocol: Protocol::Udp, backends: backends.to_vec(), choice, affinity: None, affinity_scope: None }
+    Frontend {
+        addr,
+        protocol: Protocol::Udp,
+        backends: backends.to_vec(),
+        choice,
+        affinity: None,
+        affinity_scope: None,
+    }
 }
 
 /// A TCP backend that greets each connection with "<its port>\n" and then echoes until

@@ -329,7 +329,11 @@ impl DataPlane for Nftables {
         drop(staged);
         let mut flushes = Vec::new();
         for (key, ports) in changes {
-            let old = if ports.is_empty() { self.programmed.remove(key) } else { self.programmed.insert(key.clone(), ports.clone()) };
+            let old = if ports.is_empty() {
+                self.programmed.remove(key)
+            } else {
+                self.programmed.insert(key.clone(), ports.clone())
+            };
             flushes.extend(conntrack::stale(&udp_ports(&old.unwrap_or_default()), &udp_ports(ports)));
         }
         self.numbers.end_batch();
