@@ -19,6 +19,8 @@ pub struct NodeConfig {
     /// The cluster's pod CIDR; this node takes one /24 of it.
     pub cluster_pod_cidr: Ipv4Net,
     pub labels: Vec<(String, String)>,
+    /// Annotations this node keeps on its Node (refreshed at every start).
+    pub annotations: Vec<(String, String)>,
 }
 
 pub const KUBELET_VERSION: &str = "v1.32.4-pier";
@@ -118,10 +120,12 @@ pub async fn register(client: &kube::Client, cfg: &NodeConfig) -> Result<Ipv4Net
     for (k, v) in &cfg.labels {
         labels.insert(k.clone(), json!(v));
     }
+    let annotations: serde_json::Map<String, Value> =
+        cfg.annotations.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
     if existing.is_none() {
         let node: Node = serde_json::from_value(json!({
             "apiVersion": "v1", "kind": "Node",
-            "metadata": {"name": cfg.name, "labels": labels},
+            "metadata": {"name": cfg.name, "labels": labels, "annotations": annotations},
             "spec": {"podCIDR": cidr.to_string(), "podCIDRs": [cidr.to_string()]},
         }))
         .map_err(|e| AgentError::Config(e.to_string()))?;
@@ -132,7 +136,8 @@ pub async fn register(client: &kube::Client, cfg: &NodeConfig) -> Result<Ipv4Net
         }
     } else {
         // Labels the user set (`kubectl label node`) stay; only ours are refreshed.
-        nodes.patch(&cfg.name, &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": labels}}))).await?;
+        let meta = json!({"metadata": {"labels": labels, "annotations": annotations}});
+        nodes.patch(&cfg.name, &PatchParams::default(), &Patch::Merge(meta)).await?;
     }
     report_status(client, cfg, true).await?;
     Ok(cidr)
@@ -179,6 +184,7 @@ mod tests {
             node_ip: "198.51.100.1".parse().unwrap(),
             cluster_pod_cidr: "10.244.0.0/16".parse().unwrap(),
             labels: vec![],
+            annotations: vec![],
         };
         let s = node_status(&cfg, true);
         assert_eq!(s["conditions"][3]["type"], "Ready");

@@ -120,41 +120,51 @@ impl ApiServer {
         tls: Option<Arc<rustls::ServerConfig>>,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), ServeError> {
-        let router = self.router();
-        let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
-        tokio::pin!(shutdown);
-        loop {
-            let (stream, peer) = tokio::select! {
-                _ = &mut shutdown => return Ok(()),
-                accepted = listener.accept() => match accepted {
-                    Ok(a) => a,
+        serve_router(self.router(), listener, tls, shutdown).await
+    }
+}
+
+/// Serves `router` on `listener` (HTTP/1.1 and HTTP/2, with upgrades; TLS when `tls` is given)
+/// until `shutdown` completes. The node agent's kubelet port uses it too.
+pub async fn serve_router(
+    router: axum::Router,
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(router.clone());
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            let builder = auto::Builder::new(TokioExecutor::new());
+            let result = match acceptor {
+                Some(acceptor) => match acceptor.accept(stream).await {
+                    Ok(tls) => builder.serve_connection_with_upgrades(TokioIo::new(tls), service).await,
                     Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
                     }
                 },
+                None => builder.serve_connection_with_upgrades(TokioIo::new(stream), service).await,
             };
-            let _ = stream.set_nodelay(true);
-            let service = TowerToHyperService::new(router.clone());
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let builder = auto::Builder::new(TokioExecutor::new());
-                let result = match acceptor {
-                    Some(acceptor) => match acceptor.accept(stream).await {
-                        Ok(tls) => builder.serve_connection_with_upgrades(TokioIo::new(tls), service).await,
-                        Err(e) => {
-                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                            return;
-                        }
-                    },
-                    None => builder.serve_connection_with_upgrades(TokioIo::new(stream), service).await,
-                };
-                if let Err(e) = result {
-                    tracing::debug!(%peer, error = %e, "connection ended with an error");
-                }
-            });
-        }
+            if let Err(e) = result {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
     }
 }
 

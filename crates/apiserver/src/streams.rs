@@ -40,6 +40,9 @@ pub enum ExecOutput {
     Stderr(Bytes),
     /// The command ended with this exit code.
     Exit(i32),
+    /// The exec ended with this `Status` (from a node that speaks the channel protocol itself),
+    /// passed on as it is.
+    Status(Value),
 }
 
 /// A running exec: where stdin goes (if asked for) and where the output comes from.
@@ -96,19 +99,45 @@ fn parse_u64(q: &Query, key: &str) -> ApiResult<Option<u64>> {
         .transpose()
 }
 
+impl LogOptions {
+    /// The options of a log request's query (`follow`, `previous`, `timestamps`, `tailLines`,
+    /// `sinceSeconds`, `limitBytes`) for `container`.
+    pub fn from_query(container: String, q: &Query) -> ApiResult<LogOptions> {
+        Ok(LogOptions {
+            container,
+            follow: q.flag("follow"),
+            previous: q.flag("previous"),
+            timestamps: q.flag("timestamps"),
+            tail_lines: parse_u64(q, "tailLines")?,
+            since_seconds: parse_u64(q, "sinceSeconds")?,
+            limit_bytes: parse_u64(q, "limitBytes")?,
+        })
+    }
+
+    /// The same options as a query string (without the container), for a node's log endpoint.
+    pub fn to_query(&self) -> String {
+        let mut q = form_urlencoded::Serializer::new(String::new());
+        for (key, on) in [("follow", self.follow), ("previous", self.previous), ("timestamps", self.timestamps)] {
+            if on {
+                q.append_pair(key, "true");
+            }
+        }
+        for (key, n) in
+            [("tailLines", self.tail_lines), ("sinceSeconds", self.since_seconds), ("limitBytes", self.limit_bytes)]
+        {
+            if let Some(n) = n {
+                q.append_pair(key, &n.to_string());
+            }
+        }
+        q.finish()
+    }
+}
+
 /// `GET pods/{name}/log`.
 pub async fn logs(nodes: Option<Arc<dyn NodeStreams>>, pod: &Value, q: &Query) -> ApiResult<Response> {
     let container = container_of(pod, q.get("container"))?;
     let nodes = nodes.ok_or_else(no_node)?;
-    let options = LogOptions {
-        container,
-        follow: q.flag("follow"),
-        previous: q.flag("previous"),
-        timestamps: q.flag("timestamps"),
-        tail_lines: parse_u64(q, "tailLines")?,
-        since_seconds: parse_u64(q, "sinceSeconds")?,
-        limit_bytes: parse_u64(q, "limitBytes")?,
-    };
+    let options = LogOptions::from_query(container, q)?;
     let stream = nodes.logs(pod, options).await?;
     let body = Body::from_stream(stream.map(Ok::<Bytes, std::convert::Infallible>));
     let mut resp = Response::new(body);
@@ -120,8 +149,9 @@ fn no_node() -> ApiError {
     ApiError::new(503, "ServiceUnavailable", "no node agent is connected to serve pod logs and exec")
 }
 
-const V5: &str = "v5.channel.k8s.io";
-const V4: &str = "v4.channel.k8s.io";
+/// The websocket subprotocols of exec, newest first.
+pub const V5: &str = "v5.channel.k8s.io";
+pub const V4: &str = "v4.channel.k8s.io";
 
 /// `GET|POST pods/{name}/exec` with a websocket upgrade.
 pub async fn exec(
@@ -164,7 +194,7 @@ pub async fn exec(
 }
 
 /// Ends an upgraded exec connection with a failure `Status` on channel 3.
-async fn fail(socket: WebSocket, e: ApiError) {
+pub async fn fail(socket: WebSocket, e: ApiError) {
     let (mut tx, _rx) = socket.split();
     let mut status = e.status();
     if let Some(m) = status.as_object_mut() {
@@ -183,7 +213,7 @@ fn frame(channel: u8, data: &[u8]) -> Message {
 }
 
 /// Copies between the websocket and the exec session until the command exits.
-async fn bridge(socket: WebSocket, mut session: ExecSession, v5: bool) {
+pub async fn bridge(socket: WebSocket, mut session: ExecSession, v5: bool) {
     let (mut tx, mut rx) = socket.split();
     let stdin = session.stdin.take();
     let resize = session.resize.take();
@@ -219,6 +249,7 @@ async fn bridge(socket: WebSocket, mut session: ExecSession, v5: bool) {
         }
     });
     let mut code = None;
+    let mut given = None;
     while let Some(out) = session.output.recv().await {
         let msg = match out {
             ExecOutput::Stdout(b) => frame(1, &b),
@@ -227,23 +258,30 @@ async fn bridge(socket: WebSocket, mut session: ExecSession, v5: bool) {
                 code = Some(c);
                 break;
             }
+            ExecOutput::Status(s) => {
+                given = Some(s);
+                break;
+            }
         };
         if tx.send(msg).await.is_err() {
             reader.abort();
             return;
         }
     }
-    let status = match code {
-        Some(0) => json!({"metadata": {}, "status": "Success"}),
-        Some(c) => json!({
-            "metadata": {}, "status": "Failure",
-            "message": format!("command terminated with non-zero exit code: error executing command [exit status {c}], exit code {c}"),
-            "reason": "NonZeroExitCode",
-            "details": {"causes": [{"reason": "ExitCode", "message": c.to_string()}]},
-        }),
-        None => {
-            json!({"metadata": {}, "status": "Failure", "message": "the command ended without an exit status", "reason": "InternalError"})
-        }
+    let status = match (given, code) {
+        (Some(s), _) => s,
+        (None, code) => match code {
+            Some(0) => json!({"metadata": {}, "status": "Success"}),
+            Some(c) => json!({
+                "metadata": {}, "status": "Failure",
+                "message": format!("command terminated with non-zero exit code: error executing command [exit status {c}], exit code {c}"),
+                "reason": "NonZeroExitCode",
+                "details": {"causes": [{"reason": "ExitCode", "message": c.to_string()}]},
+            }),
+            None => {
+                json!({"metadata": {}, "status": "Failure", "message": "the command ended without an exit status", "reason": "InternalError"})
+            }
+        },
     };
     let _ = tx.send(frame(3, status.to_string().as_bytes())).await;
     // A normal close (1000): kubectl treats a close without a code as an error.

@@ -3,6 +3,8 @@
 //! machine as a node.
 
 mod cluster_dns;
+mod kubelet;
+mod memory;
 mod netinfo;
 mod node_streams;
 mod pki;
@@ -309,7 +311,7 @@ async fn agent(args: AgentArgs) -> Result<()> {
         .to_string();
     let url: http::Uri = args.server.parse().with_context(|| format!("--server {:?}", args.server))?;
     let mut config = kube::Config::new(url);
-    config.auth_info.token = Some(token.into());
+    config.auth_info.token = Some(token.clone().into());
     match &args.ca_file {
         Some(ca) => {
             let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
@@ -324,14 +326,24 @@ async fn agent(args: AgentArgs) -> Result<()> {
     let client = kube::Client::try_from(config)?;
     let node_args = NodeArgs::new(&args.data_dir, &args.node)?;
     let node_ip = args.node.node_ip.or_else(netinfo::detect_node_ip).context("no node IP: pass --node-ip")?;
+    let name = node_args.node_name()?;
+    // The kubelet port, where the API server reaches this node's pod logs and exec.
+    let identity = kubelet::identity(&name, node_ip)?;
+    let kubelet_addr = SocketAddr::new(node_ip, kubelet::PORT);
+    let kubelet_listener = tokio::net::TcpListener::bind(kubelet_addr)
+        .await
+        .with_context(|| format!("binding the kubelet port {kubelet_addr}"))?;
     let node = pier_agent::node::NodeConfig {
-        name: node_args.node_name()?,
+        name,
         node_ip,
         cluster_pod_cidr: node_args.cluster_pod_cidr,
         labels: Vec::new(),
+        annotations: vec![(kubelet::CERT_ANNOTATION.to_string(), identity.fingerprint.clone())],
     };
     std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
-    let (_machine, pod_cidr) = run_node(&client, &node, &node_args).await?;
+    let (machine, pod_cidr) = run_node(&client, &node, &node_args).await?;
+    let local = Arc::new(node_streams::LocalNode { machine, node_name: node.name.clone() });
+    tokio::spawn(kubelet::serve(kubelet_listener, identity.tls, local, client.clone(), token));
     tracing::info!(server = %args.server, node = %node.name, %node_ip, %pod_cidr, "pier agent is ready");
     shutdown_signal().await;
     tracing::info!("pier agent stopped");
@@ -420,6 +432,7 @@ async fn server(args: ServerArgs) -> Result<()> {
         node_ip,
         cluster_pod_cidr: node_args.cluster_pod_cidr,
         labels: Vec::new(),
+        annotations: Vec::new(),
     };
     tokio::spawn({
         let client = client.clone();
@@ -431,7 +444,11 @@ async fn server(args: ServerArgs) -> Result<()> {
         }
     });
     let (machine, pod_cidr) = run_node(&client, &node, &node_args).await?;
-    api.set_node_streams(Arc::new(node_streams::LocalNode { machine, node_name: node.name.clone() }));
+    api.set_node_streams(Arc::new(kubelet::Nodes {
+        local: node_streams::LocalNode { machine, node_name: node.name.clone() },
+        client: client.clone(),
+        token: creds.token.clone(),
+    }));
     api.set_ready(true);
     tracing::info!(url = %server_url, kubeconfig = %kubeconfig_path.display(), %node_ip, node = %node.name, %pod_cidr, "pier is ready");
     serving.await.context("server task")??;
@@ -455,8 +472,14 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
-        Command::Server(args) => rt.block_on(server(*args)),
-        Command::Agent(args) => rt.block_on(agent(*args)),
+        Command::Server(args) => rt.block_on(async {
+            memory::start();
+            server(*args).await
+        }),
+        Command::Agent(args) => rt.block_on(async {
+            memory::start();
+            agent(*args).await
+        }),
         Command::Proxy(ProxyCommand::Rules) => proxy_rules(),
     }
 }

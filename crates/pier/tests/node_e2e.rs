@@ -78,6 +78,40 @@ fn a_second_node_joins_with_pier_agent() {
     c.kubectl(&["wait", "--for=condition=Ready", "pod/far", "--timeout=30s"]).ok();
     let ip = c.kubectl(&["get", "pod", "far", "-o", "jsonpath={.status.podIP}"]).ok().stdout;
     assert!(ip.starts_with("10.244.1."), "{ip}");
+    // Its logs and exec come from the node that runs it, through that node's kubelet port,
+    // whose certificate the API server pins from the Node's annotation.
+    let annotation = c
+        .kubectl(&[
+            "get",
+            "node",
+            "pier-node-2",
+            "-o",
+            "jsonpath={.metadata.annotations.pier\\.dev/kubelet-serving-cert-sha256}",
+        ])
+        .ok()
+        .stdout;
+    assert_eq!(annotation.len(), 64, "{annotation:?}");
+    let logs = c.kubectl(&["logs", "far"]).ok().stdout;
+    assert!(logs.contains("Kubia server starting..."), "{logs}");
+    assert_eq!(c.kubectl(&["exec", "far", "--", "hostname"]).ok().stdout.trim(), "far");
+    assert_eq!(
+        c.kubectl_stdin(&["exec", "-i", "far", "--", "cat"], "through two machines\n").ok().stdout,
+        "through two machines\n"
+    );
+    let failed = c.kubectl(&["exec", "far", "--", "sh", "-c", "echo oops >&2; exit 3"]);
+    assert_eq!(failed.code, 3, "{}", failed.stderr);
+    assert!(failed.stderr.contains("oops"), "{}", failed.stderr);
+    let missing = c.kubectl(&["exec", "far", "--", "/no/such/command"]);
+    assert_ne!(missing.code, 0);
+    assert!(!missing.stderr.is_empty());
+    // The kubelet port answers only the cluster's token.
+    let out = c
+        .command("curl")
+        .args(["-sk", "--max-time", "5", "-o", "/dev/null", "-w", "%{http_code}", "-H", "Authorization: Bearer wrong"])
+        .arg("https://198.51.100.2:10250/containerLogs/default/far/kubia")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "401");
     let _ = agent.kill();
     let _ = agent.wait();
     common::kill_pods(agent_dir.path());
