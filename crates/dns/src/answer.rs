@@ -402,7 +402,18 @@ pub fn answer_into(zone: &Zone, query: &[u8], transport: Transport, out: &mut Ve
     match place {
         Place::Elsewhere => Disposition::Forward,
         Place::Reverse { ip, suffix_at } => {
-            let Some(node) = served.reverse.get(&ip) else { return Disposition::Forward };
+            // Cluster IPs are held ready; endpoint addresses (K10) are built when asked for.
+            let built;
+            let node = match served.reverse.get(&ip) {
+                Some(node) => node,
+                None => match zone.endpoint_ptr(ip) {
+                    Some(entry) => {
+                        built = entry;
+                        &built
+                    }
+                    None => return Disposition::Forward,
+                },
+            };
             let mut w = Writer::begin(out, query, &q);
             if let Some(rc) = refusal(&q) {
                 w.finish(&q, rc, false, transport, limit);
@@ -489,7 +500,9 @@ fn cluster(
         w.finish(q, rcode::NOERROR, true, transport, limit);
         return Disposition::Reply;
     }
-    let Some(node) = served.names.get(key) else {
+    // Endpoint names under ClusterIP Services (K9) are built when asked for.
+    let built = if served.names.contains(key) { None } else { zone.endpoint_name(key) };
+    let Some(node) = served.names.get(key).or(built.as_ref()) else {
         w.authority_soa(zone_ptr, params.ttl, serial);
         // K4: until the caches have synced, a missing name may only be missing from us.
         let rc = if zone.is_synced() { rcode::NXDOMAIN } else { rcode::SERVFAIL };

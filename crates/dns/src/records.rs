@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use crate::objects::{PortInfo, ServiceInfo, ServiceKind, SliceInfo, dashed_ip};
+use crate::objects::{EndpointInfo, PortInfo, ServiceInfo, ServiceKind, SliceInfo, dashed_ip};
 use crate::wire::{self, HEADER_LEN, PTR_QNAME, rtype};
 
 /// The answers of one record type at one name.
@@ -240,14 +240,59 @@ fn port_matches(p: &PortInfo, name: &str, protocol: &str) -> bool {
 #[derive(Debug, Default)]
 pub struct Built {
     pub names: Vec<(Box<[u8]>, Node)>,
+    /// The PTR claims of the Service's cluster IPs (S6).
     pub ptrs: Vec<PtrClaim>,
+    /// The addresses of the ready endpoints (each once): their PTR records (K10) and, under a
+    /// ClusterIP Service, their names (K9) are built when asked for, from the zone's index of
+    /// these, instead of held (300,000 endpoints would cost over 100 MB of ready answers).
+    pub endpoint_ips: Vec<IpAddr>,
 }
 
 struct ReadyEndpoint {
     label: Box<str>,
     address: IpAddr,
-    /// The label is the endpoint's hostname, not its dashed IP.
-    named: bool,
+}
+
+/// The label naming an endpoint address: its hostname, or its dashed IP (K7).
+pub fn endpoint_label(ep: &EndpointInfo, address: IpAddr) -> std::borrow::Cow<'_, str> {
+    match &ep.hostname {
+        Some(h) => std::borrow::Cow::Borrowed(h),
+        None => std::borrow::Cow::Owned(dashed_ip(address)),
+    }
+}
+
+/// The endpoints of a ClusterIP Service named `label` (K9): one A/AAAA per address, or
+/// `None` when no ready endpoint has that label.
+pub fn endpoint_name(ttl: u32, svc: &ServiceInfo, slices: &[&SliceInfo], label: &str) -> Option<Node> {
+    if !matches!(svc.kind, ServiceKind::ClusterIp(_)) {
+        return None;
+    }
+    let mut ips: Vec<IpAddr> = Vec::new();
+    for ep in slices.iter().flat_map(|s| &s.endpoints).filter(|ep| ep.ready || svc.publish_not_ready) {
+        for &address in &ep.addresses {
+            if endpoint_label(ep, address) == label && !ips.contains(&address) {
+                ips.push(address);
+            }
+        }
+    }
+    (!ips.is_empty()).then(|| Node { rrsets: address_rrsets(&ips, ttl).into_boxed_slice(), alias: None })
+}
+
+/// The PTR targets one Service gives an endpoint address (K10): `<label>.<svc>.<ns>.svc.<zone>`
+/// for each of its ready endpoints with that address.
+pub fn endpoint_ptr_targets(
+    params: &Params,
+    svc_key: &[u8],
+    svc: &ServiceInfo,
+    slices: &[&SliceInfo],
+    ip: IpAddr,
+    out: &mut Vec<Vec<u8>>,
+) {
+    for ep in slices.iter().flat_map(|s| &s.endpoints).filter(|ep| ep.ready || svc.publish_not_ready) {
+        if ep.addresses.contains(&ip) {
+            out.push(ptr_target(params, svc_key, ip, false, ep.hostname.as_deref()));
+        }
+    }
 }
 
 /// Builds every name under `<name>.<ns>.svc.<zone>` and the PTR claims of one Service.
@@ -286,14 +331,11 @@ pub fn build_service(params: &Params, ns: &str, name: &str, svc: &ServiceInfo, s
         let mut here = Vec::new();
         for ep in slice.endpoints.iter().filter(|ep| ep.ready || svc.publish_not_ready) {
             for &address in &ep.addresses {
-                let (label, named) = match &ep.hostname {
-                    Some(h) => (h.clone(), true),
-                    None => (dashed_ip(address).into_boxed_str(), false),
-                };
+                let label: Box<str> = endpoint_label(ep, address).into();
                 let idx = match ready.iter().position(|r| r.label == label && r.address == address) {
                     Some(i) => i,
                     None => {
-                        ready.push(ReadyEndpoint { label, address, named });
+                        ready.push(ReadyEndpoint { label, address });
                         ready.len() - 1
                     }
                 };
@@ -304,21 +346,26 @@ pub fn build_service(params: &Params, ns: &str, name: &str, svc: &ServiceInfo, s
     }
     let endpoint_keys: Vec<Box<[u8]>> = ready.iter().map(|r| prepend_label(&r.label, &svc_key)).collect();
 
-    // Per-endpoint names (S8, and K9 for ClusterIP Services), one A/AAAA per address.
-    let mut by_label: BTreeMap<&str, Vec<IpAddr>> = BTreeMap::new();
-    for r in &ready {
-        let ips = by_label.entry(&r.label).or_default();
-        if !ips.contains(&r.address) {
-            ips.push(r.address);
+    // Per-endpoint names of a headless Service (S8), one A/AAAA per address. Under a ClusterIP
+    // Service (K9) they are built when asked for: see `endpoint_name`.
+    if matches!(svc.kind, ServiceKind::Headless) {
+        let mut by_label: BTreeMap<&str, Vec<IpAddr>> = BTreeMap::new();
+        for r in &ready {
+            let ips = by_label.entry(&r.label).or_default();
+            if !ips.contains(&r.address) {
+                ips.push(r.address);
+            }
+        }
+        for (label, ips) in &by_label {
+            let key = prepend_label(label, &svc_key);
+            built.names.push((key, Node { rrsets: address_rrsets(ips, ttl).into_boxed_slice(), alias: None }));
         }
     }
-    for (label, ips) in &by_label {
-        let key = prepend_label(label, &svc_key);
-        built.names.push((key, Node { rrsets: address_rrsets(ips, ttl).into_boxed_slice(), alias: None }));
-    }
-    // PTR claims for every ready endpoint address (K10), headless or not.
+    // Every ready endpoint address, headless or not, for its PTR record (K10).
     for r in &ready {
-        built.ptrs.push(PtrClaim { ip: r.address, cluster_ip: false, hostname: r.named.then(|| r.label.clone()) });
+        if !built.endpoint_ips.contains(&r.address) {
+            built.endpoint_ips.push(r.address);
+        }
     }
 
     match &svc.kind {

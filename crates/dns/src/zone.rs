@@ -91,6 +91,62 @@ struct Contributed {
     keys: Box<[u8]>,
     /// The IPs it claims a PTR record for.
     ips: Box<[IpAddr]>,
+    /// Its ready endpoints' addresses, as filed in [`EndpointIndex`].
+    endpoint_ips: Box<[IpAddr]>,
+}
+
+/// Which Services have a ready endpoint at an address, by their claim id: what a PTR query for
+/// an endpoint address (K10) starts from. Most addresses are IPv4 with one owner; those cost 8
+/// bytes in `v4`, the rest (IPv6, and the owners after the first) live in `more`.
+#[derive(Debug, Default)]
+struct EndpointIndex {
+    v4: Map<u32, u32>,
+    more: Map<IpAddr, Vec<u32>>,
+}
+
+impl EndpointIndex {
+    fn insert(&mut self, ip: IpAddr, id: u32) {
+        if let IpAddr::V4(v4) = ip {
+            match self.v4.entry(u32::from(v4)) {
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(id);
+                    return;
+                }
+                std::collections::hash_map::Entry::Occupied(e) if *e.get() == id => return,
+                std::collections::hash_map::Entry::Occupied(_) => {}
+            }
+        }
+        let ids = self.more.entry(ip).or_default();
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+
+    fn remove(&mut self, ip: IpAddr, id: u32) {
+        if let Some(ids) = self.more.get_mut(&ip) {
+            ids.retain(|i| *i != id);
+        }
+        if let IpAddr::V4(v4) = ip {
+            let k = u32::from(v4);
+            if self.v4.get(&k) == Some(&id) {
+                match self.more.get_mut(&ip).and_then(Vec::pop) {
+                    Some(next) => self.v4.insert(k, next),
+                    None => self.v4.remove(&k),
+                };
+            }
+        }
+        if self.more.get(&ip).is_some_and(Vec::is_empty) {
+            self.more.remove(&ip);
+        }
+    }
+
+    fn ids(&self, ip: IpAddr) -> Vec<u32> {
+        let first = match ip {
+            IpAddr::V4(v4) => self.v4.get(&u32::from(v4)).copied(),
+            IpAddr::V6(_) => None,
+        };
+        first.into_iter().chain(self.more.get(&ip).into_iter().flatten().copied()).collect()
+    }
 }
 
 fn packed_keys(packed: &[u8]) -> impl Iterator<Item = &[u8]> {
@@ -116,6 +172,10 @@ struct State {
     ptrs: HashMap<IpAddr, Vec<PtrSource>>,
     /// The key (`<svc>.<ns>.svc`) of each Service with PTR claims, by claim owner id.
     owners: HashMap<u32, Box<[u8]>>,
+    /// Services by ready endpoint address.
+    endpoints: EndpointIndex,
+    /// The Service of each claim id with endpoints in `endpoints`.
+    keys: HashMap<u32, ObjectKey>,
     next_id: u32,
 }
 
@@ -299,6 +359,37 @@ impl Zone {
         self.commit(edits);
     }
 
+    /// K9 under a ClusterIP Service, built when asked for: the name `<ep>.<svc>.<ns>.svc`
+    /// (`key`, relative wire labels, lowercase) if a ready endpoint of that Service has the
+    /// label `<ep>`.
+    pub(crate) fn endpoint_name(&self, key: &[u8]) -> Option<Entry> {
+        let labels: Vec<&str> = packed_keys(key).map(std::str::from_utf8).collect::<Result<_, _>>().ok()?;
+        let [ep, name, ns, "svc"] = labels.as_slice() else { return None };
+        let state = self.state();
+        let svc_key: ObjectKey = ((*ns).into(), (*name).into());
+        let svc = state.services.get(&svc_key)?;
+        let node = records::endpoint_name(self.inner.params.ttl, svc, &state.slices_for(&svc_key), ep)?;
+        Some(Entry::new(key, &node))
+    }
+
+    /// K10 for an endpoint address, built when asked for: one PTR per (Service, endpoint
+    /// label) with a ready endpoint at `ip`.
+    pub(crate) fn endpoint_ptr(&self, ip: IpAddr) -> Option<Entry> {
+        let params = &self.inner.params;
+        let state = self.state();
+        let mut targets = Vec::new();
+        for id in state.endpoints.ids(ip) {
+            let Some(key) = state.keys.get(&id) else { continue };
+            let (Some(ns), Some(name)) = (objects::dns_label(&key.0), objects::dns_label(&key.1)) else { continue };
+            let Some(svc) = state.services.get(key) else { continue };
+            let svc_key = relative_key(&[&name, &ns, "svc"]);
+            records::endpoint_ptr_targets(params, &svc_key, svc, &state.slices_for(key), ip, &mut targets);
+        }
+        targets.sort_unstable();
+        targets.dedup();
+        records::ptr_node(&[], &targets, params.ttl).map(|n| Entry::new(&[], &n))
+    }
+
     /// Number of names served in the cluster domain and reverse zones (for metrics and tests).
     pub fn name_count(&self) -> usize {
         let served = self.read();
@@ -366,16 +457,7 @@ impl State {
             Some(svc) => {
                 let (ns, name) = (objects::dns_label(&key.0), objects::dns_label(&key.1));
                 match (ns, name) {
-                    (Some(ns), Some(name)) => {
-                        let slices: Vec<&SliceInfo> = self
-                            .slices_of
-                            .get(key)
-                            .into_iter()
-                            .flatten()
-                            .filter_map(|s| self.slices.get(&(key.0.clone(), s.clone())))
-                            .collect();
-                        records::build_service(params, &ns, &name, svc, &slices)
-                    }
+                    (Some(ns), Some(name)) => records::build_service(params, &ns, &name, svc, &self.slices_for(key)),
                     _ => records::Built::default(),
                 }
             }
@@ -399,6 +481,20 @@ impl State {
             packed.extend_from_slice(k);
             edits.insert.push(Entry::new(k, node));
         }
+
+        let old_endpoints = old.as_ref().map(|o| o.endpoint_ips.clone()).unwrap_or_default();
+        for &ip in old_endpoints.iter().filter(|ip| !built.endpoint_ips.contains(ip)) {
+            self.endpoints.remove(ip, id);
+        }
+        for &ip in &built.endpoint_ips {
+            self.endpoints.insert(ip, id);
+        }
+        if built.endpoint_ips.is_empty() {
+            self.keys.remove(&id);
+        } else {
+            self.keys.insert(id, key.clone());
+        }
+        let endpoint_ips = built.endpoint_ips.into_boxed_slice();
 
         let mut touched: Vec<IpAddr> = old.map(|o| o.ips.into_vec()).unwrap_or_default();
         for ip in &touched {
@@ -449,9 +545,20 @@ impl State {
         if ips.is_empty() {
             self.owners.remove(&id);
         }
-        if !packed.is_empty() || !ips.is_empty() {
-            self.contributed.insert(key.clone(), Contributed { id, keys: packed.into(), ips: ips.into() });
+        if !packed.is_empty() || !ips.is_empty() || !endpoint_ips.is_empty() {
+            self.contributed
+                .insert(key.clone(), Contributed { id, keys: packed.into(), ips: ips.into(), endpoint_ips });
         }
+    }
+
+    /// The slices filed under Service `key`.
+    fn slices_for(&self, key: &ObjectKey) -> Vec<&SliceInfo> {
+        self.slices_of
+            .get(key)
+            .into_iter()
+            .flatten()
+            .filter_map(|s| self.slices.get(&(key.0.clone(), s.clone())))
+            .collect()
     }
 }
 
