@@ -390,6 +390,16 @@ impl Zone {
         records::ptr_node(&[], &targets, params.ttl).map(|n| Entry::new(&[], &n))
     }
 
+    /// The (namespace, name) of every Service the zone holds.
+    pub fn service_keys(&self) -> Vec<(String, String)> {
+        self.state().services.keys().map(|(ns, n)| (ns.to_string(), n.to_string())).collect()
+    }
+
+    /// The (namespace, name) of every EndpointSlice the zone holds.
+    pub fn slice_keys(&self) -> Vec<(String, String)> {
+        self.state().slices.keys().map(|(ns, n)| (ns.to_string(), n.to_string())).collect()
+    }
+
     /// Number of names served in the cluster domain and reverse zones (for metrics and tests).
     pub fn name_count(&self) -> usize {
         let served = self.read();

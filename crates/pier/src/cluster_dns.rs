@@ -35,37 +35,41 @@ pub fn start(client: &kube::Client, dns_ip: IpAddr, cluster_domain: &str, ttl: u
     Ok(())
 }
 
-/// The names a watch has delivered, so that after a relist whatever the relist no longer holds
-/// can be deleted: the zone must never keep a name its objects lost while the watch was down.
+/// What a relist delivered, so that at its end whatever the zone still holds and the relist
+/// no longer does can be deleted: the zone must never keep a name its objects lost while the
+/// watch was down. Only the relist's names are kept, and only while it runs; the zone knows
+/// its own.
 #[derive(Default)]
 struct Relist {
-    live: BTreeSet<(String, String)>,
-    relisting: BTreeSet<(String, String)>,
+    relisting: Option<BTreeSet<(String, String)>>,
     synced: bool,
 }
 
 impl Relist {
-    /// Books one event; returns what to apply and what to delete.
-    fn handle<K: kube::Resource>(&mut self, ev: watcher::Event<K>) -> (Option<K>, Vec<(String, String)>) {
+    /// Books one event; returns what to apply and what to delete. `held` lists what the zone
+    /// holds (asked only at the end of a relist).
+    fn handle<K: kube::Resource>(
+        &mut self,
+        ev: watcher::Event<K>,
+        held: impl FnOnce() -> Vec<(String, String)>,
+    ) -> (Option<K>, Vec<(String, String)>) {
         let key = |o: &K| (o.meta().namespace.clone().unwrap_or_default(), o.meta().name.clone().unwrap_or_default());
         match ev {
             watcher::Event::Init => {
-                self.relisting.clear();
+                self.relisting = Some(BTreeSet::new());
                 (None, Vec::new())
             }
-            watcher::Event::InitApply(o) | watcher::Event::Apply(o) => {
-                self.relisting.insert(key(&o));
-                self.live.insert(key(&o));
+            watcher::Event::InitApply(o) => {
+                if let Some(r) = self.relisting.as_mut() {
+                    r.insert(key(&o));
+                }
                 (Some(o), Vec::new())
             }
-            watcher::Event::Delete(o) => {
-                let k = key(&o);
-                self.live.remove(&k);
-                (None, vec![k])
-            }
+            watcher::Event::Apply(o) => (Some(o), Vec::new()),
+            watcher::Event::Delete(o) => (None, vec![key(&o)]),
             watcher::Event::InitDone => {
-                let gone = self.live.difference(&self.relisting).cloned().collect();
-                self.live = std::mem::take(&mut self.relisting);
+                let listed = self.relisting.take().unwrap_or_default();
+                let gone = held().into_iter().filter(|k| !listed.contains(k)).collect();
                 self.synced = true;
                 (None, gone)
             }
@@ -81,12 +85,12 @@ async fn feed(client: kube::Client, zone: Zone) {
         match ev {
             Err(e) => tracing::warn!(error = %e, "cluster DNS watch failed; retrying"),
             Ok(Event::Service(e)) => {
-                let (apply, delete) = svcs.handle(*e);
+                let (apply, delete) = svcs.handle(*e, || zone.service_keys());
                 apply.iter().for_each(|s| zone.apply_service(s));
                 delete.iter().for_each(|(ns, name)| zone.delete_service(ns, name));
             }
             Ok(Event::Slice(e)) => {
-                let (apply, delete) = slices.handle(*e);
+                let (apply, delete) = slices.handle(*e, || zone.slice_keys());
                 apply.iter().for_each(|s| zone.apply_slice(s));
                 delete.iter().for_each(|(ns, name)| zone.delete_slice(ns, name));
             }
@@ -95,5 +99,36 @@ async fn feed(client: kube::Client, zone: Zone) {
             zone.mark_synced();
             tracing::info!(names = zone.name_count(), "cluster DNS zone synced");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use k8s_openapi::api::core::v1::Service;
+
+    fn svc(name: &str) -> Service {
+        serde_json::from_value(serde_json::json!({"metadata": {"name": name, "namespace": "default"}})).unwrap()
+    }
+
+    fn key(name: &str) -> (String, String) {
+        ("default".to_string(), name.to_string())
+    }
+
+    #[test]
+    fn a_relist_deletes_what_the_zone_holds_and_the_list_no_longer_does() {
+        let mut r = Relist::default();
+        assert!(!r.synced);
+        assert_eq!(r.handle(watcher::Event::<Service>::Init, Vec::new).1, Vec::<(String, String)>::new());
+        let (apply, delete) = r.handle(watcher::Event::InitApply(svc("a")), Vec::new);
+        assert!(apply.is_some() && delete.is_empty());
+        r.handle(watcher::Event::InitApply(svc("b")), Vec::new);
+        // The zone still holds c from before the watch was lost: the relist's end deletes it.
+        let (_, gone) = r.handle(watcher::Event::<Service>::InitDone, || vec![key("a"), key("b"), key("c")]);
+        assert_eq!(gone, [key("c")]);
+        assert!(r.synced);
+        let (_, gone) = r.handle(watcher::Event::Delete(svc("a")), Vec::new);
+        assert_eq!(gone, [key("a")]);
     }
 }
