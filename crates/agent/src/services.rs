@@ -12,9 +12,16 @@ use kube::api::Api;
 use kube::runtime::watcher;
 use tokio::sync::watch;
 
-use crate::envvars::EnvService;
+use crate::envvars::{EnvPort, EnvService};
 
-type ByNamespace = BTreeMap<String, BTreeMap<String, EnvService>>;
+/// What the cache keeps of a Service: its namespace and name are the keys it is filed under.
+#[derive(Debug)]
+struct Stored {
+    cluster_ip: Box<str>,
+    ports: Box<[EnvPort]>,
+}
+
+type ByNamespace = BTreeMap<Box<str>, BTreeMap<Box<str>, Stored>>;
 
 #[derive(Default)]
 struct Inner {
@@ -30,7 +37,17 @@ pub struct ServiceCache {
 }
 
 fn insert(map: &mut ByNamespace, s: EnvService) {
-    map.entry(s.namespace.clone()).or_default().insert(s.name.clone(), s);
+    let stored = Stored { cluster_ip: s.cluster_ip.into(), ports: s.ports.into() };
+    map.entry(s.namespace.into()).or_default().insert(s.name.into(), stored);
+}
+
+fn env_service(ns: &str, name: &str, s: &Stored) -> EnvService {
+    EnvService {
+        namespace: ns.to_string(),
+        name: name.to_string(),
+        cluster_ip: s.cluster_ip.to_string(),
+        ports: s.ports.to_vec(),
+    }
 }
 
 impl ServiceCache {
@@ -73,10 +90,10 @@ impl ServiceCache {
             watcher::Event::Apply(s) => insert(&mut inner.by_ns, EnvService::of(&s)),
             watcher::Event::Delete(s) => {
                 let (ns, name) = (s.metadata.namespace.unwrap_or_default(), s.metadata.name.unwrap_or_default());
-                if let Some(m) = inner.by_ns.get_mut(&ns) {
-                    m.remove(&name);
+                if let Some(m) = inner.by_ns.get_mut(ns.as_str()) {
+                    m.remove(name.as_str());
                     if m.is_empty() {
-                        inner.by_ns.remove(&ns);
+                        inner.by_ns.remove(ns.as_str());
                     }
                 }
             }
@@ -92,12 +109,16 @@ impl ServiceCache {
     /// `kubernetes` Service of `default`.
     pub fn for_namespace(&self, namespace: &str) -> Vec<EnvService> {
         let inner = self.inner.read().unwrap_or_else(PoisonError::into_inner);
-        let mut out: Vec<EnvService> =
-            inner.by_ns.get(namespace).into_iter().flat_map(|m| m.values().cloned()).collect();
+        let mut out: Vec<EnvService> = inner
+            .by_ns
+            .get(namespace)
+            .into_iter()
+            .flat_map(|m| m.iter().map(|(name, s)| env_service(namespace, name, s)))
+            .collect();
         if namespace != "default"
             && let Some(master) = inner.by_ns.get("default").and_then(|m| m.get("kubernetes"))
         {
-            out.push(master.clone());
+            out.push(env_service("default", "kubernetes", master));
         }
         out
     }

@@ -12,7 +12,7 @@
 //! Cost of one event: proportional to the Service it touches (its slices, endpoints and ports),
 //! never to the cluster.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard};
@@ -165,7 +165,8 @@ struct State {
     services: HashMap<ObjectKey, ServiceInfo>,
     slices: HashMap<ObjectKey, SliceInfo>,
     /// Slice names by owning Service.
-    slices_of: HashMap<ObjectKey, BTreeSet<Box<str>>>,
+    /// (Sorted; a Service has one slice per 100 endpoints, so a short list, not a B-tree node.)
+    slices_of: HashMap<ObjectKey, Vec<Box<str>>>,
     contributed: HashMap<ObjectKey, Contributed>,
     /// Services per namespace: `<ns>.svc.<zone>` exists while this is non-zero.
     namespaces: HashMap<Box<str>, usize>,
@@ -441,7 +442,7 @@ impl State {
         {
             let svc: ObjectKey = (ns.clone(), old.clone());
             if let Some(set) = self.slices_of.get_mut(&svc) {
-                set.remove(&slice.1);
+                set.retain(|n| *n != slice.1);
                 if set.is_empty() {
                     self.slices_of.remove(&svc);
                 }
@@ -451,7 +452,10 @@ impl State {
         if let Some(new) = &new_owner {
             let svc: ObjectKey = (ns.clone(), new.clone());
             if self.slices.contains_key(slice) {
-                self.slices_of.entry(svc.clone()).or_default().insert(slice.1.clone());
+                let names = self.slices_of.entry(svc.clone()).or_default();
+                if let Err(at) = names.binary_search(&slice.1) {
+                    names.insert(at, slice.1.clone());
+                }
             }
             self.recompute(params, &svc, edits);
         }
