@@ -1,6 +1,7 @@
 //! `cargo xtask bench api`: the API-server benchmark of issue 2.
 //!
-//! Against a fresh `pier server` (see [`crate::server`]), in the namespace `bench`:
+//! Against a fresh `pier server` in a sealed network namespace (see [`crate::sealed`]; the
+//! client runs on a thread inside it), in the namespace `bench`:
 //! 1. W watches on the namespace's Services are opened (from the revision of an empty list);
 //! 2. N Services are created with C requests in flight (`buffer_unordered` over one pooled
 //!    `kube::Client`, so C HTTP/1.1 connections); for each the instant its create response
@@ -30,7 +31,8 @@ use tokio::sync::watch;
 
 use crate::ApiArgs;
 use crate::report::{Machine, machine, mb, median, ms, percentile, print_table, revision, verdict};
-use crate::server::{Server, proc_cpu, proc_status_bytes};
+use crate::sealed::{self, Sealed};
+use crate::server::{proc_cpu, proc_status_bytes};
 
 const NAMESPACE: &str = "bench";
 /// Bound on one create, get or watch-start request.
@@ -71,8 +73,15 @@ fn service(i: usize) -> Result<Service> {
     }))?)
 }
 
-async fn client(server: &Server) -> Result<kube::Client> {
-    let kc = Kubeconfig::read_from(server.kubeconfig()).context("reading the server's kubeconfig")?;
+/// The server the client measures (it runs in the sealed namespace the client thread joined).
+struct Target {
+    kubeconfig: std::path::PathBuf,
+    pid: u32,
+    data_dir: std::path::PathBuf,
+}
+
+async fn client(server: &Target) -> Result<kube::Client> {
+    let kc = Kubeconfig::read_from(&server.kubeconfig).context("reading the server's kubeconfig")?;
     let mut config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
         .await
         .context("loading the server's kubeconfig")?;
@@ -169,9 +178,9 @@ async fn watcher(
 }
 
 /// Reads a memory field of the server, failing if the process is gone.
-fn rss(server: &mut Server, field: &str) -> Result<u64> {
-    server.check_alive()?;
-    proc_status_bytes(server.pid, field).ok_or_else(|| anyhow!("cannot read {field} of pid {}", server.pid))
+fn rss(server: &Target, field: &str) -> Result<u64> {
+    proc_status_bytes(server.pid, field)
+        .ok_or_else(|| anyhow!("cannot read {field} of pid {} (has it exited?)", server.pid))
 }
 
 fn file_size(p: &Path) -> u64 {
@@ -208,25 +217,48 @@ struct Measured {
     wal: u64,
 }
 
-/// Starts the server, measures, stops the server, prints the report.
-pub async fn run(args: &ApiArgs, pier: &Path) -> Result<()> {
+/// Starts the server in a sealed network namespace (it runs a whole node, which takes
+/// addresses and programs nftables where it runs), measures from a client thread inside that
+/// namespace, stops and removes everything, prints the report.
+pub fn run(args: &ApiArgs, pier: &Path) -> Result<()> {
     let machine = machine();
-    eprintln!("xtask: starting {} server on 127.0.0.1", pier.display());
-    let mut server = Server::start(pier, &args.common.server_env).await?;
-    let measured = match measure(args, &mut server).await {
+    for r in sealed::remove_stale(None) {
+        eprintln!("xtask: removed what an earlier killed run left: {r}");
+    }
+    let mut cluster = Sealed::create(None)?;
+    eprintln!("xtask: starting {} server in the sealed network namespace {}", pier.display(), cluster.netns);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting tokio")?;
+    rt.block_on(cluster.start(pier, &args.common.server_env))?;
+    let target = Target { kubeconfig: cluster.kubeconfig(), pid: cluster.pid, data_dir: cluster.data_dir.clone() };
+    let netns = format!("/run/netns/{}", cluster.netns);
+    let client_args = args.clone();
+    // The client's runtime is built on a thread inside the namespace: its worker threads are
+    // created from that thread and so start there too.
+    let outcome = std::thread::Builder::new()
+        .name("bench-client".into())
+        .spawn(move || -> Result<Measured> {
+            sealed::enter_netns(&netns)?;
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
+            rt.block_on(measure(&client_args, &target))
+        })
+        .context("starting the client thread")?
+        .join()
+        .map_err(|_| anyhow!("the client thread panicked"))?;
+    let measured = match outcome {
         Ok(m) => m,
         // A failure caused by the server dying says so, with the end of its log.
-        Err(e) => match server.check_alive() {
+        Err(e) => match cluster.check_alive() {
             Err(dead) => return Err(e.context(format!("{dead:#}"))),
             Ok(()) => return Err(e),
         },
     };
-    drop(server);
+    cluster.check_alive()?;
+    drop(cluster);
     report(args, pier, &machine, &measured);
     Ok(())
 }
 
-async fn measure(args: &ApiArgs, server: &mut Server) -> Result<Measured> {
+async fn measure(args: &ApiArgs, server: &Target) -> Result<Measured> {
     let n = args.services as usize;
     let c = args.concurrency as usize;
     let w = args.watchers as usize;

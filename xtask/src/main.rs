@@ -2,8 +2,9 @@
 //!
 //! `cargo xtask bench api` measures the API server against the goals of issue 2 (creates per
 //! second, full-list latency, watch delivery latency, server memory): it builds the release
-//! binaries, starts a real `pier server` on a loopback port with a fresh data directory, drives
-//! it with the `kube` client and prints a report (see `docs/benchmarks.md`).
+//! binaries, starts a real `pier server` with a fresh data directory in a sealed network
+//! namespace (the server is a whole node: it must not run in the machine's own), drives it with
+//! the `kube` client from inside that namespace and prints a report (see `docs/benchmarks.md`).
 //!
 //! `cargo xtask bench pods` measures pod start latency and endpoint propagation against the
 //! goals of issue 3. Pods get addresses and a bridge, so that server runs in a fresh sealed
@@ -430,13 +431,9 @@ fn bench_api(args: ApiArgs) -> Result<i32> {
         Ok(p) => p,
         Err(code) => return Ok(code),
     };
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
-    rt.block_on(async {
-        tokio::select! {
-            r = bench_api::run(&args, &pier) => r,
-            _ = tokio::signal::ctrl_c() => bail!("interrupted"),
-        }
-    })?;
+    // The pier binary runs as root inside namespaces it gets a path to: make it absolute.
+    let pier = std::path::absolute(&pier).with_context(|| format!("resolving {}", pier.display()))?;
+    bench_api::run(&args, &pier)?;
     Ok(0)
 }
 
