@@ -460,11 +460,13 @@ async fn server(args: ServerArgs) -> Result<()> {
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-/// jemalloc's options, read at its start: a background thread returns freed pages within
-/// about a second (with `MADV_DONTNEED`, so RSS shows it), even when the process is idle.
+/// jemalloc's options, read at its start: freed pages go back to the kernel after about a
+/// second (with `MADV_DONTNEED`, so RSS shows it). No background thread: this binary is also
+/// the pods' sandbox holder, which must stay single-threaded to enter new namespaces; the
+/// node's steady activity (probes, heartbeats, health checks) drives the purging instead.
 #[allow(unsafe_code)] // jemalloc reads this symbol by name; it is a plain C string.
 #[unsafe(export_name = "_rjem_malloc_conf")]
-pub static MALLOC_CONF: &[u8] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+pub static MALLOC_CONF: &[u8] = b"dirty_decay_ms:1000,muzzy_decay_ms:0\0";
 
 fn main() -> Result<()> {
     // The sandbox holder and the built-in images run this binary inside pods; they must start
