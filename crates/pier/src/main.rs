@@ -461,12 +461,21 @@ async fn server(args: ServerArgs) -> Result<()> {
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// jemalloc's options, read at its start: freed pages go back to the kernel after about a
-/// second (with `MADV_DONTNEED`, so RSS shows it). No background thread: this binary is also
-/// the pods' sandbox holder, which must stay single-threaded to enter new namespaces; the
-/// node's steady activity (probes, heartbeats, health checks) drives the purging instead.
+/// second (with `MADV_DONTNEED`, so RSS shows it). The background thread that does it even
+/// when the process is idle is started only by `pier server` and `pier agent` (see
+/// [`purge_in_background`]): this binary is also the pods' sandbox holder, which must stay
+/// single-threaded to enter new namespaces.
 #[allow(unsafe_code)] // jemalloc reads this symbol by name; it is a plain C string.
 #[unsafe(export_name = "_rjem_malloc_conf")]
 pub static MALLOC_CONF: &[u8] = b"dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+
+/// Starts jemalloc's background thread, which returns freed memory to the kernel on its decay
+/// schedule whether or not the process allocates meanwhile.
+fn purge_in_background() {
+    if let Err(e) = tikv_jemalloc_ctl::background_thread::write(true) {
+        tracing::warn!(error = %e, "jemalloc's background thread did not start; freed memory is returned as the node allocates");
+    }
+}
 
 fn main() -> Result<()> {
     // The sandbox holder and the built-in images run this binary inside pods; they must start
@@ -482,6 +491,9 @@ fn main() -> Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Server(_) | Command::Agent(_)) {
+        purge_in_background();
+    }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
         Command::Server(args) => rt.block_on(async { server(*args).await }),
