@@ -11,10 +11,16 @@ use anyhow::{Context, Result};
 use futures::StreamExt;
 use kube::runtime::watcher;
 use pier_dns::{Server, ServerConfig, Zone, ZoneConfig, upstreams_from_resolv_conf};
-use pier_proxy::sync::{Event, service_events};
+use pier_proxy::sync::{Event, SharedEvent};
 
-/// Takes the address, binds the server and starts feeding the zone.
-pub fn start(client: &kube::Client, dns_ip: IpAddr, cluster_domain: &str, ttl: u32) -> Result<()> {
+/// Takes the address, binds the server and starts feeding the zone from `events` (the node's
+/// Service and EndpointSlice watch, shared with its data plane).
+pub fn start(
+    events: futures::stream::BoxStream<'static, SharedEvent>,
+    dns_ip: IpAddr,
+    cluster_domain: &str,
+    ttl: u32,
+) -> Result<()> {
     if let IpAddr::V4(v4) = dns_ip {
         pier_runtime::add_local_address(v4).with_context(|| format!("taking the cluster DNS address {dns_ip}"))?;
     }
@@ -31,7 +37,7 @@ pub fn start(client: &kube::Client, dns_ip: IpAddr, cluster_domain: &str, ttl: u
     let server = Server::bind(ServerConfig::new(SocketAddr::new(dns_ip, 53), upstreams.clone()), zone.clone())?;
     tracing::info!(listen = %server.local_addr(), upstreams = ?upstreams, "cluster DNS is serving");
     tokio::spawn(server.run(std::future::pending()));
-    tokio::spawn(feed(client.clone(), zone));
+    tokio::spawn(feed(events, zone));
     Ok(())
 }
 
@@ -48,11 +54,11 @@ struct Relist {
 impl Relist {
     /// Books one event; returns what to apply and what to delete. `held` lists what the zone
     /// holds (asked only at the end of a relist).
-    fn handle<K: kube::Resource>(
+    fn handle<'e, K: kube::Resource>(
         &mut self,
-        ev: watcher::Event<K>,
+        ev: &'e watcher::Event<K>,
         held: impl FnOnce() -> Vec<(String, String)>,
-    ) -> (Option<K>, Vec<(String, String)>) {
+    ) -> (Option<&'e K>, Vec<(String, String)>) {
         let key = |o: &K| (o.meta().namespace.clone().unwrap_or_default(), o.meta().name.clone().unwrap_or_default());
         match ev {
             watcher::Event::Init => {
@@ -61,12 +67,12 @@ impl Relist {
             }
             watcher::Event::InitApply(o) => {
                 if let Some(r) = self.relisting.as_mut() {
-                    r.insert(key(&o));
+                    r.insert(key(o));
                 }
                 (Some(o), Vec::new())
             }
             watcher::Event::Apply(o) => (Some(o), Vec::new()),
-            watcher::Event::Delete(o) => (None, vec![key(&o)]),
+            watcher::Event::Delete(o) => (None, vec![key(o)]),
             watcher::Event::InitDone => {
                 let listed = self.relisting.take().unwrap_or_default();
                 let gone = held().into_iter().filter(|k| !listed.contains(k)).collect();
@@ -78,22 +84,23 @@ impl Relist {
 }
 
 /// Applies every watch event to the zone.
-async fn feed(client: kube::Client, zone: Zone) {
-    let mut events = service_events(client);
+async fn feed(mut events: futures::stream::BoxStream<'static, SharedEvent>, zone: Zone) {
     let (mut svcs, mut slices) = (Relist::default(), Relist::default());
     while let Some(ev) = events.next().await {
         match ev {
             Err(e) => tracing::warn!(error = %e, "cluster DNS watch failed; retrying"),
-            Ok(Event::Service(e)) => {
-                let (apply, delete) = svcs.handle(*e, || zone.service_keys());
-                apply.iter().for_each(|s| zone.apply_service(s));
-                delete.iter().for_each(|(ns, name)| zone.delete_service(ns, name));
-            }
-            Ok(Event::Slice(e)) => {
-                let (apply, delete) = slices.handle(*e, || zone.slice_keys());
-                apply.iter().for_each(|s| zone.apply_slice(s));
-                delete.iter().for_each(|(ns, name)| zone.delete_slice(ns, name));
-            }
+            Ok(ev) => match &*ev {
+                Event::Service(e) => {
+                    let (apply, delete) = svcs.handle(e, || zone.service_keys());
+                    apply.iter().for_each(|s| zone.apply_service(s));
+                    delete.iter().for_each(|(ns, name)| zone.delete_service(ns, name));
+                }
+                Event::Slice(e) => {
+                    let (apply, delete) = slices.handle(e, || zone.slice_keys());
+                    apply.iter().for_each(|s| zone.apply_slice(s));
+                    delete.iter().for_each(|(ns, name)| zone.delete_slice(ns, name));
+                }
+            },
         }
         if svcs.synced && slices.synced && !zone.is_synced() {
             zone.mark_synced();
@@ -120,15 +127,16 @@ mod tests {
     fn a_relist_deletes_what_the_zone_holds_and_the_list_no_longer_does() {
         let mut r = Relist::default();
         assert!(!r.synced);
-        assert_eq!(r.handle(watcher::Event::<Service>::Init, Vec::new).1, Vec::<(String, String)>::new());
-        let (apply, delete) = r.handle(watcher::Event::InitApply(svc("a")), Vec::new);
+        assert_eq!(r.handle(&watcher::Event::<Service>::Init, Vec::new).1, Vec::<(String, String)>::new());
+        let a = watcher::Event::InitApply(svc("a"));
+        let (apply, delete) = r.handle(&a, Vec::new);
         assert!(apply.is_some() && delete.is_empty());
-        r.handle(watcher::Event::InitApply(svc("b")), Vec::new);
+        r.handle(&watcher::Event::InitApply(svc("b")), Vec::new);
         // The zone still holds c from before the watch was lost: the relist's end deletes it.
-        let (_, gone) = r.handle(watcher::Event::<Service>::InitDone, || vec![key("a"), key("b"), key("c")]);
+        let (_, gone) = r.handle(&watcher::Event::<Service>::InitDone, || vec![key("a"), key("b"), key("c")]);
         assert_eq!(gone, [key("c")]);
         assert!(r.synced);
-        let (_, gone) = r.handle(watcher::Event::Delete(svc("a")), Vec::new);
+        let (_, gone) = r.handle(&watcher::Event::Delete(svc("a")), Vec::new);
         assert_eq!(gone, [key("a")]);
     }
 }

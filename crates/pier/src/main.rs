@@ -227,8 +227,14 @@ async fn run_node(
         cluster_domain: args.flags.cluster_domain.clone(),
     };
     tokio::spawn(pier_agent::pods::PodManager::new(client.clone(), machine.clone(), pod_config).run());
-    start_proxy(client, &node.name, args)?;
-    if let Err(e) = cluster_dns::start(client, args.cluster_dns, &args.flags.cluster_domain, args.flags.cluster_dns_ttl)
+    // One watch of Services and EndpointSlices for the data plane and the cluster DNS.
+    let mut events = pier_proxy::sync::service_events(client.clone(), 2).into_iter();
+    let (Some(for_proxy), Some(for_dns)) = (events.next(), events.next()) else {
+        bail!("the node's Service watch has fewer consumers than asked for");
+    };
+    start_proxy(for_proxy, &node.name, args)?;
+    if let Err(e) =
+        cluster_dns::start(for_dns, args.cluster_dns, &args.flags.cluster_domain, args.flags.cluster_dns_ttl)
     {
         tracing::error!(error = format!("{e:#}"), "the cluster DNS is not running");
     }
@@ -236,7 +242,11 @@ async fn run_node(
 }
 
 /// The Service data plane of this node.
-fn start_proxy(client: &kube::Client, node_name: &str, args: &NodeArgs) -> Result<()> {
+fn start_proxy(
+    events: futures::stream::BoxStream<'static, pier_proxy::sync::SharedEvent>,
+    node_name: &str,
+    args: &NodeArgs,
+) -> Result<()> {
     let node = pier_proxy::table::NodeContext {
         name: node_name.to_string(),
         pod_cidr: args.cluster_pod_cidr,
@@ -274,7 +284,7 @@ fn start_proxy(client: &kube::Client, node_name: &str, args: &NodeArgs) -> Resul
             }
         });
     }
-    tokio::spawn(pier_proxy::sync::run(client.clone(), node, plane, health));
+    tokio::spawn(pier_proxy::sync::run(events, node, plane, health));
     Ok(())
 }
 

@@ -121,13 +121,36 @@ pub enum Event {
     Slice(Box<watcher::Event<EndpointSlice>>),
 }
 
-/// Every Service and EndpointSlice of the cluster, as one stream of watch events.
-pub fn service_events(client: kube::Client) -> futures::stream::BoxStream<'static, Result<Event, watcher::Error>> {
+/// One watch event as its consumers share it: decoded once, read by each.
+pub type SharedEvent = Result<Arc<Event>, Arc<watcher::Error>>;
+
+/// Every Service and EndpointSlice of the cluster, as `consumers` streams of the same watch
+/// events, in order: one watch (and one decode of each object) for the node's data plane and
+/// its cluster DNS, where each used to run its own. A consumer that falls behind only queues;
+/// none can lose an event, and none holds up the others.
+pub fn service_events(client: kube::Client, consumers: usize) -> Vec<futures::stream::BoxStream<'static, SharedEvent>> {
     let services = watcher(Api::<Service>::all(client.clone()), watcher::Config::default())
         .map(|e| e.map(|e| Event::Service(Box::new(e))));
     let slices = watcher(Api::<EndpointSlice>::all(client), watcher::Config::default())
         .map(|e| e.map(|e| Event::Slice(Box::new(e))));
-    futures::stream::select(services.boxed(), slices.boxed()).boxed()
+    let mut events = futures::stream::select(services.boxed(), slices.boxed());
+    let (txs, rxs): (Vec<_>, Vec<_>) = (0..consumers).map(|_| tokio::sync::mpsc::unbounded_channel()).unzip();
+    tokio::spawn(async move {
+        while let Some(ev) = events.next().await {
+            let ev: SharedEvent = ev.map(Arc::new).map_err(Arc::new);
+            // A consumer that has stopped is simply skipped.
+            let mut live = 0;
+            for tx in &txs {
+                live += usize::from(tx.send(ev.clone()).is_ok());
+            }
+            if live == 0 {
+                return;
+            }
+        }
+    });
+    rxs.into_iter()
+        .map(|rx| futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|ev| (ev, rx)) }).boxed())
+        .collect()
 }
 
 /// The watched objects plus the bookkeeping of relists.
@@ -178,13 +201,13 @@ impl State {
         }
     }
 
-    fn handle(&mut self, ev: Event) {
+    fn handle(&mut self, ev: &Event) {
         match ev {
-            Event::Service(e) => match *e {
+            Event::Service(e) => match &**e {
                 watcher::Event::Init => self.relist_services = Some(BTreeMap::new()),
                 watcher::Event::InitApply(s) => {
                     if let Some(r) = &mut self.relist_services {
-                        r.insert(ServiceKey::of(&s), ServiceInfo::of(&s));
+                        r.insert(ServiceKey::of(s), ServiceInfo::of(s));
                     }
                 }
                 watcher::Event::InitDone => {
@@ -195,21 +218,21 @@ impl State {
                     self.services_synced = true;
                 }
                 watcher::Event::Apply(s) => {
-                    let key = ServiceKey::of(&s);
+                    let key = ServiceKey::of(s);
                     self.dirty.insert(key.clone());
-                    self.snap.services.insert(key, ServiceInfo::of(&s));
+                    self.snap.services.insert(key, ServiceInfo::of(s));
                 }
                 watcher::Event::Delete(s) => {
-                    let key = ServiceKey::of(&s);
+                    let key = ServiceKey::of(s);
                     self.snap.services.remove(&key);
                     self.dirty.insert(key);
                 }
             },
-            Event::Slice(e) => match *e {
+            Event::Slice(e) => match &**e {
                 watcher::Event::Init => self.relist_slices = Some(Vec::new()),
                 watcher::Event::InitApply(s) => {
                     if let Some(r) = &mut self.relist_slices {
-                        r.push(Slice::of(&s));
+                        r.push(Slice::of(s));
                     }
                 }
                 watcher::Event::InitDone => {
@@ -223,16 +246,20 @@ impl State {
                     }
                     self.slices_synced = true;
                 }
-                watcher::Event::Apply(s) => self.put_slice(Slice::of(&s)),
-                watcher::Event::Delete(s) => self.drop_slice(&slice_id(&s)),
+                watcher::Event::Apply(s) => self.put_slice(Slice::of(s)),
+                watcher::Event::Delete(s) => self.drop_slice(&slice_id(s)),
             },
         }
     }
 }
 
-/// Runs the data plane until the process ends.
-pub async fn run(client: kube::Client, node: NodeContext, plane: Box<dyn DataPlane>, health: Arc<Health>) {
-    let mut events = service_events(client);
+/// Runs the data plane on `events` (see [`service_events`]) until they end.
+pub async fn run(
+    mut events: futures::stream::BoxStream<'static, SharedEvent>,
+    node: NodeContext,
+    plane: Box<dyn DataPlane>,
+    health: Arc<Health>,
+) {
     let mut state = State::default();
     let mut addresses = LocalAddresses::default();
     let mut plane = Some(plane);
@@ -252,12 +279,12 @@ pub async fn run(client: kube::Client, node: NodeContext, plane: Box<dyn DataPla
                         tracing::warn!(error = %e, "proxy watch failed; retrying");
                         continue;
                     }
-                    Some(Ok(ev)) => state.handle(ev),
+                    Some(Ok(ev)) => state.handle(&ev),
                 }
                 // Take the whole burst that is already here: one batch, one transaction.
                 while let Some(Some(ev)) = events.next().now_or_never() {
                     match ev {
-                        Ok(ev) => state.handle(ev),
+                        Ok(ev) => state.handle(&ev),
                         Err(e) => tracing::warn!(error = %e, "proxy watch failed; retrying"),
                     }
                 }
