@@ -51,18 +51,6 @@ pub struct Node {
     pub alias: Option<Box<Alias>>,
 }
 
-/// A claim on the PTR record of an IP; the zone arbitrates between claims (K10).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PtrClaim {
-    pub ip: IpAddr,
-    /// A cluster IP claim beats endpoint claims.
-    pub cluster_ip: bool,
-    /// The endpoint's hostname; `None` names it by its dashed IP (or, for a cluster IP, names
-    /// the Service). Kept instead of the target name: most endpoints have no hostname, and
-    /// 100,000 stored targets would cost megabytes.
-    pub hostname: Option<Box<str>>,
-}
-
 /// The PTR target of a claim of the Service whose key is `svc_key`, in wire form.
 pub fn ptr_target(
     params: &Params,
@@ -240,8 +228,9 @@ fn port_matches(p: &PortInfo, name: &str, protocol: &str) -> bool {
 #[derive(Debug, Default)]
 pub struct Built {
     pub names: Vec<(Box<[u8]>, Node)>,
-    /// The PTR claims of the Service's cluster IPs (S6).
-    pub ptrs: Vec<PtrClaim>,
+    /// The Service's cluster IPs, whose PTR records (S6) the zone holds ready; the first
+    /// Service claiming an IP wins it (K10).
+    pub cluster_ips: Vec<IpAddr>,
     /// The addresses of the ready endpoints (each once): their PTR records (K10) and, under a
     /// ClusterIP Service, their names (K9) are built when asked for, from the zone's index of
     /// these, instead of held (300,000 endpoints would cost over 100 MB of ready answers).
@@ -371,7 +360,7 @@ pub fn build_service(params: &Params, ns: &str, name: &str, svc: &ServiceInfo, s
     match &svc.kind {
         ServiceKind::ClusterIp(ips) => {
             for &ip in ips {
-                built.ptrs.push(PtrClaim { ip, cluster_ip: true, hostname: None });
+                built.cluster_ips.push(ip);
             }
             // SRV at `_port._proto` for named Service ports (S5), and at the bare name for all
             // ports (K8).

@@ -74,14 +74,6 @@ pub(crate) struct Served {
     pub reverse: Map<IpAddr, Entry>,
 }
 
-/// One Service's claim on the PTR record of an IP.
-#[derive(Debug)]
-struct PtrSource {
-    owner: u32,
-    cluster_ip: bool,
-    hostname: Option<Box<str>>,
-}
-
 /// What one Service put in the index, kept compact: 10,000 of these live as long as the zone.
 #[derive(Debug)]
 struct Contributed {
@@ -170,7 +162,8 @@ struct State {
     contributed: HashMap<ObjectKey, Contributed>,
     /// Services per namespace: `<ns>.svc.<zone>` exists while this is non-zero.
     namespaces: HashMap<Box<str>, usize>,
-    ptrs: HashMap<IpAddr, Vec<PtrSource>>,
+    /// The Services (claim ids) claiming each cluster IP's PTR record.
+    ptrs: HashMap<IpAddr, Vec<u32>>,
     /// The key (`<svc>.<ns>.svc`) of each Service with PTR claims, by claim owner id.
     owners: HashMap<u32, Box<[u8]>>,
     /// Services by ready endpoint address.
@@ -496,7 +489,7 @@ impl State {
             edits.insert.push(Entry::new(k, node));
         }
 
-        let old_endpoints = old.as_ref().map(|o| o.endpoint_ips.clone()).unwrap_or_default();
+        let old_endpoints = old.as_ref().map(|o| &o.endpoint_ips[..]).unwrap_or_default();
         for &ip in old_endpoints.iter().filter(|ip| !built.endpoint_ips.contains(ip)) {
             self.endpoints.remove(ip, id);
         }
@@ -512,18 +505,13 @@ impl State {
 
         let mut touched: Vec<IpAddr> = old.map(|o| o.ips.into_vec()).unwrap_or_default();
         for ip in &touched {
-            if let Some(sources) = self.ptrs.get_mut(ip) {
-                sources.retain(|s| s.owner != id);
+            if let Some(owners) = self.ptrs.get_mut(ip) {
+                owners.retain(|o| *o != id);
             }
         }
-        let mut ips: Vec<IpAddr> = Vec::with_capacity(built.ptrs.len());
-        for claim in built.ptrs {
-            ips.push(claim.ip);
-            self.ptrs.entry(claim.ip).or_default().push(PtrSource {
-                owner: id,
-                cluster_ip: claim.cluster_ip,
-                hostname: claim.hostname,
-            });
+        let mut ips = built.cluster_ips;
+        for ip in &ips {
+            self.ptrs.entry(*ip).or_default().push(id);
         }
         if let Some(svc_key) = svc_key.filter(|_| !ips.is_empty()) {
             self.owners.insert(id, svc_key);
@@ -535,22 +523,19 @@ impl State {
         touched.dedup();
         for ip in touched {
             let entry = match self.ptrs.get_mut(&ip) {
-                Some(sources) if sources.is_empty() => {
+                Some(owners) if owners.is_empty() => {
                     self.ptrs.remove(&ip);
                     None
                 }
-                Some(sources) => {
-                    sources.shrink_to_fit();
-                    let (mut cluster, mut endpoints) = (Vec::new(), Vec::new());
-                    for s in sources.iter() {
-                        let Some(owner) = self.owners.get(&s.owner) else { continue };
-                        let target = records::ptr_target(params, owner, ip, s.cluster_ip, s.hostname.as_deref());
-                        if s.cluster_ip { cluster.push(target) } else { endpoints.push(target) }
-                    }
-                    cluster.sort_unstable();
-                    endpoints.sort_unstable();
-                    endpoints.dedup();
-                    records::ptr_node(&cluster, &endpoints, params.ttl).map(|n| Entry::new(&[], &n))
+                Some(owners) => {
+                    owners.shrink_to_fit();
+                    let mut targets: Vec<Vec<u8>> = owners
+                        .iter()
+                        .filter_map(|o| self.owners.get(o))
+                        .map(|svc_key| records::ptr_target(params, svc_key, ip, true, None))
+                        .collect();
+                    targets.sort_unstable();
+                    records::ptr_node(&targets, &[], params.ttl).map(|n| Entry::new(&[], &n))
                 }
                 None => None,
             };
