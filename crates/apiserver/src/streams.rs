@@ -53,8 +53,8 @@ pub struct ExecSession {
     pub resize: Option<mpsc::Sender<(u16, u16)>>,
 }
 
-/// The node side of log and exec streams. The in-process node agent implements it; a remote
-/// node would be reached over HTTP behind the same trait.
+/// The node side of log and exec streams: the server's own node in process, another node over
+/// its kubelet port, behind the same trait.
 #[async_trait::async_trait]
 pub trait NodeStreams: Send + Sync {
     async fn logs(&self, pod: &Value, options: LogOptions) -> ApiResult<BoxStream<'static, Bytes>>;
@@ -270,18 +270,16 @@ pub async fn bridge(socket: WebSocket, mut session: ExecSession, v5: bool) {
     }
     let status = match (given, code) {
         (Some(s), _) => s,
-        (None, code) => match code {
-            Some(0) => json!({"metadata": {}, "status": "Success"}),
-            Some(c) => json!({
-                "metadata": {}, "status": "Failure",
-                "message": format!("command terminated with non-zero exit code: error executing command [exit status {c}], exit code {c}"),
-                "reason": "NonZeroExitCode",
-                "details": {"causes": [{"reason": "ExitCode", "message": c.to_string()}]},
-            }),
-            None => {
-                json!({"metadata": {}, "status": "Failure", "message": "the command ended without an exit status", "reason": "InternalError"})
-            }
-        },
+        (None, Some(0)) => json!({"metadata": {}, "status": "Success"}),
+        (None, Some(c)) => json!({
+            "metadata": {}, "status": "Failure",
+            "message": format!("command terminated with non-zero exit code: error executing command [exit status {c}], exit code {c}"),
+            "reason": "NonZeroExitCode",
+            "details": {"causes": [{"reason": "ExitCode", "message": c.to_string()}]},
+        }),
+        (None, None) => {
+            json!({"metadata": {}, "status": "Failure", "message": "the command ended without an exit status", "reason": "InternalError"})
+        }
     };
     let _ = tx.send(frame(3, status.to_string().as_bytes())).await;
     // A normal close (1000): kubectl treats a close without a code as an error.

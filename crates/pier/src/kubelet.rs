@@ -36,7 +36,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::node_streams::LocalNode;
+use crate::node_streams::{LocalNode, assigned_node};
 
 /// The Node annotation carrying the hex SHA-256 of the agent's kubelet-port certificate.
 pub const CERT_ANNOTATION: &str = "pier.dev/kubelet-serving-cert-sha256";
@@ -211,15 +211,10 @@ impl Nodes {
         Ok(Remote { addr: SocketAddr::new(ip, port), fingerprint })
     }
 
+    /// The pod's node when it is another one than this server's.
     fn node_of<'a>(&self, pod: &'a Value) -> ApiResult<Option<&'a str>> {
-        match pod["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) {
-            Some(n) if n == self.local.node_name => Ok(None),
-            Some(n) => Ok(Some(n)),
-            None => Err(ApiError::bad_request(format!(
-                "pod {} does not have a host assigned",
-                pod["metadata"]["name"].as_str().unwrap_or("")
-            ))),
-        }
+        let node = assigned_node(pod)?;
+        Ok((node != self.local.node_name).then_some(node))
     }
 }
 

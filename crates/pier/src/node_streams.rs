@@ -19,20 +19,26 @@ pub struct LocalNode {
     pub node_name: String,
 }
 
+/// The node a pod is bound to; an error, as upstream's, for a pod not scheduled yet.
+pub fn assigned_node(pod: &Value) -> ApiResult<&str> {
+    pod["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "pod {} does not have a host assigned",
+            pod["metadata"]["name"].as_str().unwrap_or("")
+        ))
+    })
+}
+
 impl LocalNode {
-    /// Only pods on this node can be reached here; other nodes' streams are not proxied yet.
+    /// Only this node's pods are here (the API server sends other pods to their own node).
     fn check_local(&self, pod: &Value) -> ApiResult<()> {
-        match pod["spec"]["nodeName"].as_str() {
-            Some(n) if n == self.node_name => Ok(()),
-            Some(n) if !n.is_empty() => Err(ApiError::new(
+        match assigned_node(pod)? {
+            n if n == self.node_name => Ok(()),
+            n => Err(ApiError::new(
                 503,
                 "ServiceUnavailable",
-                format!("pod runs on node {n}: logs and exec of pods on other nodes are not proxied yet"),
+                format!("pod runs on node {n}, not on this node ({})", self.node_name),
             )),
-            _ => Err(ApiError::bad_request(format!(
-                "pod {} does not have a host assigned",
-                pod["metadata"]["name"].as_str().unwrap_or("")
-            ))),
         }
     }
 }
