@@ -32,9 +32,9 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::json;
 
 use crate::AgentArgs;
+use crate::procfs::proc_status_bytes;
 use crate::report::{machine, mb, ms, print_table, revision, verdict};
 use crate::sealed::{self, Sealed};
-use crate::server::proc_status_bytes;
 
 const NAMESPACE: &str = "bench";
 /// Issue 4's goal.

@@ -30,9 +30,9 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use crate::ApiArgs;
+use crate::procfs::{proc_cpu, proc_status_bytes};
 use crate::report::{Machine, machine, mb, median, ms, percentile, print_table, revision, verdict};
 use crate::sealed::{self, Sealed};
-use crate::server::{proc_cpu, proc_status_bytes};
 
 const NAMESPACE: &str = "bench";
 /// Bound on one create, get or watch-start request.

@@ -50,9 +50,9 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use crate::PodsArgs;
+use crate::procfs::{machine_cpu, proc_cpu, proc_cpu_with_children, proc_threads_cpu};
 use crate::report::{Machine, machine, ms, percentile, print_table, revision, verdict};
 use crate::sealed::{self, Cleanup, Sealed};
-use crate::server::{machine_cpu, proc_cpu, proc_cpu_with_children, proc_threads_cpu};
 
 const NAMESPACE: &str = "bench";
 const IMAGE: &str = "luksa/kubia";

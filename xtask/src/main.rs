@@ -32,9 +32,9 @@ mod bench_api;
 mod bench_dataplane;
 mod bench_pods;
 mod bench_proxy;
+mod procfs;
 mod report;
 mod sealed;
-mod server;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
