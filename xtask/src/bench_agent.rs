@@ -32,7 +32,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::json;
 
 use crate::AgentArgs;
-use crate::procfs::proc_status_bytes;
+use crate::procfs::{self, proc_status_bytes};
 use crate::report::{machine, mb, ms, print_table, revision, verdict};
 use crate::sealed::{self, Sealed};
 
@@ -171,8 +171,9 @@ impl Agent {
         Ok(Agent { child, log })
     }
 
+    /// The agent's own pid, under a wrapper too (`--agent-wrapper` runs it as a child).
     fn pid(&self) -> u32 {
-        self.child.id()
+        procfs::find_descendant(self.child.id(), "pier").unwrap_or(self.child.id())
     }
 
     fn check_alive(&mut self) -> Result<()> {
@@ -187,6 +188,11 @@ impl Agent {
 
 impl Drop for Agent {
     fn drop(&mut self) {
+        // The agent first: under a wrapper it is not the child.
+        let pid = self.pid();
+        if pid != self.child.id() {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -14,6 +14,29 @@ pub fn proc_status_bytes(pid: u32, field: &str) -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// The first process named `comm` among `root` and its descendants (breadth first): the
+/// program a wrapper such as `heaptrack` runs as its child. `None` when there is none.
+pub fn find_descendant(root: u32, comm: &str) -> Option<u32> {
+    let mut parents: Vec<(u32, u32)> = Vec::new();
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let Some(rest) = stat.rfind(')').map(|at| &stat[at + 1..]) else { continue };
+        if let Some(ppid) = rest.split_whitespace().nth(1).and_then(|p| p.parse::<u32>().ok()) {
+            parents.push((pid, ppid));
+        }
+    }
+    let mut queue = std::collections::VecDeque::from([root]);
+    while let Some(pid) = queue.pop_front() {
+        let name = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if name.trim_end() == comm {
+            return Some(pid);
+        }
+        queue.extend(parents.iter().filter(|(_, pp)| *pp == pid).map(|(p, _)| *p));
+    }
+    None
+}
+
 /// User + system CPU time of a process (`/proc/<pid>/stat`), or of this one with `"self"`.
 pub fn proc_cpu(pid: &str) -> Option<Duration> {
     proc_cpu_fields(pid, 2)

@@ -221,7 +221,7 @@ fn srv_rrset(candidates: &[SrvCandidate<'_>], key_len: usize, ttl: u32) -> Optio
 }
 
 fn port_matches(p: &PortInfo, name: &str, protocol: &str) -> bool {
-    p.name.as_deref() == Some(name) && &*p.protocol == protocol
+    p.name.as_deref() == Some(name) && p.protocol == protocol
 }
 
 /// What one Service contributes to the zone.
@@ -243,8 +243,8 @@ struct ReadyEndpoint {
 }
 
 /// The label naming an endpoint address: its hostname, or its dashed IP (K7).
-pub fn endpoint_label(ep: &EndpointInfo, address: IpAddr) -> std::borrow::Cow<'_, str> {
-    match &ep.hostname {
+pub fn endpoint_label<'a>(ep: &EndpointInfo<'a>, address: IpAddr) -> std::borrow::Cow<'a, str> {
+    match ep.hostname {
         Some(h) => std::borrow::Cow::Borrowed(h),
         None => std::borrow::Cow::Owned(dashed_ip(address)),
     }
@@ -257,9 +257,9 @@ pub fn endpoint_name(ttl: u32, svc: &ServiceInfo, slices: &[&SliceInfo], label: 
         return None;
     }
     let mut ips: Vec<IpAddr> = Vec::new();
-    for ep in slices.iter().flat_map(|s| &s.endpoints).filter(|ep| ep.ready || svc.publish_not_ready) {
-        for &address in &ep.addresses {
-            if endpoint_label(ep, address) == label && !ips.contains(&address) {
+    for ep in slices.iter().flat_map(|s| s.endpoints()).filter(|ep| ep.ready || svc.publish_not_ready) {
+        for &address in ep.addresses {
+            if endpoint_label(&ep, address) == label && !ips.contains(&address) {
                 ips.push(address);
             }
         }
@@ -277,9 +277,9 @@ pub fn endpoint_ptr_targets(
     ip: IpAddr,
     out: &mut Vec<Vec<u8>>,
 ) {
-    for ep in slices.iter().flat_map(|s| &s.endpoints).filter(|ep| ep.ready || svc.publish_not_ready) {
+    for ep in slices.iter().flat_map(|s| s.endpoints()).filter(|ep| ep.ready || svc.publish_not_ready) {
         if ep.addresses.contains(&ip) {
-            out.push(ptr_target(params, svc_key, ip, false, ep.hostname.as_deref()));
+            out.push(ptr_target(params, svc_key, ip, false, ep.hostname));
         }
     }
 }
@@ -318,9 +318,9 @@ pub fn build_service(params: &Params, ns: &str, name: &str, svc: &ServiceInfo, s
     let mut per_slice: Vec<Vec<(usize, IpAddr)>> = Vec::with_capacity(slices.len());
     for slice in slices {
         let mut here = Vec::new();
-        for ep in slice.endpoints.iter().filter(|ep| ep.ready || svc.publish_not_ready) {
-            for &address in &ep.addresses {
-                let label: Box<str> = endpoint_label(ep, address).into();
+        for ep in slice.endpoints().filter(|ep| ep.ready || svc.publish_not_ready) {
+            for &address in ep.addresses {
+                let label: Box<str> = endpoint_label(&ep, address).into();
                 let idx = match ready.iter().position(|r| r.label == label && r.address == address) {
                     Some(i) => i,
                     None => {
@@ -377,12 +377,12 @@ pub fn build_service(params: &Params, ns: &str, name: &str, svc: &ServiceInfo, s
             let mut seen: Vec<(&str, &str)> = Vec::new();
             for p in &svc.ports {
                 let Some(pname) = p.name.as_deref() else { continue };
-                if seen.contains(&(pname, &p.protocol)) {
+                if seen.contains(&(pname, p.protocol)) {
                     continue;
                 }
-                seen.push((pname, &p.protocol));
-                let key = srv_key(pname, &p.protocol, &svc_key);
-                if let Some(rrset) = srv_at(key.len(), &|q| port_matches(q, pname, &p.protocol)) {
+                seen.push((pname, p.protocol));
+                let key = srv_key(pname, p.protocol, &svc_key);
+                if let Some(rrset) = srv_at(key.len(), &|q| port_matches(q, pname, p.protocol)) {
                     built.names.push((key, Node { rrsets: Box::new([rrset]), alias: None }));
                 }
             }
@@ -409,9 +409,9 @@ pub fn build_service(params: &Params, ns: &str, name: &str, svc: &ServiceInfo, s
             let mut named: Vec<(&str, &str)> = Vec::new();
             for p in slices.iter().flat_map(|s| &s.ports) {
                 if let Some(n) = p.name.as_deref()
-                    && !named.contains(&(n, &p.protocol))
+                    && !named.contains(&(n, p.protocol))
                 {
-                    named.push((n, &p.protocol));
+                    named.push((n, p.protocol));
                 }
             }
             for (pname, proto) in named {

@@ -467,6 +467,7 @@ async fn server(args: ServerArgs) -> Result<()> {
 
 /// jemalloc: it keeps freed memory by size class instead of glibc's per-thread heaps, so what
 /// a node's first sync of tens of thousands of objects frees goes back to the kernel.
+#[cfg(feature = "jemalloc")]
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
@@ -475,6 +476,7 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// when the process is idle is started only by `pier server` and `pier agent` (see
 /// [`purge_in_background`]): this binary is also the pods' sandbox holder, which must stay
 /// single-threaded to enter new namespaces.
+#[cfg(feature = "jemalloc")]
 #[allow(unsafe_code)] // jemalloc reads this symbol by name; it is a plain C string.
 #[unsafe(export_name = "_rjem_malloc_conf")]
 pub static MALLOC_CONF: &[u8] = b"dirty_decay_ms:1000,muzzy_decay_ms:0\0";
@@ -482,6 +484,7 @@ pub static MALLOC_CONF: &[u8] = b"dirty_decay_ms:1000,muzzy_decay_ms:0\0";
 /// Starts jemalloc's background thread, which returns freed memory to the kernel on its decay
 /// schedule whether or not the process allocates meanwhile.
 fn purge_in_background() {
+    #[cfg(feature = "jemalloc")]
     if let Err(e) = tikv_jemalloc_ctl::background_thread::write(true) {
         tracing::warn!(error = %e, "jemalloc's background thread did not start; freed memory is returned as the node allocates");
     }

@@ -156,6 +156,8 @@ pub fn service_events(client: kube::Client, consumers: usize) -> Vec<futures::st
 /// The watched objects plus the bookkeeping of relists.
 #[derive(Default)]
 struct State {
+    /// This node's name: slices are read as it sees them.
+    node: String,
     snap: Snapshot,
     /// Slice (namespace, name) → the Service it was filed under.
     slice_owner: BTreeMap<(String, String), ServiceKey>,
@@ -179,8 +181,8 @@ struct Slice {
 }
 
 impl Slice {
-    fn of(s: &EndpointSlice) -> Slice {
-        Slice { id: slice_id(s), owner: Snapshot::owner_of(s), info: SliceInfo::of(s) }
+    fn of(s: &EndpointSlice, node: &str) -> Slice {
+        Slice { id: slice_id(s), owner: Snapshot::owner_of(s), info: SliceInfo::of(s, node) }
     }
 }
 
@@ -232,7 +234,7 @@ impl State {
                 watcher::Event::Init => self.relist_slices = Some(Vec::new()),
                 watcher::Event::InitApply(s) => {
                     if let Some(r) = &mut self.relist_slices {
-                        r.push(Slice::of(s));
+                        r.push(Slice::of(s, &self.node));
                     }
                 }
                 watcher::Event::InitDone => {
@@ -246,7 +248,7 @@ impl State {
                     }
                     self.slices_synced = true;
                 }
-                watcher::Event::Apply(s) => self.put_slice(Slice::of(s)),
+                watcher::Event::Apply(s) => self.put_slice(Slice::of(s, &self.node)),
                 watcher::Event::Delete(s) => self.drop_slice(&slice_id(s)),
             },
         }
@@ -260,7 +262,7 @@ pub async fn run(
     plane: Box<dyn DataPlane>,
     health: Arc<Health>,
 ) {
-    let mut state = State::default();
+    let mut state = State { node: node.name.clone(), ..State::default() };
     let mut addresses = LocalAddresses::default();
     let mut plane = Some(plane);
     let mut needs_full = true;

@@ -135,7 +135,7 @@ fn short_hash(s: &str) -> String {
 
 /// `<ns>/<name>/<proto>/<port name>`: the readable half of a chain name.
 fn port_id(sp: &ServicePort) -> String {
-    format!("{}/{}/{}/{}", sp.service.namespace, sp.service.name, sp.protocol.as_str(), sp.port_name)
+    format!("{}/{}/{}", sp.service, sp.protocol.as_str(), sp.port_name)
 }
 
 /// The name of a service port's endpoint set: the identity its number is allocated to, and
