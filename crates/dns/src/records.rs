@@ -231,10 +231,9 @@ pub struct Built {
     /// The Service's cluster IPs, whose PTR records (S6) the zone holds ready; the first
     /// Service claiming an IP wins it (K10).
     pub cluster_ips: Vec<IpAddr>,
-    /// The addresses of the ready endpoints (each once): their PTR records (K10) and, under a
-    /// ClusterIP Service, their names (K9) are built when asked for, from the zone's index of
-    /// these, instead of held (300,000 endpoints would cost over 100 MB of ready answers).
-    pub endpoint_ips: Vec<IpAddr>,
+    // Endpoint PTR records (K10) and, under a ClusterIP Service, endpoint names (K9) are not
+    // here: the zone builds them when asked for, from its index of endpoint addresses
+    // (300,000 endpoints would cost over 100 MB of ready answers).
 }
 
 struct ReadyEndpoint {
@@ -350,13 +349,6 @@ pub fn build_service(params: &Params, ns: &str, name: &str, svc: &ServiceInfo, s
             built.names.push((key, Node { rrsets: address_rrsets(ips, ttl).into_boxed_slice(), alias: None }));
         }
     }
-    // Every ready endpoint address, headless or not, for its PTR record (K10).
-    for r in &ready {
-        if !built.endpoint_ips.contains(&r.address) {
-            built.endpoint_ips.push(r.address);
-        }
-    }
-
     match &svc.kind {
         ServiceKind::ClusterIp(ips) => {
             for &ip in ips {

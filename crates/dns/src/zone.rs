@@ -74,21 +74,8 @@ pub(crate) struct Served {
     pub reverse: Map<IpAddr, Entry>,
 }
 
-/// What one Service put in the index, kept compact: 10,000 of these live as long as the zone.
-#[derive(Debug)]
-struct Contributed {
-    /// Identifies the Service's PTR claims.
-    id: u32,
-    /// Its names' keys, each prefixed by its length.
-    keys: Box<[u8]>,
-    /// The IPs it claims a PTR record for.
-    ips: Box<[IpAddr]>,
-    /// Its ready endpoints' addresses, as filed in [`EndpointIndex`].
-    endpoint_ips: Box<[IpAddr]>,
-}
-
-/// Which Services have a ready endpoint at an address, by their claim id: what a PTR query for
-/// an endpoint address (K10) starts from. Most addresses are IPv4 with one owner; those cost 8
+/// Which Services have an endpoint at an address, by their slot: what a PTR query for an
+/// endpoint address (K10) starts from. Most addresses are IPv4 with one owner; those cost 8
 /// bytes in `v4`, the rest (IPv6, and the owners after the first) live in `more`.
 #[derive(Debug, Default)]
 struct EndpointIndex {
@@ -151,26 +138,64 @@ fn packed_keys(packed: &[u8]) -> impl Iterator<Item = &[u8]> {
     })
 }
 
+/// Everything the zone holds for one Service name: the Service (while it exists), the
+/// EndpointSlices labelled with its name, and what it put in the index. One record per
+/// Service, reached by its slot number, instead of a map per aspect each keyed by its own
+/// copy of the name: at 30,000 Services the maps' tables and keys were most of the zone.
+#[derive(Debug, Default)]
+struct Slot {
+    key: ObjectKey,
+    info: Option<ServiceInfo>,
+    /// By slice name, sorted (a Service has one slice per 100 endpoints, so a short list).
+    slices: Vec<(Box<str>, SliceInfo)>,
+    /// The keys of the names it contributed, each prefixed by its length.
+    keys: Box<[u8]>,
+    /// The cluster IPs it claims a PTR record for.
+    ips: Box<[IpAddr]>,
+}
+
+impl Slot {
+    fn is_empty(&self) -> bool {
+        self.info.is_none() && self.slices.is_empty() && self.keys.is_empty() && self.ips.is_empty()
+    }
+
+    fn slice_infos(&self) -> Vec<&SliceInfo> {
+        self.slices.iter().map(|(_, s)| s).collect()
+    }
+
+    /// Every address of its slices' endpoints, sorted and unique: what [`EndpointIndex`] files
+    /// under its slot.
+    fn endpoint_addresses(&self) -> Vec<IpAddr> {
+        let mut ips: Vec<IpAddr> =
+            self.slices.iter().flat_map(|(_, s)| s.endpoints()).flat_map(|ep| ep.addresses.iter().copied()).collect();
+        ips.sort_unstable();
+        ips.dedup();
+        ips
+    }
+
+    /// `<name>.<ns>.svc` as relative wire labels, when both are valid labels.
+    fn svc_key(&self) -> Option<Box<[u8]>> {
+        let (ns, name) = (objects::dns_label(&self.key.0)?, objects::dns_label(&self.key.1)?);
+        Some(relative_key(&[&name, &ns, "svc"]))
+    }
+}
+
 /// The source of truth writers work from; never touched by the answerer.
 #[derive(Debug, Default)]
 struct State {
-    services: HashMap<ObjectKey, ServiceInfo>,
-    slices: HashMap<ObjectKey, SliceInfo>,
-    /// Slice names by owning Service.
-    /// (Sorted; a Service has one slice per 100 endpoints, so a short list, not a B-tree node.)
-    slices_of: HashMap<ObjectKey, Vec<Box<str>>>,
-    contributed: HashMap<ObjectKey, Contributed>,
+    /// Slot number by Service (namespace, name).
+    by_key: Map<ObjectKey, u32>,
+    slots: Vec<Slot>,
+    /// Slots free for reuse.
+    free: Vec<u32>,
+    /// The Service name each EndpointSlice (namespace, name) is filed under.
+    slice_owner: Map<ObjectKey, Box<str>>,
     /// Services per namespace: `<ns>.svc.<zone>` exists while this is non-zero.
     namespaces: HashMap<Box<str>, usize>,
-    /// The Services (claim ids) claiming each cluster IP's PTR record.
-    ptrs: HashMap<IpAddr, Vec<u32>>,
-    /// The key (`<svc>.<ns>.svc`) of each Service with PTR claims, by claim owner id.
-    owners: HashMap<u32, Box<[u8]>>,
-    /// Services by ready endpoint address.
+    /// The Services (slots) claiming each cluster IP's PTR record.
+    ptrs: Map<IpAddr, Vec<u32>>,
+    /// Services by endpoint address.
     endpoints: EndpointIndex,
-    /// The Service of each claim id with endpoints in `endpoints`.
-    keys: HashMap<u32, ObjectKey>,
-    next_id: u32,
 }
 
 /// A batch of index edits computed under `state` and applied under the `served` write lock.
@@ -295,14 +320,17 @@ impl Zone {
         };
         let info = objects::service_info(svc);
         let mut state = self.state();
-        let mut edits = Edits::default();
-        if state.services.get(&key) == Some(&info) {
+        let id = state.slot(key);
+        let slot = &mut state.slots[id as usize];
+        if slot.info.as_ref() == Some(&info) {
             return;
         }
-        if state.services.insert(key.clone(), info).is_none() {
-            state.namespace_added(&key.0, &mut edits);
+        let mut edits = Edits::default();
+        if slot.info.replace(info).is_none() {
+            let ns = slot.key.0.clone();
+            state.namespace_added(&ns, &mut edits);
         }
-        state.recompute(&self.inner.params, &key, &mut edits);
+        state.recompute(&self.inner.params, id, &mut edits);
         drop(state);
         self.commit(edits);
     }
@@ -312,32 +340,46 @@ impl Zone {
     pub fn delete_service(&self, namespace: &str, name: &str) {
         let key: ObjectKey = (namespace.into(), name.into());
         let mut state = self.state();
-        let mut edits = Edits::default();
-        if state.services.remove(&key).is_none() {
+        let Some(&id) = state.by_key.get(&key) else { return };
+        if state.slots[id as usize].info.take().is_none() {
             return;
         }
+        let mut edits = Edits::default();
         state.namespace_removed(&key.0, &mut edits);
-        state.recompute(&self.inner.params, &key, &mut edits);
+        state.recompute(&self.inner.params, id, &mut edits);
+        state.release_if_empty(id);
         drop(state);
         self.commit(edits);
     }
 
     /// Adds or replaces an EndpointSlice.
     pub fn apply_slice(&self, slice: &EndpointSlice) {
-        let Some(key) = objects::slice_key(slice) else {
+        let Some((ns, name)) = objects::slice_key(slice) else {
             tracing::debug!("ignoring an EndpointSlice without a name");
             return;
         };
-        let info = objects::slice_info(slice);
+        let mut info = objects::slice_info(slice);
+        // Filed under its Service, the slice need not name it again.
+        let owner = info.service.take();
         let mut state = self.state();
-        if state.slices.get(&key) == Some(&info) {
-            return;
-        }
+        let key: ObjectKey = (ns, name);
+        let old_owner = state.slice_owner.get(&key).cloned();
         let mut edits = Edits::default();
-        let new_owner = info.service.clone();
-        let old = state.slices.insert(key.clone(), info);
-        let old_owner = old.and_then(|o| o.service);
-        state.reowned(&self.inner.params, &key, old_owner, new_owner, &mut edits);
+        match (old_owner, owner) {
+            (Some(old), Some(new)) if old == new => {
+                state.file_slice(&self.inner.params, &key, &new, Some(info), &mut edits);
+            }
+            (old, new) => {
+                if let Some(old) = old {
+                    state.file_slice(&self.inner.params, &key, &old, None, &mut edits);
+                    state.slice_owner.remove(&key);
+                }
+                if let Some(new) = new {
+                    state.file_slice(&self.inner.params, &key, &new, Some(info), &mut edits);
+                    state.slice_owner.insert(key, new);
+                }
+            }
+        }
         drop(state);
         self.commit(edits);
     }
@@ -346,9 +388,9 @@ impl Zone {
     pub fn delete_slice(&self, namespace: &str, name: &str) {
         let key: ObjectKey = (namespace.into(), name.into());
         let mut state = self.state();
-        let Some(old) = state.slices.remove(&key) else { return };
+        let Some(owner) = state.slice_owner.remove(&key) else { return };
         let mut edits = Edits::default();
-        state.reowned(&self.inner.params, &key, old.service, None, &mut edits);
+        state.file_slice(&self.inner.params, &key, &owner, None, &mut edits);
         drop(state);
         self.commit(edits);
     }
@@ -361,8 +403,8 @@ impl Zone {
         let [ep, name, ns, "svc"] = labels.as_slice() else { return None };
         let state = self.state();
         let svc_key: ObjectKey = ((*ns).into(), (*name).into());
-        let svc = state.services.get(&svc_key)?;
-        let node = records::endpoint_name(self.inner.params.ttl, svc, &state.slices_for(&svc_key), ep)?;
+        let slot = &state.slots[*state.by_key.get(&svc_key)? as usize];
+        let node = records::endpoint_name(self.inner.params.ttl, slot.info.as_ref()?, &slot.slice_infos(), ep)?;
         Some(Entry::new(key, &node))
     }
 
@@ -373,11 +415,9 @@ impl Zone {
         let state = self.state();
         let mut targets = Vec::new();
         for id in state.endpoints.ids(ip) {
-            let Some(key) = state.keys.get(&id) else { continue };
-            let (Some(ns), Some(name)) = (objects::dns_label(&key.0), objects::dns_label(&key.1)) else { continue };
-            let Some(svc) = state.services.get(key) else { continue };
-            let svc_key = relative_key(&[&name, &ns, "svc"]);
-            records::endpoint_ptr_targets(params, &svc_key, svc, &state.slices_for(key), ip, &mut targets);
+            let Some(slot) = state.slots.get(id as usize) else { continue };
+            let (Some(svc), Some(svc_key)) = (&slot.info, slot.svc_key()) else { continue };
+            records::endpoint_ptr_targets(params, &svc_key, svc, &slot.slice_infos(), ip, &mut targets);
         }
         targets.sort_unstable();
         targets.dedup();
@@ -386,12 +426,14 @@ impl Zone {
 
     /// The (namespace, name) of every Service the zone holds.
     pub fn service_keys(&self) -> Vec<(String, String)> {
-        self.state().services.keys().map(|(ns, n)| (ns.to_string(), n.to_string())).collect()
+        let state = self.state();
+        let held = state.slots.iter().filter(|s| s.info.is_some());
+        held.map(|s| (s.key.0.to_string(), s.key.1.to_string())).collect()
     }
 
     /// The (namespace, name) of every EndpointSlice the zone holds.
     pub fn slice_keys(&self) -> Vec<(String, String)> {
-        self.state().slices.keys().map(|(ns, n)| (ns.to_string(), n.to_string())).collect()
+        self.state().slice_owner.keys().map(|(ns, n)| (ns.to_string(), n.to_string())).collect()
     }
 
     /// Number of names served in the cluster domain and reverse zones (for metrics and tests).
@@ -402,6 +444,84 @@ impl Zone {
 }
 
 impl State {
+    /// The slot of Service `key`, taken now if it has none.
+    fn slot(&mut self, key: ObjectKey) -> u32 {
+        if let Some(&id) = self.by_key.get(&key) {
+            return id;
+        }
+        let slot = Slot { key: key.clone(), ..Slot::default() };
+        let id = match self.free.pop() {
+            Some(id) => {
+                self.slots[id as usize] = slot;
+                id
+            }
+            None => {
+                self.slots.push(slot);
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.by_key.insert(key, id);
+        id
+    }
+
+    /// Frees slot `id` once it holds nothing (its index entries are gone with its slices and
+    /// claims, so the number can serve another Service).
+    fn release_if_empty(&mut self, id: u32) {
+        let Some(slot) = self.slots.get_mut(id as usize) else { return };
+        if slot.is_empty() {
+            let key = std::mem::take(&mut slot.key);
+            self.by_key.remove(&key);
+            self.free.push(id);
+        }
+    }
+
+    /// Files `info` as slice `slice` of Service `owner` (in the slice's namespace), or removes
+    /// it with `None`; then re-indexes that Service's endpoints and recomputes its names.
+    fn file_slice(
+        &mut self,
+        params: &Params,
+        slice: &ObjectKey,
+        owner: &str,
+        info: Option<SliceInfo>,
+        edits: &mut Edits,
+    ) {
+        let svc: ObjectKey = (slice.0.clone(), owner.into());
+        let id = match (&info, self.by_key.get(&svc)) {
+            (_, Some(&id)) => id,
+            (Some(_), None) => self.slot(svc),
+            (None, None) => return,
+        };
+        let slot = &mut self.slots[id as usize];
+        let at = slot.slices.binary_search_by(|(n, _)| (**n).cmp(&*slice.1));
+        match (&at, &info) {
+            (Ok(i), Some(info)) if slot.slices[*i].1 == *info => return,
+            (Err(_), None) => return,
+            _ => {}
+        }
+        let before = slot.endpoint_addresses();
+        match (at, info) {
+            (Ok(i), Some(info)) => slot.slices[i].1 = info,
+            (Err(i), Some(info)) => {
+                // Exactly one more: most Services have one slice.
+                slot.slices.reserve_exact(1);
+                slot.slices.insert(i, (slice.1.clone(), info));
+            }
+            (Ok(i), None) => {
+                slot.slices.remove(i);
+            }
+            (Err(_), None) => {}
+        }
+        let after = slot.endpoint_addresses();
+        for &ip in before.iter().filter(|ip| after.binary_search(ip).is_err()) {
+            self.endpoints.remove(ip, id);
+        }
+        for &ip in after.iter().filter(|ip| before.binary_search(ip).is_err()) {
+            self.endpoints.insert(ip, id);
+        }
+        self.recompute(params, id, edits);
+        self.release_if_empty(id);
+    }
+
     fn namespace_added(&mut self, ns: &str, edits: &mut Edits) {
         let count = self.namespaces.entry(ns.into()).or_default();
         *count += 1;
@@ -420,104 +540,44 @@ impl State {
         }
     }
 
-    /// A slice changed (or moved between Services): recompute the Services on both sides.
-    fn reowned(
-        &mut self,
-        params: &Params,
-        slice: &ObjectKey,
-        old_owner: Option<Box<str>>,
-        new_owner: Option<Box<str>>,
-        edits: &mut Edits,
-    ) {
-        let ns = &slice.0;
-        if let Some(old) = &old_owner
-            && new_owner.as_ref() != Some(old)
-        {
-            let svc: ObjectKey = (ns.clone(), old.clone());
-            if let Some(set) = self.slices_of.get_mut(&svc) {
-                set.retain(|n| *n != slice.1);
-                if set.is_empty() {
-                    self.slices_of.remove(&svc);
-                }
-            }
-            self.recompute(params, &svc, edits);
-        }
-        if let Some(new) = &new_owner {
-            let svc: ObjectKey = (ns.clone(), new.clone());
-            if self.slices.contains_key(slice) {
-                let names = self.slices_of.entry(svc.clone()).or_default();
-                if let Err(at) = names.binary_search(&slice.1) {
-                    names.insert(at, slice.1.clone());
-                }
-            }
-            self.recompute(params, &svc, edits);
-        }
-    }
-
-    /// Rebuilds the names and PTR claims of one Service and diffs them against what it had.
-    fn recompute(&mut self, params: &Params, key: &ObjectKey, edits: &mut Edits) {
-        let svc_key = match (objects::dns_label(&key.0), objects::dns_label(&key.1)) {
-            (Some(ns), Some(name)) => Some(relative_key(&[&name, &ns, "svc"])),
-            _ => None,
-        };
-        let built = match self.services.get(key) {
-            Some(svc) => {
-                let (ns, name) = (objects::dns_label(&key.0), objects::dns_label(&key.1));
+    /// Rebuilds the names and PTR claims of the Service in slot `id` and diffs them against
+    /// what it had.
+    fn recompute(&mut self, params: &Params, id: u32, edits: &mut Edits) {
+        let slot = &mut self.slots[id as usize];
+        let svc_key = slot.svc_key();
+        let built = match (&slot.info, &svc_key) {
+            (Some(svc), Some(_)) => {
+                let (ns, name) = (objects::dns_label(&slot.key.0), objects::dns_label(&slot.key.1));
                 match (ns, name) {
-                    (Some(ns), Some(name)) => records::build_service(params, &ns, &name, svc, &self.slices_for(key)),
+                    (Some(ns), Some(name)) => records::build_service(params, &ns, &name, svc, &slot.slice_infos()),
                     _ => records::Built::default(),
                 }
             }
-            None => records::Built::default(),
-        };
-        let old = self.contributed.remove(key);
-        let id = match &old {
-            Some(c) => c.id,
-            None => {
-                self.next_id = self.next_id.wrapping_add(1);
-                self.next_id
-            }
+            _ => records::Built::default(),
         };
         let new_keys: HashSet<&[u8]> = built.names.iter().map(|(k, _)| &k[..]).collect();
-        if let Some(old) = &old {
-            edits.remove.extend(packed_keys(&old.keys).filter(|k| !new_keys.contains(k)).map(Box::from));
-        }
+        edits.remove.extend(packed_keys(&slot.keys).filter(|k| !new_keys.contains(k)).map(Box::from));
         let mut packed = Vec::with_capacity(built.names.iter().map(|(k, _)| k.len() + 1).sum());
         for (k, node) in &built.names {
             packed.push(k.len() as u8);
             packed.extend_from_slice(k);
             edits.insert.push(Entry::new(k, node));
         }
+        slot.keys = packed.into_boxed_slice();
 
-        let old_endpoints = old.as_ref().map(|o| &o.endpoint_ips[..]).unwrap_or_default();
-        for &ip in old_endpoints.iter().filter(|ip| !built.endpoint_ips.contains(ip)) {
-            self.endpoints.remove(ip, id);
-        }
-        for &ip in &built.endpoint_ips {
-            self.endpoints.insert(ip, id);
-        }
-        if built.endpoint_ips.is_empty() {
-            self.keys.remove(&id);
-        } else {
-            self.keys.insert(id, key.clone());
-        }
-        let endpoint_ips = built.endpoint_ips.into_boxed_slice();
-
-        let mut touched: Vec<IpAddr> = old.map(|o| o.ips.into_vec()).unwrap_or_default();
+        let mut touched: Vec<IpAddr> = std::mem::take(&mut slot.ips).into_vec();
+        let mut ips = built.cluster_ips;
+        ips.sort_unstable();
+        ips.dedup();
+        slot.ips = ips.clone().into_boxed_slice();
         for ip in &touched {
             if let Some(owners) = self.ptrs.get_mut(ip) {
                 owners.retain(|o| *o != id);
             }
         }
-        let mut ips = built.cluster_ips;
         for ip in &ips {
             self.ptrs.entry(*ip).or_default().push(id);
         }
-        if let Some(svc_key) = svc_key.filter(|_| !ips.is_empty()) {
-            self.owners.insert(id, svc_key);
-        }
-        ips.sort_unstable();
-        ips.dedup();
         touched.extend_from_slice(&ips);
         touched.sort_unstable();
         touched.dedup();
@@ -531,8 +591,8 @@ impl State {
                     owners.shrink_to_fit();
                     let mut targets: Vec<Vec<u8>> = owners
                         .iter()
-                        .filter_map(|o| self.owners.get(o))
-                        .map(|svc_key| records::ptr_target(params, svc_key, ip, true, None))
+                        .filter_map(|o| self.slots.get(*o as usize)?.svc_key())
+                        .map(|svc_key| records::ptr_target(params, &svc_key, ip, true, None))
                         .collect();
                     targets.sort_unstable();
                     records::ptr_node(&targets, &[], params.ttl).map(|n| Entry::new(&[], &n))
@@ -541,23 +601,6 @@ impl State {
             };
             edits.reverse.push((ip, entry));
         }
-        if ips.is_empty() {
-            self.owners.remove(&id);
-        }
-        if !packed.is_empty() || !ips.is_empty() || !endpoint_ips.is_empty() {
-            self.contributed
-                .insert(key.clone(), Contributed { id, keys: packed.into(), ips: ips.into(), endpoint_ips });
-        }
-    }
-
-    /// The slices filed under Service `key`.
-    fn slices_for(&self, key: &ObjectKey) -> Vec<&SliceInfo> {
-        self.slices_of
-            .get(key)
-            .into_iter()
-            .flatten()
-            .filter_map(|s| self.slices.get(&(key.0.clone(), s.clone())))
-            .collect()
     }
 }
 

@@ -1091,6 +1091,34 @@ mod updates {
     }
 
     #[test]
+    fn endpoint_ptrs_follow_slices_that_share_an_address_or_change_service() {
+        let zone = fixture();
+        let ptr = |zone: &Zone| answers(&ask("9.9.0.172.in-addr.arpa.", PTR).on(zone));
+        zone.apply_service(&headless("idx", "one", http_port()));
+        zone.apply_service(&headless("idx", "two", http_port()));
+        let shared = || vec![ep(&["172.0.9.9"], Some("web"), None)];
+        zone.apply_slice(&slice("idx", "one-a", "one", "IPv4", shared(), http_port()));
+        zone.apply_slice(&slice("idx", "one-b", "one", "IPv4", shared(), http_port()));
+        assert_eq!(ptr(&zone), ["9.9.0.172.in-addr.arpa. 5 IN PTR web.one.idx.svc.cluster.local."]);
+        // The other slice of the Service still has the address.
+        zone.delete_slice("idx", "one-a");
+        assert_eq!(ptr(&zone), ["9.9.0.172.in-addr.arpa. 5 IN PTR web.one.idx.svc.cluster.local."]);
+        // Relabelled to another Service: the name and the PTR move with it.
+        zone.apply_slice(&slice("idx", "one-b", "two", "IPv4", shared(), http_port()));
+        assert_eq!(ptr(&zone), ["9.9.0.172.in-addr.arpa. 5 IN PTR web.two.idx.svc.cluster.local."]);
+        assert_nxdomain(&ask("one.idx.svc.cluster.local.", A).on(&zone));
+        assert_eq!(ask("web.two.idx.svc.cluster.local.", A).on(&zone).answers.len(), 1);
+        // Gone with its last slice; a Service created afterwards does not inherit it.
+        zone.delete_slice("idx", "one-b");
+        zone.delete_service("idx", "one");
+        zone.apply_service(&headless("idx", "three", http_port()));
+        assert!(matches!(pier_dns::answer(&zone, &ask("9.9.0.172.in-addr.arpa.", PTR).bytes(), UDP), Answer::Forward));
+        assert!(!zone.slice_keys().iter().any(|(ns, _)| ns == "idx"));
+        assert!(!zone.service_keys().contains(&("idx".to_string(), "one".to_string())));
+        assert!(zone.service_keys().contains(&("idx".to_string(), "three".to_string())));
+    }
+
+    #[test]
     fn deleting_the_last_slice_of_a_headless_service_makes_it_nxdomain() {
         let zone = fixture();
         zone.delete_slice("testns", "hdls1-v4");
