@@ -163,6 +163,7 @@ impl Agent {
             .arg(dir.join("data"))
             .args(["--node-ip", sealed::PEER_IP, "--node-name", AGENT_NODE])
             .env("RUST_LOG", "info")
+            .env("PIER_HEAP_STATS", "2")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log)?)
@@ -174,6 +175,17 @@ impl Agent {
     /// The agent's own pid, under a wrapper too (`--agent-wrapper` runs it as a child).
     fn pid(&self) -> u32 {
         procfs::find_descendant(self.child.id(), "pier").unwrap_or(self.child.id())
+    }
+
+    /// jemalloc's (allocated, active, resident) bytes from the agent's last `heap` log line.
+    fn heap(&self) -> Option<(u64, u64, u64)> {
+        let text = std::fs::read_to_string(&self.log).ok()?;
+        let line = text.lines().rev().find(|l| l.contains(" heap") && l.contains("allocated="))?;
+        let field = |name: &str| -> Option<u64> {
+            let at = line.find(&format!("{name}="))? + name.len() + 1;
+            line[at..].split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+        };
+        Some((field("allocated")?, field("active")?, field("resident")?))
     }
 
     fn check_alive(&mut self) -> Result<()> {
@@ -206,6 +218,8 @@ struct Measured {
     rss_settled: u64,
     hwm: u64,
     server_rss: u64,
+    /// jemalloc's figures at the end, when the agent logged them.
+    heap: Option<(u64, u64, u64)>,
 }
 
 fn measure(args: &AgentArgs, pier: &Path, cluster: &mut Sealed) -> Result<Measured> {
@@ -249,7 +263,10 @@ fn measure(args: &AgentArgs, pier: &Path, cluster: &mut Sealed) -> Result<Measur
     #[allow(clippy::disallowed_methods)]
     std::thread::sleep(Duration::from_secs(args.settle.into()));
     agent.check_alive()?;
+    #[allow(clippy::disallowed_methods)] // one more period of the agent's heap log
+    std::thread::sleep(Duration::from_secs(3));
     Ok(Measured {
+        heap: agent.heap(),
         created,
         programmed,
         in_nft,
@@ -313,6 +330,14 @@ pub fn run(args: &AgentArgs, pier: &Path) -> Result<()> {
     println!();
     println!("- agent start → all {} Services programmed: {}", args.services, ms(m.programmed));
     println!("- agent RSS when the last Service was programmed: {}", mb(m.rss_programmed));
+    if let Some((allocated, active, resident)) = m.heap {
+        println!(
+            "- the agent's heap (jemalloc) at the end: {} allocated, {} in active pages, {} resident",
+            mb(allocated),
+            mb(active),
+            mb(resident)
+        );
+    }
     println!("- creating the Services and slices through the API: {}", ms(m.created));
     println!("- the server (store, controllers and its own node) meanwhile: {}", mb(m.server_rss));
     println!(

@@ -490,6 +490,35 @@ fn purge_in_background() {
     }
 }
 
+/// With `PIER_HEAP_STATS=<seconds>` set, logs jemalloc's own figures on that period: bytes
+/// the program holds (`allocated`), in pages jemalloc has (`active`), and what of it is in
+/// memory (`resident`). RSS alone cannot tell live data from freed memory not yet returned or
+/// pages kept by a few survivors; `cargo xtask bench agent` reads these lines.
+fn log_heap_stats() {
+    let Some(period) = std::env::var("PIER_HEAP_STATS").ok().and_then(|s| s.parse::<u64>().ok()).filter(|s| *s > 0)
+    else {
+        return;
+    };
+    #[cfg(feature = "jemalloc")]
+    std::thread::spawn(move || {
+        use tikv_jemalloc_ctl::{epoch, stats};
+        loop {
+            let read = || -> Result<(usize, usize, usize), tikv_jemalloc_ctl::Error> {
+                epoch::advance()?;
+                Ok((stats::allocated::read()?, stats::active::read()?, stats::resident::read()?))
+            };
+            match read() {
+                Ok((allocated, active, resident)) => tracing::info!(allocated, active, resident, "heap"),
+                Err(e) => tracing::warn!(error = %e, "reading jemalloc's statistics"),
+            }
+            #[allow(clippy::disallowed_methods)] // a plain thread of its own
+            std::thread::sleep(std::time::Duration::from_secs(period));
+        }
+    });
+    #[cfg(not(feature = "jemalloc"))]
+    let _ = period;
+}
+
 fn main() -> Result<()> {
     // The sandbox holder and the built-in images run this binary inside pods; they must start
     // before anything else (no threads, no logging set up).
@@ -506,6 +535,7 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     if matches!(cli.command, Command::Server(_) | Command::Agent(_)) {
         purge_in_background();
+        log_heap_stats();
     }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
