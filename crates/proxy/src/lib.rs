@@ -24,13 +24,25 @@ pub enum ProxyError {
     Userspace(String),
 }
 
+/// One Service's move in a partial sync.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub service: ServiceKey,
+    /// Its ports as the last sync programmed them (empty: it was not there). The caller knows
+    /// them (the sync loop compiles the snapshot as it was before the change), so a back end
+    /// need not keep a copy of every Service's ports to find what to take out.
+    pub old: Vec<ServicePort>,
+    /// Its ports now (empty: the Service is gone).
+    pub new: Vec<ServicePort>,
+}
+
 /// A back end that makes the service table live. Calls are serialised by the sync loop.
 pub trait DataPlane: Send + 'static {
     /// Replaces everything with `table`.
     fn full_sync(&mut self, table: &BTreeMap<ServiceKey, Vec<ServicePort>>) -> Result<(), ProxyError>;
-    /// Moves each listed Service to its new ports (empty: the Service is gone), touching no
-    /// other Service. After an error the caller must `full_sync`.
-    fn apply(&mut self, changes: &[(ServiceKey, Vec<ServicePort>)]) -> Result<(), ProxyError>;
+    /// Moves each listed Service from its old ports to its new ones, touching no other
+    /// Service. After an error the caller must `full_sync`.
+    fn apply(&mut self, changes: &[Change]) -> Result<(), ProxyError>;
     /// Whether the live state is still there (e.g. nobody deleted the table out of band).
     fn healthy(&mut self) -> Result<bool, ProxyError>;
 }

@@ -17,7 +17,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Api;
 use kube::runtime::watcher;
 
-use crate::DataPlane;
+use crate::{Change, DataPlane};
 use crate::table::{NodeContext, ServiceInfo, ServiceKey, ServicePort, SliceInfo, Snapshot};
 
 /// How often the data plane is checked for out-of-band damage.
@@ -154,10 +154,9 @@ pub fn service_events(client: kube::Client, consumers: usize) -> Vec<futures::st
 }
 
 /// The watched objects plus the bookkeeping of relists.
-#[derive(Default)]
 struct State {
-    /// This node's name: slices are read as it sees them.
-    node: String,
+    /// The node compiled for: slices are read as it sees them.
+    node: NodeContext,
     snap: Snapshot,
     /// Slice (namespace, name) → the Service it was filed under.
     slice_owner: BTreeMap<(String, String), ServiceKey>,
@@ -166,7 +165,12 @@ struct State {
     relist_slices: Option<Vec<Slice>>,
     services_synced: bool,
     slices_synced: bool,
-    dirty: BTreeSet<ServiceKey>,
+    /// The next sync rebuilds everything (the first one, or after a failure).
+    needs_full: bool,
+    /// The Services changed since the last sync, each with its ports as that sync
+    /// programmed them: compiled from the snapshot just before its first change. (Unused
+    /// while a full sync is due.)
+    dirty: BTreeMap<ServiceKey, Vec<ServicePort>>,
 }
 
 fn slice_id(s: &EndpointSlice) -> (String, String) {
@@ -187,10 +191,32 @@ impl Slice {
 }
 
 impl State {
+    fn new(node: NodeContext) -> State {
+        State {
+            node,
+            snap: Snapshot::default(),
+            slice_owner: BTreeMap::new(),
+            relist_services: None,
+            relist_slices: None,
+            services_synced: false,
+            slices_synced: false,
+            needs_full: true,
+            dirty: BTreeMap::new(),
+        }
+    }
+
+    /// Marks Service `key` changed; call before the snapshot changes.
+    fn touch(&mut self, key: &ServiceKey) {
+        if !self.needs_full && !self.dirty.contains_key(key) {
+            let programmed = self.snap.compile(key, &self.node);
+            self.dirty.insert(key.clone(), programmed);
+        }
+    }
+
     fn put_slice(&mut self, s: Slice) {
         self.drop_slice(&s.id);
         if let Some(owner) = s.owner {
-            self.dirty.insert(owner.clone());
+            self.touch(&owner);
             self.slice_owner.insert(s.id.clone(), owner.clone());
             self.snap.put_slice(owner, s.id.1, s.info);
         }
@@ -198,8 +224,8 @@ impl State {
 
     fn drop_slice(&mut self, id: &(String, String)) {
         if let Some(owner) = self.slice_owner.remove(id) {
+            self.touch(&owner);
             self.snap.remove_slice(&owner, &id.1);
-            self.dirty.insert(owner);
         }
     }
 
@@ -214,27 +240,27 @@ impl State {
                 }
                 watcher::Event::InitDone => {
                     let fresh = self.relist_services.take().unwrap_or_default();
-                    self.dirty.extend(self.snap.services.keys().cloned());
-                    self.dirty.extend(fresh.keys().cloned());
+                    let keys: BTreeSet<ServiceKey> = self.snap.services.keys().chain(fresh.keys()).cloned().collect();
+                    keys.iter().for_each(|k| self.touch(k));
                     self.snap.services = fresh;
                     self.services_synced = true;
                 }
                 watcher::Event::Apply(s) => {
                     let key = ServiceKey::of(s);
-                    self.dirty.insert(key.clone());
+                    self.touch(&key);
                     self.snap.services.insert(key, ServiceInfo::of(s));
                 }
                 watcher::Event::Delete(s) => {
                     let key = ServiceKey::of(s);
+                    self.touch(&key);
                     self.snap.services.remove(&key);
-                    self.dirty.insert(key);
                 }
             },
             Event::Slice(e) => match &**e {
                 watcher::Event::Init => self.relist_slices = Some(Vec::new()),
                 watcher::Event::InitApply(s) => {
                     if let Some(r) = &mut self.relist_slices {
-                        r.push(Slice::of(s, &self.node));
+                        r.push(Slice::of(s, &self.node.name));
                     }
                 }
                 watcher::Event::InitDone => {
@@ -248,7 +274,10 @@ impl State {
                     }
                     self.slices_synced = true;
                 }
-                watcher::Event::Apply(s) => self.put_slice(Slice::of(s, &self.node)),
+                watcher::Event::Apply(s) => {
+                    let s = Slice::of(s, &self.node.name);
+                    self.put_slice(s);
+                }
                 watcher::Event::Delete(s) => self.drop_slice(&slice_id(s)),
             },
         }
@@ -262,10 +291,9 @@ pub async fn run(
     plane: Box<dyn DataPlane>,
     health: Arc<Health>,
 ) {
-    let mut state = State { node: node.name.clone(), ..State::default() };
+    let mut state = State::new(node.clone());
     let mut addresses = LocalAddresses::default();
     let mut plane = Some(plane);
-    let mut needs_full = true;
     // When the last full sync succeeded; a full sync is due FULL_SYNC_PERIOD after it.
     let mut last_full = Instant::now();
     let mut check = tokio::time::interval(HEALTH_CHECK);
@@ -296,11 +324,11 @@ pub async fn run(
                 if !(state.services_synced && state.slices_synced) {
                     continue;
                 }
-                if needs_full {
+                if state.needs_full {
                     // A failed batch: rebuild now, below.
                 } else if last_full.elapsed() >= FULL_SYNC_PERIOD {
                     tracing::debug!("periodic full sync");
-                    needs_full = true;
+                    state.needs_full = true;
                 } else {
                 let Some(mut p) = plane.take() else { return };
                 let (p, ok) = match tokio::task::spawn_blocking(move || { let ok = p.healthy(); (p, ok) }).await {
@@ -310,7 +338,7 @@ pub async fn run(
                 plane = Some(p);
                 match ok {
                     Ok(true) => continue,
-                    Ok(false) => { tracing::warn!("the data plane lost its state; rebuilding it"); needs_full = true; }
+                    Ok(false) => { tracing::warn!("the data plane lost its state; rebuilding it"); state.needs_full = true; }
                     Err(e) => { tracing::warn!(error = %e, "checking the data plane"); continue; }
                 }
                 }
@@ -322,7 +350,7 @@ pub async fn run(
         health.set_pending();
         let node_ctx = node.clone();
         let Some(mut p) = plane.take() else { return };
-        let full = needs_full;
+        let full = state.needs_full;
         let work = if full {
             state.dirty.clear();
             Work::Full(state.snap.compile_all(&node_ctx))
@@ -331,16 +359,14 @@ pub async fn run(
             Work::Partial(
                 dirty
                     .into_iter()
-                    .map(|k| {
-                        let ports = state.snap.compile(&k, &node_ctx);
-                        (k, ports)
-                    })
+                    .map(|(service, old)| Change { new: state.snap.compile(&service, &node_ctx), old, service })
+                    .filter(|c| c.old != c.new)
                     .collect(),
             )
         };
         match &work {
             Work::Full(t) => addresses.reset(t),
-            Work::Partial(c) => c.iter().for_each(|(k, ports)| addresses.update(k, ports)),
+            Work::Partial(c) => c.iter().for_each(|c| addresses.update(&c.service, &c.new)),
         }
         let services = state.snap.services.len();
         let result = tokio::task::spawn_blocking(move || {
@@ -362,7 +388,7 @@ pub async fn run(
         plane = Some(p);
         match r {
             Ok(()) => {
-                needs_full = false;
+                state.needs_full = false;
                 if full {
                     last_full = Instant::now();
                 }
@@ -371,7 +397,7 @@ pub async fn run(
             }
             Err(e) => {
                 tracing::warn!(error = %e, full, "programming the data plane failed; rebuilding it");
-                needs_full = true;
+                state.needs_full = true;
                 // Retry soon, without spinning when the failure persists.
                 tokio::time::sleep(Duration::from_millis(if full { 1000 } else { 0 })).await;
             }
@@ -381,5 +407,75 @@ pub async fn run(
 
 enum Work {
     Full(BTreeMap<ServiceKey, Vec<ServicePort>>),
-    Partial(Vec<(ServiceKey, Vec<ServicePort>)>),
+    Partial(Vec<Change>),
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::table::SERVICE_NAME_LABEL;
+    use serde_json::json;
+
+    fn node() -> NodeContext {
+        NodeContext { name: "n1".into(), pod_cidr: "10.244.0.0/16".parse().unwrap(), served_locally: Vec::new() }
+    }
+
+    fn svc(name: &str, ip: &str) -> Service {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"clusterIP": ip, "ports": [{"port": 80, "protocol": "TCP"}]}
+        }))
+        .unwrap()
+    }
+
+    fn slice(name: &str, svc: &str, ips: &[&str]) -> EndpointSlice {
+        let eps: Vec<_> = ips.iter().map(|ip| json!({"addresses": [ip]})).collect();
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "default", "labels": {SERVICE_NAME_LABEL: svc}},
+            "addressType": "IPv4", "endpoints": eps, "ports": [{"port": 8080, "protocol": "TCP"}]
+        }))
+        .unwrap()
+    }
+
+    fn service_event(e: watcher::Event<Service>) -> Event {
+        Event::Service(Box::new(e))
+    }
+
+    fn slice_event(e: watcher::Event<EndpointSlice>) -> Event {
+        Event::Slice(Box::new(e))
+    }
+
+    /// The data plane keeps no copy of what it programmed: each change must carry the ports
+    /// the last sync programmed, which the loop compiles from the snapshot before the first
+    /// change to a Service since that sync.
+    #[test]
+    fn a_change_carries_the_ports_programmed_before_it() {
+        let mut state = State::new(node());
+        for e in [watcher::Event::Init, watcher::Event::InitApply(svc("a", "10.96.0.1")), watcher::Event::InitDone] {
+            state.handle(&service_event(e));
+        }
+        let listed = slice("a-1", "a", &["10.244.0.5"]);
+        for e in [watcher::Event::Init, watcher::Event::InitApply(listed), watcher::Event::InitDone] {
+            state.handle(&slice_event(e));
+        }
+        assert!(state.dirty.is_empty(), "nothing to remember while a full sync is due");
+        let key = ServiceKey::new("default", "a");
+        let programmed = state.snap.compile(&key, &node());
+        assert_eq!(programmed[0].cluster_endpoints.len(), 1);
+        // The full sync is done.
+        state.needs_full = false;
+
+        // Two changes before the next sync: the first one's "before" is what is programmed.
+        state.handle(&slice_event(watcher::Event::Apply(slice("a-1", "a", &["10.244.0.5", "10.244.0.6"]))));
+        state.handle(&slice_event(watcher::Event::Apply(slice("a-1", "a", &["10.244.0.7"]))));
+        assert_eq!(state.dirty.get(&key), Some(&programmed));
+        // A new Service was not programmed: nothing to take out.
+        state.handle(&service_event(watcher::Event::Apply(svc("b", "10.96.0.2"))));
+        assert_eq!(state.dirty.get(&ServiceKey::new("default", "b")), Some(&Vec::new()));
+        // Deleted: still the programmed ports, to take out; compiled now, nothing.
+        state.handle(&service_event(watcher::Event::Delete(svc("a", "10.96.0.1"))));
+        assert_eq!(state.dirty.get(&key), Some(&programmed));
+        assert!(state.snap.compile(&key, &node()).is_empty());
+    }
 }

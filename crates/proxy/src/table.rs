@@ -287,6 +287,10 @@ impl ServiceInfo {
                 })
             })
             .collect();
+        let mut ports: Vec<PortInfo> = ports;
+        // Kept for the Service's life: no spare capacity (a collected list has room for four).
+        ports.shrink_to_fit();
+        cluster_ips.shrink_to_fit();
         ServiceInfo {
             skipped: false,
             cluster_ips,

@@ -11,7 +11,7 @@ use std::time::Duration;
 use pier_l4::{Choice, Frontend, Protocol as L4Protocol};
 
 use crate::table::{Backend, Protocol, ServiceKey, ServicePort};
-use crate::{DataPlane, ProxyError};
+use crate::{Change, DataPlane, ProxyError};
 
 pub struct Userspace {
     proxy: pier_l4::Proxy,
@@ -88,13 +88,13 @@ impl DataPlane for Userspace {
         self.sync()
     }
 
-    fn apply(&mut self, changes: &[(ServiceKey, Vec<ServicePort>)]) -> Result<(), ProxyError> {
-        for (key, ports) in changes {
-            let f = frontends(ports);
+    fn apply(&mut self, changes: &[Change]) -> Result<(), ProxyError> {
+        for c in changes {
+            let f = frontends(&c.new);
             if f.is_empty() {
-                self.frontends.remove(key);
+                self.frontends.remove(&c.service);
             } else {
-                self.frontends.insert(key.clone(), f);
+                self.frontends.insert(c.service.clone(), f);
             }
         }
         self.sync()

@@ -10,7 +10,7 @@ use std::process::Command;
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use pier_proxy::DataPlane;
+use pier_proxy::{Change, DataPlane};
 use pier_proxy::nft::{Nftables, list_table};
 use pier_proxy::table::{NodeContext, ServiceKey, ServicePort, compile_service};
 use serde_json::json;
@@ -91,6 +91,25 @@ fn compiled_on(svc: &Service, eps: &[(&str, &str)]) -> (ServiceKey, Vec<ServiceP
     (ServiceKey::of(svc), compile_service(svc, &[&s], &node()))
 }
 
+/// What the sync loop knows and the data plane does not keep: each Service's ports as last
+/// programmed, from which a step's changes are made.
+struct Programmed(BTreeMap<ServiceKey, Vec<ServicePort>>);
+
+impl Programmed {
+    fn new(table: &BTreeMap<ServiceKey, Vec<ServicePort>>) -> Programmed {
+        Programmed(table.clone())
+    }
+
+    fn changes(&mut self, step: &[(ServiceKey, Vec<ServicePort>)]) -> Vec<Change> {
+        step.iter()
+            .map(|(k, new)| {
+                let old = if new.is_empty() { self.0.remove(k) } else { self.0.insert(k.clone(), new.clone()) };
+                Change { service: k.clone(), old: old.unwrap_or_default(), new: new.clone() }
+            })
+            .collect()
+    }
+}
+
 fn root() -> bool {
     nix::unistd::geteuid().is_root() && Command::new("nft").arg("--version").output().is_ok()
 }
@@ -131,6 +150,7 @@ fn full_and_incremental_syncs_load_into_the_kernel() {
         }
         nft.full_sync(&table).unwrap();
         assert!(nft.healthy().unwrap());
+        let mut programmed = Programmed::new(&table);
 
         // Endpoints come and go, affinity endpoints change, a Service goes away.
         let steps = [
@@ -140,7 +160,7 @@ fn full_and_incremental_syncs_load_into_the_kernel() {
             vec![compiled(&plain, &["10.244.0.5", "10.244.0.6", "10.244.0.8"])],
         ];
         for step in steps {
-            nft.apply(&step).unwrap();
+            nft.apply(&programmed.changes(&step)).unwrap();
         }
         let incremental = list_table().unwrap().unwrap();
 
@@ -349,9 +369,10 @@ fn run_scenario(tag: &str, cli: bool) -> Vec<(String, String)> {
         let (table, steps) = scenario();
         let mut nft = if cli { Nftables::with_cli(node()) } else { Nftables::new(node()) };
         nft.full_sync(&table).unwrap();
+        let mut programmed = Programmed::new(&table);
         let mut out = vec![listings()];
         for step in steps {
-            nft.apply(&step).unwrap();
+            nft.apply(&programmed.changes(&step)).unwrap();
             out.push(listings());
         }
         // A full sync over an existing table replaces it.
@@ -485,8 +506,9 @@ fn common_services_are_data_only() {
                 (ServiceKey::new("default", "np2"), Vec::new()),
             ],
         ];
+        let mut programmed = Programmed::new(&table);
         for (i, step) in steps.iter().enumerate() {
-            nft.apply(step).unwrap();
+            nft.apply(&programmed.changes(step)).unwrap();
             let now = list_table().unwrap().unwrap();
             assert_eq!(structure(&now), structure(&before), "step {i} changed more than data:\n{now}");
             if i == 0 {
@@ -534,13 +556,14 @@ fn a_failed_transaction_changes_nothing() {
         assert!(msg.contains("ENOENT"), "{msg}");
         assert_eq!(list_table().unwrap().unwrap(), before, "the failed batch was partly applied");
         // The socket and the data plane are still usable afterwards.
-        nft.apply(&steps[0]).unwrap();
+        let mut programmed = Programmed::new(&table);
+        nft.apply(&programmed.changes(&steps[0])).unwrap();
         assert!(nft.healthy().unwrap());
 
         // The table deleted out of band: the next delta fails as a whole (ProxyError), and
         // creates nothing.
         assert!(Command::new("nft").args(["delete", "table", "ip", "pier"]).status().unwrap().success());
-        let msg = nft.apply(&steps[1]).unwrap_err().to_string();
+        let msg = nft.apply(&programmed.changes(&steps[1])).unwrap_err().to_string();
         assert!(msg.contains("ENOENT") && msg.contains("message"), "{msg}");
         assert!(list_table().unwrap().is_none(), "a failed batch created something");
         assert!(!nft.healthy().unwrap());

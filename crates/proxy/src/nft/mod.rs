@@ -20,7 +20,7 @@ use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
 
 use crate::table::{NodeContext, ServiceKey, ServicePort};
-use crate::{DataPlane, ProxyError};
+use crate::{Change, DataPlane, ProxyError};
 use netlink::Netlink;
 use render::{ClassObjects, Op, ServiceObjects};
 
@@ -77,11 +77,6 @@ pub struct Nftables {
     node: NodeContext,
     backend: Backend,
     numbers: SetNumbers,
-    /// Each Service's ports as last programmed. Its objects in the table are re-rendered from
-    /// these when a change needs the delta (rendering is deterministic, and the numbers of
-    /// its sets are still held): a few hundred bytes per Service instead of the kilobytes of
-    /// rendered elements, which matters at 30,000 Services.
-    programmed: BTreeMap<ServiceKey, Vec<ServicePort>>,
     /// How many live Services use each endpoint address (the hairpin set is shared).
     hairpin_refs: BTreeMap<Ipv4Addr, usize>,
     /// How many live Services use each pick class beyond the presets (the chains are shared).
@@ -161,7 +156,6 @@ impl Nftables {
             backend,
             node,
             numbers: SetNumbers::default(),
-            programmed: BTreeMap::new(),
             hairpin_refs: BTreeMap::new(),
             class_refs: BTreeMap::new(),
         }
@@ -274,19 +268,17 @@ impl DataPlane for Nftables {
         let base = render::base(&self.node, &render::counts(objects.values(), classes.len()));
         run(&mut self.backend, &render::full_ops(&base, &classes, objects.values()))?;
         self.rebuild_refs(objects.values());
-        self.programmed = table.iter().filter(|(_, p)| !p.is_empty()).map(|(k, p)| (k.clone(), p.clone())).collect();
         Ok(())
     }
 
-    fn apply(&mut self, changes: &[(ServiceKey, Vec<ServicePort>)]) -> Result<(), ProxyError> {
+    fn apply(&mut self, changes: &[Change]) -> Result<(), ProxyError> {
         let mut staged = Vec::with_capacity(changes.len());
         let (mut classes_add, mut classes_remove) = (BTreeSet::new(), BTreeSet::new());
-        for (key, ports) in changes {
+        for c in changes {
             // The old objects first: their sets still hold their numbers, so this renders
-            // exactly what is in the table.
-            let programmed = self.programmed.get(key).map(Vec::as_slice).unwrap_or_default();
-            let (old, old_names) = render(programmed, &mut self.numbers);
-            let (new, names) = render(ports, &mut self.numbers);
+            // exactly what is in the table (rendering is deterministic).
+            let (old, old_names) = render(&c.old, &mut self.numbers);
+            let (new, names) = render(&c.new, &mut self.numbers);
             self.numbers.release_gone(&old_names, &names);
             let (add, remove) = self.count_hairpin(&old, &new);
             let (c_add, c_remove) = self.count_classes(&old, &new);
@@ -301,7 +293,7 @@ impl DataPlane for Nftables {
                     classes_remove.insert(n);
                 }
             }
-            staged.push((key.clone(), old, new, add, remove));
+            staged.push((old, new, add, remove));
         }
         let classes_add: Vec<ClassObjects> = classes_add.into_iter().map(render::class_objects).collect();
         let classes_remove: Vec<ClassObjects> = classes_remove.into_iter().map(render::class_objects).collect();
@@ -322,19 +314,14 @@ impl DataPlane for Nftables {
             }
             _ => ops.extend(render::class_add_ops(&classes_add)),
         }
-        ops.extend(staged.iter().flat_map(|(_, old, new, add, remove)| render::delta_ops(old, new, add, remove)));
+        ops.extend(staged.iter().flat_map(|(old, new, add, remove)| render::delta_ops(old, new, add, remove)));
         ops.extend(render::class_remove_ops(&classes_remove));
         let result = if ops.is_empty() { Ok(()) } else { run(&mut self.backend, &ops) };
         drop(ops);
         drop(staged);
         let mut flushes = Vec::new();
-        for (key, ports) in changes {
-            let old = if ports.is_empty() {
-                self.programmed.remove(key)
-            } else {
-                self.programmed.insert(key.clone(), ports.clone())
-            };
-            flushes.extend(conntrack::stale(&udp_ports(&old.unwrap_or_default()), &udp_ports(ports)));
+        for c in changes {
+            flushes.extend(conntrack::stale(&udp_ports(&c.old), &udp_ports(&c.new)));
         }
         self.numbers.end_batch();
         result?;
