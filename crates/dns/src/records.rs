@@ -257,7 +257,7 @@ pub fn endpoint_name(ttl: u32, svc: &ServiceInfo, slices: &[&SliceInfo], label: 
     }
     let mut ips: Vec<IpAddr> = Vec::new();
     for ep in slices.iter().flat_map(|s| s.endpoints()).filter(|ep| ep.ready || svc.publish_not_ready) {
-        for &address in ep.addresses {
+        for address in ep.addresses.iter() {
             if endpoint_label(&ep, address) == label && !ips.contains(&address) {
                 ips.push(address);
             }
@@ -277,7 +277,7 @@ pub fn endpoint_ptr_targets(
     out: &mut Vec<Vec<u8>>,
 ) {
     for ep in slices.iter().flat_map(|s| s.endpoints()).filter(|ep| ep.ready || svc.publish_not_ready) {
-        if ep.addresses.contains(&ip) {
+        if ep.addresses.contains(ip) {
             out.push(ptr_target(params, svc_key, ip, false, ep.hostname));
         }
     }
@@ -318,7 +318,7 @@ pub fn build_service(params: &Params, ns: &str, name: &str, svc: &ServiceInfo, s
     for slice in slices {
         let mut here = Vec::new();
         for ep in slice.endpoints().filter(|ep| ep.ready || svc.publish_not_ready) {
-            for &address in ep.addresses {
+            for address in ep.addresses.iter() {
                 let label: Box<str> = endpoint_label(&ep, address).into();
                 let idx = match ready.iter().position(|r| r.label == label && r.address == address) {
                     Some(i) => i,

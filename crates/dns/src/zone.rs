@@ -166,8 +166,10 @@ impl Slot {
     /// Every address of its slices' endpoints, sorted and unique: what [`EndpointIndex`] files
     /// under its slot.
     fn endpoint_addresses(&self) -> Vec<IpAddr> {
-        let mut ips: Vec<IpAddr> =
-            self.slices.iter().flat_map(|(_, s)| s.endpoints()).flat_map(|ep| ep.addresses.iter().copied()).collect();
+        let mut ips: Vec<IpAddr> = Vec::new();
+        for ep in self.slices.iter().flat_map(|(_, s)| s.endpoints()) {
+            ips.extend(ep.addresses.iter());
+        }
         ips.sort_unstable();
         ips.dedup();
         ips
@@ -358,9 +360,7 @@ impl Zone {
             tracing::debug!("ignoring an EndpointSlice without a name");
             return;
         };
-        let mut info = objects::slice_info(slice);
-        // Filed under its Service, the slice need not name it again.
-        let owner = info.service.take();
+        let (owner, info) = objects::slice_info(slice);
         let mut state = self.state();
         let key: ObjectKey = (ns, name);
         let old_owner = state.slice_owner.get(&key).cloned();
