@@ -177,15 +177,16 @@ impl Agent {
         procfs::find_descendant(self.child.id(), "pier").unwrap_or(self.child.id())
     }
 
-    /// jemalloc's (allocated, active, resident) bytes from the agent's last `heap` log line.
-    fn heap(&self) -> Option<(u64, u64, u64)> {
+    /// jemalloc's (allocated, active, resident, metadata) bytes from the agent's last `heap`
+    /// log line.
+    fn heap(&self) -> Option<(u64, u64, u64, u64)> {
         let text = std::fs::read_to_string(&self.log).ok()?;
         let line = text.lines().rev().find(|l| l.contains(" heap") && l.contains("allocated="))?;
         let field = |name: &str| -> Option<u64> {
             let at = line.find(&format!("{name}="))? + name.len() + 1;
             line[at..].split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
         };
-        Some((field("allocated")?, field("active")?, field("resident")?))
+        Some((field("allocated")?, field("active")?, field("resident")?, field("metadata")?))
     }
 
     fn check_alive(&mut self) -> Result<()> {
@@ -219,7 +220,7 @@ struct Measured {
     hwm: u64,
     server_rss: u64,
     /// jemalloc's figures at the end, when the agent logged them.
-    heap: Option<(u64, u64, u64)>,
+    heap: Option<(u64, u64, u64, u64)>,
 }
 
 fn measure(args: &AgentArgs, pier: &Path, cluster: &mut Sealed) -> Result<Measured> {
@@ -330,12 +331,13 @@ pub fn run(args: &AgentArgs, pier: &Path) -> Result<()> {
     println!();
     println!("- agent start → all {} Services programmed: {}", args.services, ms(m.programmed));
     println!("- agent RSS when the last Service was programmed: {}", mb(m.rss_programmed));
-    if let Some((allocated, active, resident)) = m.heap {
+    if let Some((allocated, active, resident, metadata)) = m.heap {
         println!(
-            "- the agent's heap (jemalloc) at the end: {} allocated, {} in active pages, {} resident",
+            "- the agent's heap (jemalloc) at the end: {} allocated, {} in active pages, {} resident ({} of it jemalloc's metadata)",
             mb(allocated),
             mb(active),
-            mb(resident)
+            mb(resident),
+            mb(metadata)
         );
     }
     println!("- creating the Services and slices through the API: {}", ms(m.created));

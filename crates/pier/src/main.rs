@@ -492,7 +492,7 @@ fn purge_in_background() {
 
 /// With `PIER_HEAP_STATS=<seconds>` set, logs jemalloc's own figures on that period: bytes
 /// the program holds (`allocated`), in pages jemalloc has (`active`), and what of it is in
-/// memory (`resident`). RSS alone cannot tell live data from freed memory not yet returned or
+/// memory (`resident`, jemalloc's own `metadata` included). RSS alone cannot tell live data from freed memory not yet returned or
 /// pages kept by a few survivors; `cargo xtask bench agent` reads these lines.
 fn log_heap_stats() {
     let Some(period) = std::env::var("PIER_HEAP_STATS").ok().and_then(|s| s.parse::<u64>().ok()).filter(|s| *s > 0)
@@ -503,12 +503,14 @@ fn log_heap_stats() {
     std::thread::spawn(move || {
         use tikv_jemalloc_ctl::{epoch, stats};
         loop {
-            let read = || -> Result<(usize, usize, usize), tikv_jemalloc_ctl::Error> {
+            let read = || -> Result<[usize; 4], tikv_jemalloc_ctl::Error> {
                 epoch::advance()?;
-                Ok((stats::allocated::read()?, stats::active::read()?, stats::resident::read()?))
+                Ok([stats::allocated::read()?, stats::active::read()?, stats::resident::read()?, stats::metadata::read()?])
             };
             match read() {
-                Ok((allocated, active, resident)) => tracing::info!(allocated, active, resident, "heap"),
+                Ok([allocated, active, resident, metadata]) => {
+                    tracing::info!(allocated, active, resident, metadata, "heap")
+                }
                 Err(e) => tracing::warn!(error = %e, "reading jemalloc's statistics"),
             }
             #[allow(clippy::disallowed_methods)] // a plain thread of its own

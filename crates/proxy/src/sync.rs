@@ -159,7 +159,7 @@ struct State {
     node: NodeContext,
     snap: Snapshot,
     /// Slice (namespace, name) → the Service it was filed under.
-    slice_owner: BTreeMap<(String, String), ServiceKey>,
+    slice_owner: BTreeMap<Box<str>, ServiceKey>,
     relist_services: Option<BTreeMap<ServiceKey, ServiceInfo>>,
     /// Each object is made compact as it arrives, so a relist never holds the objects.
     relist_slices: Option<Vec<Slice>>,
@@ -173,13 +173,20 @@ struct State {
     dirty: BTreeMap<ServiceKey, Vec<ServicePort>>,
 }
 
-fn slice_id(s: &EndpointSlice) -> (String, String) {
-    (s.metadata.namespace.clone().unwrap_or_default(), s.metadata.name.clone().unwrap_or_default())
+/// A slice's `namespace/name`.
+fn slice_id(s: &EndpointSlice) -> Box<str> {
+    let (ns, name) = (s.metadata.namespace.as_deref().unwrap_or_default(), s.metadata.name.as_deref().unwrap_or_default());
+    format!("{ns}/{name}").into_boxed_str()
+}
+
+/// The name part of a [`slice_id`] (a namespace holds no `/`).
+fn slice_name(id: &str) -> &str {
+    id.split_once('/').map_or(id, |(_, name)| name)
 }
 
 /// A slice as the node keeps it: its id, its Service and what the compiler reads.
 struct Slice {
-    id: (String, String),
+    id: Box<str>,
     owner: Option<ServiceKey>,
     info: SliceInfo,
 }
@@ -217,15 +224,15 @@ impl State {
         self.drop_slice(&s.id);
         if let Some(owner) = s.owner {
             self.touch(&owner);
-            self.slice_owner.insert(s.id.clone(), owner.clone());
-            self.snap.put_slice(owner, s.id.1, s.info);
+            let owner = self.snap.put_slice(owner, slice_name(&s.id), s.info);
+            self.slice_owner.insert(s.id, owner);
         }
     }
 
-    fn drop_slice(&mut self, id: &(String, String)) {
+    fn drop_slice(&mut self, id: &str) {
         if let Some(owner) = self.slice_owner.remove(id) {
             self.touch(&owner);
-            self.snap.remove_slice(&owner, &id.1);
+            self.snap.remove_slice(&owner, slice_name(id));
         }
     }
 
@@ -240,20 +247,20 @@ impl State {
                 }
                 watcher::Event::InitDone => {
                     let fresh = self.relist_services.take().unwrap_or_default();
-                    let keys: BTreeSet<ServiceKey> = self.snap.services.keys().chain(fresh.keys()).cloned().collect();
+                    let keys: BTreeSet<ServiceKey> = self.snap.service_keys().chain(fresh.keys()).cloned().collect();
                     keys.iter().for_each(|k| self.touch(k));
-                    self.snap.services = fresh;
+                    self.snap.replace_services(fresh);
                     self.services_synced = true;
                 }
                 watcher::Event::Apply(s) => {
                     let key = ServiceKey::of(s);
                     self.touch(&key);
-                    self.snap.services.insert(key, ServiceInfo::of(s));
+                    self.snap.put_service(key, ServiceInfo::of(s));
                 }
                 watcher::Event::Delete(s) => {
                     let key = ServiceKey::of(s);
                     self.touch(&key);
-                    self.snap.services.remove(&key);
+                    self.snap.remove_service(&key);
                 }
             },
             Event::Slice(e) => match &**e {
@@ -368,7 +375,7 @@ pub async fn run(
             Work::Full(t) => addresses.reset(t),
             Work::Partial(c) => c.iter().for_each(|c| addresses.update(&c.service, &c.new)),
         }
-        let services = state.snap.services.len();
+        let services = state.snap.service_count();
         let result = tokio::task::spawn_blocking(move || {
             let r = match &work {
                 Work::Full(t) => p.full_sync(t),

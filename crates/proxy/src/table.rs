@@ -189,10 +189,10 @@ pub struct ServiceInfo {
     /// The proxy ignores this Service entirely (CIP-17, CIP-18): another proxy's, headless,
     /// ExternalName or without a cluster IP.
     pub skipped: bool,
-    pub cluster_ips: Vec<Ipv4Addr>,
+    pub cluster_ips: Box<[Ipv4Addr]>,
     /// `spec.externalIPs` plus the LoadBalancer ingress IPs (sorted, unique).
-    pub external_ips: Vec<Ipv4Addr>,
-    pub load_balancer_ips: Vec<Ipv4Addr>,
+    pub external_ips: Box<[Ipv4Addr]>,
+    pub load_balancer_ips: Box<[Ipv4Addr]>,
     pub affinity_timeout: Option<u32>,
     pub external_local: bool,
     pub internal_local: bool,
@@ -290,10 +290,9 @@ impl ServiceInfo {
         let mut ports: Vec<PortInfo> = ports;
         // Kept for the Service's life: no spare capacity (a collected list has room for four).
         ports.shrink_to_fit();
-        cluster_ips.shrink_to_fit();
         ServiceInfo {
             skipped: false,
-            cluster_ips,
+            cluster_ips: cluster_ips.into_boxed_slice(),
             external_ips: external_ips.into_iter().collect(),
             load_balancer_ips: load_balancer_ips.into_iter().collect(),
             affinity_timeout,
@@ -412,10 +411,10 @@ pub fn compile<'a>(
             port_name: sp.name.clone(),
             protocol: sp.protocol,
             port: sp.port,
-            cluster_ips: svc.cluster_ips.clone(),
+            cluster_ips: svc.cluster_ips.to_vec(),
             node_port: sp.node_port,
-            external_ips: svc.external_ips.clone(),
-            load_balancer_ips: svc.load_balancer_ips.clone(),
+            external_ips: svc.external_ips.to_vec(),
+            load_balancer_ips: svc.load_balancer_ips.to_vec(),
             affinity_timeout: svc.affinity_timeout,
             external_local: svc.external_local,
             internal_local: svc.internal_local,
@@ -428,13 +427,21 @@ pub fn compile<'a>(
 }
 
 /// What the compiler reads of the watched objects, kept compact (see [`ServiceInfo`]) and
-/// indexed the way it reads them: slices by the Service they belong to.
+/// indexed the way it reads them: per Service, the Service and the slices labelled with its
+/// name, under one key.
 #[derive(Debug, Default, Clone)]
 pub struct Snapshot {
-    pub services: BTreeMap<ServiceKey, ServiceInfo>,
-    /// Service → its slices by name. A Service has one slice per 100 endpoints, so a short
-    /// sorted list (a map per Service would cost a whole B-tree node each).
-    pub slices: BTreeMap<ServiceKey, Vec<(String, SliceInfo)>>,
+    entries: BTreeMap<ServiceKey, Entry>,
+    services: usize,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Entry {
+    /// While the Service exists.
+    info: Option<ServiceInfo>,
+    /// Its slices by name. A Service has one slice per 100 endpoints, so a short sorted list
+    /// (a map per Service would cost a whole B-tree node each).
+    slices: Vec<(Box<str>, SliceInfo)>,
 }
 
 impl Snapshot {
@@ -445,42 +452,79 @@ impl Snapshot {
         Some(ServiceKey::new(ns, svc))
     }
 
-    /// Files `slice` under `owner`, replacing a slice of the same name.
-    pub fn put_slice(&mut self, owner: ServiceKey, name: String, slice: SliceInfo) {
-        // One shared key per Service.
-        let owner = self.services.get_key_value(&owner).map_or(owner, |(k, _)| k.clone());
-        let list = self.slices.entry(owner).or_default();
-        match list.binary_search_by(|(n, _)| n.as_str().cmp(&name)) {
+    /// How many Services it holds.
+    pub fn service_count(&self) -> usize {
+        self.services
+    }
+
+    /// The Services it holds.
+    pub fn service_keys(&self) -> impl Iterator<Item = &ServiceKey> + '_ {
+        self.entries.iter().filter(|(_, e)| e.info.is_some()).map(|(k, _)| k)
+    }
+
+    pub fn put_service(&mut self, key: ServiceKey, info: ServiceInfo) {
+        if self.entries.entry(key).or_default().info.replace(info).is_none() {
+            self.services += 1;
+        }
+    }
+
+    pub fn remove_service(&mut self, key: &ServiceKey) {
+        let Some(entry) = self.entries.get_mut(key) else { return };
+        if entry.info.take().is_some() {
+            self.services -= 1;
+        }
+        if entry.slices.is_empty() {
+            self.entries.remove(key);
+        }
+    }
+
+    /// Replaces every Service with `fresh` (a relist); slices stay.
+    pub fn replace_services(&mut self, fresh: BTreeMap<ServiceKey, ServiceInfo>) {
+        for entry in self.entries.values_mut() {
+            entry.info = None;
+        }
+        self.entries.retain(|_, e| !e.slices.is_empty());
+        self.services = 0;
+        for (key, info) in fresh {
+            self.put_service(key, info);
+        }
+    }
+
+    /// Files `slice` under `owner`, replacing a slice of the same name; returns the key it
+    /// is filed under (shared with the map's).
+    pub fn put_slice(&mut self, owner: ServiceKey, name: &str, slice: SliceInfo) -> ServiceKey {
+        let entry = self.entries.entry(owner);
+        let key = entry.key().clone();
+        let list = &mut entry.or_default().slices;
+        match list.binary_search_by(|(n, _)| (**n).cmp(name)) {
             Ok(i) => list[i].1 = slice,
             Err(i) => {
                 // Exactly one more: most Services have one slice, and a doubled list is
                 // megabytes at 30,000 Services.
                 list.reserve_exact(1);
-                list.insert(i, (name, slice));
+                list.insert(i, (name.into(), slice));
             }
         }
+        key
     }
 
     /// Removes slice `name` of `owner`, if filed there.
     pub fn remove_slice(&mut self, owner: &ServiceKey, name: &str) {
-        if let Some(list) = self.slices.get_mut(owner) {
-            list.retain(|(n, _)| n != name);
-            if list.is_empty() {
-                self.slices.remove(owner);
-            }
+        let Some(entry) = self.entries.get_mut(owner) else { return };
+        entry.slices.retain(|(n, _)| &**n != name);
+        if entry.slices.is_empty() && entry.info.is_none() {
+            self.entries.remove(owner);
         }
     }
 
     pub fn compile(&self, key: &ServiceKey, node: &NodeContext) -> Vec<ServicePort> {
-        let Some(svc) = self.services.get(key) else { return Vec::new() };
-        let slices = self.slices.get(key).map(Vec::as_slice).unwrap_or_default();
+        let Some(Entry { info: Some(svc), slices }) = self.entries.get(key) else { return Vec::new() };
         compile(key, svc, slices.iter().map(|(_, s)| s), node)
     }
 
     /// The whole service table, Service by Service.
     pub fn compile_all(&self, node: &NodeContext) -> BTreeMap<ServiceKey, Vec<ServicePort>> {
-        self.services
-            .keys()
+        self.service_keys()
             .map(|k| (k.clone(), self.compile(k, node)))
             .filter(|(_, ports)| !ports.is_empty())
             .collect()
