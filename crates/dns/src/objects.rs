@@ -12,8 +12,24 @@ pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 /// dns-spec S10: the pre-`publishNotReadyAddresses` way of publishing unready endpoints.
 pub const TOLERATE_UNREADY_ANNOTATION: &str = "service.alpha.kubernetes.io/tolerate-unready-endpoints";
 
-/// `(namespace, name)` of a Service or of an EndpointSlice.
-pub type ObjectKey = (Box<str>, Box<str>);
+/// `namespace/name` of a Service or of an EndpointSlice, in one allocation (a namespace is a
+/// DNS label: it holds no `/`). The zone keys every Service and slice of the cluster by one.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ObjectKey(Box<str>);
+
+impl ObjectKey {
+    pub fn new(namespace: &str, name: &str) -> ObjectKey {
+        ObjectKey(format!("{namespace}/{name}").into_boxed_str())
+    }
+
+    pub fn namespace(&self) -> &str {
+        self.0.split_once('/').map_or("", |(ns, _)| ns)
+    }
+
+    pub fn name(&self) -> &str {
+        self.0.split_once('/').map_or(&*self.0, |(_, name)| name)
+    }
+}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ServiceKind {
@@ -129,12 +145,12 @@ pub fn dns_label(s: &str) -> Option<Box<str>> {
 
 pub fn service_key(svc: &Service) -> Option<ObjectKey> {
     let ns = svc.metadata.namespace.as_deref().unwrap_or("default");
-    Some((ns.into(), svc.metadata.name.as_deref()?.into()))
+    Some(ObjectKey::new(ns, svc.metadata.name.as_deref()?))
 }
 
 pub fn slice_key(slice: &EndpointSlice) -> Option<ObjectKey> {
     let ns = slice.metadata.namespace.as_deref().unwrap_or("default");
-    Some((ns.into(), slice.metadata.name.as_deref()?.into()))
+    Some(ObjectKey::new(ns, slice.metadata.name.as_deref()?))
 }
 
 /// The lowercase protocol label of an SRV name, or `None` for a protocol the API does not

@@ -74,16 +74,17 @@ pub(crate) struct Served {
     pub reverse: Map<IpAddr, Entry>,
 }
 
-/// Which Services have an endpoint at an address, by their slot: what a PTR query for an
-/// endpoint address (K10) starts from. Most addresses are IPv4 with one owner; those cost 8
-/// bytes in `v4`, the rest (IPv6, and the owners after the first) live in `more`.
+/// Which Services (slots) own an address: the ones with an endpoint at it, which a PTR query
+/// for an endpoint address (K10) starts from, or the ones claiming it as a cluster IP. Most
+/// addresses are IPv4 with one owner; those cost 8 bytes in `v4`, the rest (IPv6, and the
+/// owners after the first) live in `more`.
 #[derive(Debug, Default)]
-struct EndpointIndex {
+struct IpOwners {
     v4: Map<u32, u32>,
     more: Map<IpAddr, Vec<u32>>,
 }
 
-impl EndpointIndex {
+impl IpOwners {
     fn insert(&mut self, ip: IpAddr, id: u32) {
         if let IpAddr::V4(v4) = ip {
             match self.v4.entry(u32::from(v4)) {
@@ -163,7 +164,7 @@ impl Slot {
         self.slices.iter().map(|(_, s)| s).collect()
     }
 
-    /// Every address of its slices' endpoints, sorted and unique: what [`EndpointIndex`] files
+    /// Every address of its slices' endpoints, sorted and unique: what [`IpOwners`] files
     /// under its slot.
     fn endpoint_addresses(&self) -> Vec<IpAddr> {
         let mut ips: Vec<IpAddr> = Vec::new();
@@ -177,7 +178,7 @@ impl Slot {
 
     /// `<name>.<ns>.svc` as relative wire labels, when both are valid labels.
     fn svc_key(&self) -> Option<Box<[u8]>> {
-        let (ns, name) = (objects::dns_label(&self.key.0)?, objects::dns_label(&self.key.1)?);
+        let (ns, name) = (objects::dns_label(self.key.namespace())?, objects::dns_label(self.key.name())?);
         Some(relative_key(&[&name, &ns, "svc"]))
     }
 }
@@ -194,10 +195,10 @@ struct State {
     slice_owner: Map<ObjectKey, Box<str>>,
     /// Services per namespace: `<ns>.svc.<zone>` exists while this is non-zero.
     namespaces: HashMap<Box<str>, usize>,
-    /// The Services (slots) claiming each cluster IP's PTR record.
-    ptrs: Map<IpAddr, Vec<u32>>,
+    /// The Services claiming each cluster IP's PTR record.
+    ptrs: IpOwners,
     /// Services by endpoint address.
-    endpoints: EndpointIndex,
+    endpoints: IpOwners,
 }
 
 /// A batch of index edits computed under `state` and applied under the `served` write lock.
@@ -329,7 +330,7 @@ impl Zone {
         }
         let mut edits = Edits::default();
         if slot.info.replace(info).is_none() {
-            let ns = slot.key.0.clone();
+            let ns: Box<str> = slot.key.namespace().into();
             state.namespace_added(&ns, &mut edits);
         }
         state.recompute(&self.inner.params, id, &mut edits);
@@ -340,14 +341,14 @@ impl Zone {
     /// Removes a Service (a watch `Deleted` event). Its EndpointSlices are kept until deleted,
     /// so a Service re-created before its slices go answers at once.
     pub fn delete_service(&self, namespace: &str, name: &str) {
-        let key: ObjectKey = (namespace.into(), name.into());
+        let key = ObjectKey::new(namespace, name);
         let mut state = self.state();
         let Some(&id) = state.by_key.get(&key) else { return };
         if state.slots[id as usize].info.take().is_none() {
             return;
         }
         let mut edits = Edits::default();
-        state.namespace_removed(&key.0, &mut edits);
+        state.namespace_removed(key.namespace(), &mut edits);
         state.recompute(&self.inner.params, id, &mut edits);
         state.release_if_empty(id);
         drop(state);
@@ -356,13 +357,12 @@ impl Zone {
 
     /// Adds or replaces an EndpointSlice.
     pub fn apply_slice(&self, slice: &EndpointSlice) {
-        let Some((ns, name)) = objects::slice_key(slice) else {
+        let Some(key) = objects::slice_key(slice) else {
             tracing::debug!("ignoring an EndpointSlice without a name");
             return;
         };
         let (owner, info) = objects::slice_info(slice);
         let mut state = self.state();
-        let key: ObjectKey = (ns, name);
         let old_owner = state.slice_owner.get(&key).cloned();
         let mut edits = Edits::default();
         match (old_owner, owner) {
@@ -386,7 +386,7 @@ impl Zone {
 
     /// Removes an EndpointSlice.
     pub fn delete_slice(&self, namespace: &str, name: &str) {
-        let key: ObjectKey = (namespace.into(), name.into());
+        let key = ObjectKey::new(namespace, name);
         let mut state = self.state();
         let Some(owner) = state.slice_owner.remove(&key) else { return };
         let mut edits = Edits::default();
@@ -402,7 +402,7 @@ impl Zone {
         let labels: Vec<&str> = packed_keys(key).map(std::str::from_utf8).collect::<Result<_, _>>().ok()?;
         let [ep, name, ns, "svc"] = labels.as_slice() else { return None };
         let state = self.state();
-        let svc_key: ObjectKey = ((*ns).into(), (*name).into());
+        let svc_key = ObjectKey::new(ns, name);
         let slot = &state.slots[*state.by_key.get(&svc_key)? as usize];
         let node = records::endpoint_name(self.inner.params.ttl, slot.info.as_ref()?, &slot.slice_infos(), ep)?;
         Some(Entry::new(key, &node))
@@ -428,12 +428,12 @@ impl Zone {
     pub fn service_keys(&self) -> Vec<(String, String)> {
         let state = self.state();
         let held = state.slots.iter().filter(|s| s.info.is_some());
-        held.map(|s| (s.key.0.to_string(), s.key.1.to_string())).collect()
+        held.map(|s| (s.key.namespace().to_string(), s.key.name().to_string())).collect()
     }
 
     /// The (namespace, name) of every EndpointSlice the zone holds.
     pub fn slice_keys(&self) -> Vec<(String, String)> {
-        self.state().slice_owner.keys().map(|(ns, n)| (ns.to_string(), n.to_string())).collect()
+        self.state().slice_owner.keys().map(|k| (k.namespace().to_string(), k.name().to_string())).collect()
     }
 
     /// Number of names served in the cluster domain and reverse zones (for metrics and tests).
@@ -485,14 +485,14 @@ impl State {
         info: Option<SliceInfo>,
         edits: &mut Edits,
     ) {
-        let svc: ObjectKey = (slice.0.clone(), owner.into());
+        let svc = ObjectKey::new(slice.namespace(), owner);
         let id = match (&info, self.by_key.get(&svc)) {
             (_, Some(&id)) => id,
             (Some(_), None) => self.slot(svc),
             (None, None) => return,
         };
         let slot = &mut self.slots[id as usize];
-        let at = slot.slices.binary_search_by(|(n, _)| (**n).cmp(&*slice.1));
+        let at = slot.slices.binary_search_by(|(n, _)| (**n).cmp(slice.name()));
         match (&at, &info) {
             (Ok(i), Some(info)) if slot.slices[*i].1 == *info => return,
             (Err(_), None) => return,
@@ -504,7 +504,7 @@ impl State {
             (Err(i), Some(info)) => {
                 // Exactly one more: most Services have one slice.
                 slot.slices.reserve_exact(1);
-                slot.slices.insert(i, (slice.1.clone(), info));
+                slot.slices.insert(i, (slice.name().into(), info));
             }
             (Ok(i), None) => {
                 slot.slices.remove(i);
@@ -547,7 +547,7 @@ impl State {
         let svc_key = slot.svc_key();
         let built = match (&slot.info, &svc_key) {
             (Some(svc), Some(_)) => {
-                let (ns, name) = (objects::dns_label(&slot.key.0), objects::dns_label(&slot.key.1));
+                let (ns, name) = (objects::dns_label(slot.key.namespace()), objects::dns_label(slot.key.name()));
                 match (ns, name) {
                     (Some(ns), Some(name)) => records::build_service(params, &ns, &name, svc, &slot.slice_infos()),
                     _ => records::Built::default(),
@@ -570,35 +570,25 @@ impl State {
         ips.sort_unstable();
         ips.dedup();
         slot.ips = ips.clone().into_boxed_slice();
-        for ip in &touched {
-            if let Some(owners) = self.ptrs.get_mut(ip) {
-                owners.retain(|o| *o != id);
-            }
+        for &ip in &touched {
+            self.ptrs.remove(ip, id);
         }
-        for ip in &ips {
-            self.ptrs.entry(*ip).or_default().push(id);
+        for &ip in &ips {
+            self.ptrs.insert(ip, id);
         }
         touched.extend_from_slice(&ips);
         touched.sort_unstable();
         touched.dedup();
         for ip in touched {
-            let entry = match self.ptrs.get_mut(&ip) {
-                Some(owners) if owners.is_empty() => {
-                    self.ptrs.remove(&ip);
-                    None
-                }
-                Some(owners) => {
-                    owners.shrink_to_fit();
-                    let mut targets: Vec<Vec<u8>> = owners
-                        .iter()
-                        .filter_map(|o| self.slots.get(*o as usize)?.svc_key())
-                        .map(|svc_key| records::ptr_target(params, &svc_key, ip, true, None))
-                        .collect();
-                    targets.sort_unstable();
-                    records::ptr_node(&targets, &[], params.ttl).map(|n| Entry::new(&[], &n))
-                }
-                None => None,
-            };
+            let mut targets: Vec<Vec<u8>> = self
+                .ptrs
+                .ids(ip)
+                .iter()
+                .filter_map(|o| self.slots.get(*o as usize)?.svc_key())
+                .map(|svc_key| records::ptr_target(params, &svc_key, ip, true, None))
+                .collect();
+            targets.sort_unstable();
+            let entry = records::ptr_node(&targets, &[], params.ttl).map(|n| Entry::new(&[], &n));
             edits.reverse.push((ip, entry));
         }
     }
