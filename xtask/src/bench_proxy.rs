@@ -22,11 +22,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use pier_proxy::{Change, DataPlane};
 use pier_proxy::nft::Nftables;
 use pier_proxy::nft::netlink::Netlink;
 use pier_proxy::nft::render;
 use pier_proxy::table::{Backend, NodeContext, Protocol, ServiceKey, ServicePort};
+use pier_proxy::{Change, DataPlane};
 
 use crate::ProxyArgs;
 
@@ -281,7 +281,8 @@ pub fn run(args: &ProxyArgs) -> Result<()> {
             for k in 0..adds {
                 let sp = service_port(existing + k, 1);
                 let started = Instant::now();
-                nft.apply(&[Change { service: sp.service.clone(), old: Vec::new(), new: vec![sp] }]).map_err(|e| anyhow::anyhow!("{e}"))?;
+                nft.apply(&[Change { service: sp.service.clone(), old: Vec::new(), new: vec![sp] }])
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
                 times.push(started.elapsed());
             }
             // The adds are live: the last one's cluster IP is in the table.

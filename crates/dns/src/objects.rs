@@ -170,7 +170,11 @@ fn port_name(name: Option<&str>) -> Option<Box<str>> {
 
 pub fn service_info(svc: &Service) -> ServiceInfo {
     let Some(spec) = &svc.spec else {
-        return ServiceInfo { kind: ServiceKind::ClusterIp(Box::default()), ports: Box::default(), publish_not_ready: false };
+        return ServiceInfo {
+            kind: ServiceKind::ClusterIp(Box::default()),
+            ports: Box::default(),
+            publish_not_ready: false,
+        };
     };
     let kind = if spec.type_.as_deref() == Some("ExternalName") {
         let target = spec.external_name.as_deref().and_then(external_name_wire);

@@ -505,7 +505,12 @@ fn log_heap_stats() {
         loop {
             let read = || -> Result<[usize; 4], tikv_jemalloc_ctl::Error> {
                 epoch::advance()?;
-                Ok([stats::allocated::read()?, stats::active::read()?, stats::resident::read()?, stats::metadata::read()?])
+                Ok([
+                    stats::allocated::read()?,
+                    stats::active::read()?,
+                    stats::resident::read()?,
+                    stats::metadata::read()?,
+                ])
             };
             match read() {
                 Ok([allocated, active, resident, metadata]) => {

@@ -17,8 +17,8 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Api;
 use kube::runtime::watcher;
 
-use crate::{Change, DataPlane};
 use crate::table::{NodeContext, ServiceInfo, ServiceKey, ServicePort, SliceInfo, Snapshot};
+use crate::{Change, DataPlane};
 
 /// How often the data plane is checked for out-of-band damage.
 const HEALTH_CHECK: Duration = Duration::from_secs(2);
@@ -175,7 +175,8 @@ struct State {
 
 /// A slice's `namespace/name`.
 fn slice_id(s: &EndpointSlice) -> Box<str> {
-    let (ns, name) = (s.metadata.namespace.as_deref().unwrap_or_default(), s.metadata.name.as_deref().unwrap_or_default());
+    let (ns, name) =
+        (s.metadata.namespace.as_deref().unwrap_or_default(), s.metadata.name.as_deref().unwrap_or_default());
     format!("{ns}/{name}").into_boxed_str()
 }
 

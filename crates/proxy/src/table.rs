@@ -524,9 +524,6 @@ impl Snapshot {
 
     /// The whole service table, Service by Service.
     pub fn compile_all(&self, node: &NodeContext) -> BTreeMap<ServiceKey, Vec<ServicePort>> {
-        self.service_keys()
-            .map(|k| (k.clone(), self.compile(k, node)))
-            .filter(|(_, ports)| !ports.is_empty())
-            .collect()
+        self.service_keys().map(|k| (k.clone(), self.compile(k, node))).filter(|(_, ports)| !ports.is_empty()).collect()
     }
 }

@@ -10,9 +10,9 @@ use std::process::Command;
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use pier_proxy::{Change, DataPlane};
 use pier_proxy::nft::{Nftables, list_table};
 use pier_proxy::table::{NodeContext, ServiceKey, ServicePort, compile_service};
+use pier_proxy::{Change, DataPlane};
 use serde_json::json;
 
 /// A network namespace for one test, deleted on drop. Nothing in it routes anywhere.
@@ -610,4 +610,45 @@ fn a_batch_split_across_writes_is_not_applied() {
         assert!(list_table().unwrap().unwrap().contains("chain split-chain"));
         assert!(nft.healthy().unwrap());
     });
+}
+
+/// A full sync larger than one rendering chunk: every Service is in the table, an external IP
+/// claimed by two Services in different chunks stays with the first, and the table is the
+/// same through netlink and `nft -f`.
+#[test]
+fn a_full_sync_spanning_several_chunks_is_whole() {
+    if !root() {
+        eprintln!("skipped: needs root and nft");
+        return;
+    }
+    const N: usize = 2_500;
+    let table = || {
+        let mut table = BTreeMap::new();
+        for i in 0..N {
+            let ip = format!("10.97.{}.{}", i / 250, i % 250 + 1);
+            let extra = if i == 10 || i == 2_400 { json!({"externalIPs": ["203.0.113.77"]}) } else { json!({}) };
+            let (k, p) =
+                compiled(&service(&format!("s{i:04}"), &ip, extra), &[&format!("10.244.{}.{}", i / 250, i % 250 + 1)]);
+            table.insert(k, p);
+        }
+        table
+    };
+    let build = |tag: &'static str, cli: bool| {
+        let ns = Netns::new(tag);
+        ns.run(move || {
+            let mut nft = if cli { Nftables::with_cli(node()) } else { Nftables::new(node()) };
+            nft.full_sync(&table()).unwrap();
+            canonical(&list_table().unwrap().unwrap())
+        })
+    };
+    let netlink = build("chunks", false);
+    let all = netlink.join("\n");
+    assert!(all.matches(" . tcp . 80 comment \"default/s").count() >= N);
+    for i in [0, 999, 1_000, 1_999, 2_000, N - 1] {
+        let ip = format!("10.97.{}.{} . tcp . 80 comment \"default/s{i:04}:http\"", i / 250, i % 250 + 1);
+        assert!(all.contains(&ip), "{ip} is missing");
+    }
+    assert!(all.contains("203.0.113.77 . tcp . 80 comment \"default/s0010:http\""), "the first claim keeps the IP");
+    assert!(!all.contains("203.0.113.77 . tcp . 80 comment \"default/s2400:http\""), "the second claim took the IP");
+    assert_eq!(netlink, build("chunks-cli", true), "netlink and nft -f built different tables");
 }

@@ -184,6 +184,46 @@ impl Nftables {
 }
 
 /// Runs one transaction; nothing of it is applied on error.
+/// How many Services a full sync renders and encodes at a time: few enough that their
+/// objects are a few megabytes, enough that each set gets its elements in long messages.
+const FULL_SYNC_CHUNK: usize = 1000;
+
+/// One transaction being built op by op: a netlink batch, or an nft script.
+enum Transaction<'s> {
+    Netlink(&'s mut Netlink, wire::Batch),
+    Script(String),
+}
+
+impl<'s> Transaction<'s> {
+    fn begin(backend: &'s mut Backend) -> Result<Transaction<'s>, ProxyError> {
+        Ok(match backend {
+            Backend::Cli => Transaction::Script(String::new()),
+            Backend::Netlink(sock) => {
+                let sock = socket(sock)?;
+                let batch = sock.batch();
+                Transaction::Netlink(sock, batch)
+            }
+        })
+    }
+
+    fn add(&mut self, ops: &[Op]) -> Result<(), ProxyError> {
+        match self {
+            Transaction::Netlink(_, batch) => ops.iter().try_for_each(|op| batch.op(op).map_err(ProxyError::Nft)),
+            Transaction::Script(script) => {
+                script.push_str(&render::script(ops));
+                Ok(())
+            }
+        }
+    }
+
+    fn commit(self) -> Result<(), ProxyError> {
+        match self {
+            Transaction::Netlink(sock, batch) => sock.send(batch),
+            Transaction::Script(script) => run_nft(&script),
+        }
+    }
+}
+
 fn run(backend: &mut Backend, ops: &[Op]) -> Result<(), ProxyError> {
     {
         match backend {
@@ -217,16 +257,14 @@ fn extra_classes(o: &ServiceObjects) -> impl Iterator<Item = u32> + '_ {
 }
 
 impl Nftables {
-    fn rebuild_refs<'a>(&mut self, objects: impl Iterator<Item = &'a ServiceObjects>) {
-        self.hairpin_refs.clear();
-        self.class_refs.clear();
-        for o in objects {
-            for ip in &o.hairpin {
-                *self.hairpin_refs.entry(*ip).or_default() += 1;
-            }
-            for n in extra_classes(o) {
-                *self.class_refs.entry(n).or_default() += 1;
-            }
+    /// Counts the shared objects one Service uses (the hairpin addresses, the pick classes
+    /// beyond the presets).
+    fn count_refs(&mut self, o: &ServiceObjects) {
+        for ip in &o.hairpin {
+            *self.hairpin_refs.entry(*ip).or_default() += 1;
+        }
+        for n in extra_classes(o) {
+            *self.class_refs.entry(n).or_default() += 1;
         }
     }
 
@@ -255,20 +293,39 @@ impl Nftables {
 }
 
 impl DataPlane for Nftables {
+    /// Renders every Service twice rather than holding all their objects (at 30,000 Services
+    /// those were hundreds of megabytes): once to size the table and count the shared hairpin
+    /// addresses and pick classes, once, [`FULL_SYNC_CHUNK`] Services at a time, into the one
+    /// transaction. Rendering is deterministic and the set numbers are taken by the first pass.
     fn full_sync(&mut self, table: &BTreeMap<ServiceKey, Vec<ServicePort>>) -> Result<(), ProxyError> {
         self.numbers = SetNumbers::default();
-        let mut objects = BTreeMap::new();
-        for (k, ports) in table {
+        self.hairpin_refs.clear();
+        self.class_refs.clear();
+        let mut counts = render::Counts::new();
+        let mut hairpin: BTreeSet<Ipv4Addr> = BTreeSet::new();
+        let mut classes: BTreeSet<u32> = render::preset_classes().collect();
+        for ports in table.values() {
             let (o, _) = render(ports, &mut self.numbers);
-            objects.insert(k.clone(), o);
+            render::add_counts(&mut counts, &o);
+            hairpin.extend(&o.hairpin);
+            classes.extend(&o.classes);
+            self.count_refs(&o);
         }
-        let classes: BTreeSet<u32> =
-            render::preset_classes().chain(objects.values().flat_map(|o| o.classes.iter().copied())).collect();
+        counts.insert(render::HAIRPIN, hairpin.len());
+        counts.insert(render::ENDPOINT_CLASSES, classes.len());
         let classes: Vec<ClassObjects> = classes.into_iter().map(render::class_objects).collect();
-        let base = render::base(&self.node, &render::counts(objects.values(), classes.len()));
-        run(&mut self.backend, &render::full_ops(&base, &classes, objects.values()))?;
-        self.rebuild_refs(objects.values());
-        Ok(())
+        let base = render::base(&self.node, &counts);
+
+        let mut tx = Transaction::begin(&mut self.backend)?;
+        tx.add(&render::full_head(&base, &classes))?;
+        let mut claimed = render::Claimed::default();
+        let services: Vec<&Vec<ServicePort>> = table.values().collect();
+        for chunk in services.chunks(FULL_SYNC_CHUNK) {
+            let objects: Vec<ServiceObjects> = chunk.iter().map(|ports| render(ports, &mut self.numbers).0).collect();
+            tx.add(&render::services_ops(&objects, &mut claimed))?;
+        }
+        tx.add(&render::hairpin_ops(&hairpin))?;
+        tx.commit()
     }
 
     fn apply(&mut self, changes: &[Change]) -> Result<(), ProxyError> {

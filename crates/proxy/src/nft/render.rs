@@ -678,14 +678,20 @@ pub fn counts<'a>(services: impl IntoIterator<Item = &'a ServiceObjects>, classe
     let mut counts = Counts::new();
     let mut hairpin: BTreeSet<Ipv4Addr> = BTreeSet::new();
     for o in services {
-        for (set, _) in o.elements.keys() {
-            *counts.entry(set).or_default() += 1;
-        }
+        add_counts(&mut counts, o);
         hairpin.extend(&o.hairpin);
     }
     counts.insert(HAIRPIN, hairpin.len());
     counts.insert(ENDPOINT_CLASSES, classes);
     counts
+}
+
+/// Adds one Service's elements to `counts` (the hairpin and class sets are the caller's, as
+/// they are shared).
+pub fn add_counts(counts: &mut Counts, o: &ServiceObjects) {
+    for (set, _) in o.elements.keys() {
+        *counts.entry(set).or_default() += 1;
+    }
 }
 
 /// Creates pick classes: chains, rules, then their `endpoint-classes` elements.
@@ -714,19 +720,43 @@ pub fn class_remove_ops(classes: &[ClassObjects]) -> Vec<Op<'_>> {
 /// One transaction that replaces the whole table: it is created, deleted and created again so
 /// the transaction works whether or not the table exists, and nothing sees a half-built table.
 /// `classes` are the pick classes to create (the presets and every class a Service uses).
+/// It is [`full_head`], then [`services_ops`] (which may be called on the Services a part at a
+/// time), then [`hairpin_ops`].
 pub fn full_ops<'a>(
     base: &'a BaseTable,
     classes: &'a [ClassObjects],
     services: impl IntoIterator<Item = &'a ServiceObjects>,
 ) -> Vec<Op<'a>> {
     let services: Vec<&ServiceObjects> = services.into_iter().collect();
+    let mut ops = full_head(base, classes);
+    ops.extend(services_ops(services.iter().copied(), &mut Claimed::default()));
+    let hairpin: BTreeSet<Ipv4Addr> = services.iter().flat_map(|o| o.hairpin.iter().copied()).collect();
+    ops.extend(hairpin_ops(&hairpin));
+    ops
+}
+
+/// The start of a full sync: the table reset and created with its fixed objects, and the pick
+/// classes.
+pub fn full_head<'a>(base: &'a BaseTable, classes: &'a [ClassObjects]) -> Vec<Op<'a>> {
     let mut ops = vec![Op::ResetTable, Op::BaseTable(base)];
     ops.extend(class_add_ops(classes));
+    ops
+}
+
+/// Element keys of a full sync already taken by a Service, outside the endpoint map (whose
+/// keys are set numbers, unique by construction): two Services claiming one address and port
+/// (e.g. the same external IP) leave the first one with it rather than failing the table.
+pub type Claimed = HashSet<(&'static str, String), BuildHasherDefault<WordHasher>>;
+
+/// Some Services' objects in a full sync: their sets and chains, then their rules (every chain
+/// exists before a rule jumps to it), then their elements, one message per set.
+pub fn services_ops<'a>(services: impl IntoIterator<Item = &'a ServiceObjects>, claimed: &mut Claimed) -> Vec<Op<'a>> {
+    let services: Vec<&ServiceObjects> = services.into_iter().collect();
+    let mut ops = Vec::new();
     for o in &services {
         for (name, decl) in &o.sets {
             ops.push(Op::AddSet(name, decl));
         }
-        // Every chain exists before any rule jumps to it.
         for name in o.chains.keys() {
             ops.push(Op::AddChain(name));
         }
@@ -736,27 +766,26 @@ pub fn full_ops<'a>(
             ops.extend(rules.iter().map(|r| Op::AddRule(name, r)));
         }
     }
-    let mut seen_keys: HashSet<(&str, &str), BuildHasherDefault<WordHasher>> = HashSet::default();
-    seen_keys.reserve(services.iter().map(|o| o.elements.len()).sum());
-    let mut hairpin: BTreeSet<Ipv4Addr> = BTreeSet::new();
     let mut by_set: BTreeMap<&'static str, Vec<ElemRef>> = BTreeMap::new();
     for o in &services {
         for ((set, key), e) in &o.elements {
-            // Two Services claiming one address and port (e.g. the same external IP): the
-            // first one keeps it rather than failing the whole table.
-            if seen_keys.insert((set, key)) {
+            if *set == ENDPOINTS || claimed.insert((set, key.clone())) {
                 by_set.entry(set).or_default().push(ElemRef::new(key, e));
             }
         }
-        hairpin.extend(&o.hairpin);
     }
-    by_set.entry(HAIRPIN).or_default().extend(hairpin.iter().map(|ip| ElemRef::plain(hairpin_key(ip))));
     for (set, elements) in by_set {
         if !elements.is_empty() {
             ops.push(Op::AddElements(set, elements));
         }
     }
     ops
+}
+
+/// The end of a full sync: the hairpin set, shared by every Service.
+pub fn hairpin_ops(hairpin: &BTreeSet<Ipv4Addr>) -> Vec<Op<'static>> {
+    let elements: Vec<ElemRef> = hairpin.iter().map(|ip| ElemRef::plain(hairpin_key(ip))).collect();
+    if elements.is_empty() { Vec::new() } else { vec![Op::AddElements(HAIRPIN, elements)] }
 }
 
 /// One transaction moving one Service from `old` to `new` objects, touching nothing else.
@@ -899,7 +928,7 @@ pub fn full_script<'a>(node: &NodeContext, services: impl IntoIterator<Item = &'
 /// A fast non-cryptographic hasher for de-duplicating element keys (SipHash was a fifth of a
 /// full sync's user time). The keys come from the renderer, not from an adversary.
 #[derive(Default)]
-struct WordHasher(u64);
+pub struct WordHasher(u64);
 
 impl Hasher for WordHasher {
     fn write(&mut self, bytes: &[u8]) {
