@@ -191,8 +191,9 @@ struct State {
     slots: Vec<Slot>,
     /// Slots free for reuse.
     free: Vec<u32>,
-    /// The Service name each EndpointSlice (namespace, name) is filed under.
-    slice_owner: Map<ObjectKey, Box<str>>,
+    /// The slot of the Service each EndpointSlice is filed under. (A slot holding slices is
+    /// never released, so the number stays that Service's.)
+    slice_owner: Map<ObjectKey, u32>,
     /// Services per namespace: `<ns>.svc.<zone>` exists while this is non-zero.
     namespaces: HashMap<Box<str>, usize>,
     /// The Services claiming each cluster IP's PTR record.
@@ -363,20 +364,22 @@ impl Zone {
         };
         let (owner, info) = objects::slice_info(slice);
         let mut state = self.state();
-        let old_owner = state.slice_owner.get(&key).cloned();
+        let old = state.slice_owner.get(&key).copied();
         let mut edits = Edits::default();
-        match (old_owner, owner) {
-            (Some(old), Some(new)) if old == new => {
-                state.file_slice(&self.inner.params, &key, &new, Some(info), &mut edits);
+        let params = &self.inner.params;
+        match (old, owner) {
+            (Some(id), Some(name)) if state.slots[id as usize].key.name() == &*name => {
+                state.file_slice(params, &key, id, Some(info), &mut edits);
             }
             (old, new) => {
-                if let Some(old) = old {
-                    state.file_slice(&self.inner.params, &key, &old, None, &mut edits);
+                if let Some(id) = old {
                     state.slice_owner.remove(&key);
+                    state.file_slice(params, &key, id, None, &mut edits);
                 }
-                if let Some(new) = new {
-                    state.file_slice(&self.inner.params, &key, &new, Some(info), &mut edits);
-                    state.slice_owner.insert(key, new);
+                if let Some(name) = new {
+                    let id = state.slot(ObjectKey::new(key.namespace(), &name));
+                    state.file_slice(params, &key, id, Some(info), &mut edits);
+                    state.slice_owner.insert(key, id);
                 }
             }
         }
@@ -388,9 +391,9 @@ impl Zone {
     pub fn delete_slice(&self, namespace: &str, name: &str) {
         let key = ObjectKey::new(namespace, name);
         let mut state = self.state();
-        let Some(owner) = state.slice_owner.remove(&key) else { return };
+        let Some(id) = state.slice_owner.remove(&key) else { return };
         let mut edits = Edits::default();
-        state.file_slice(&self.inner.params, &key, &owner, None, &mut edits);
+        state.file_slice(&self.inner.params, &key, id, None, &mut edits);
         drop(state);
         self.commit(edits);
     }
@@ -475,22 +478,9 @@ impl State {
         }
     }
 
-    /// Files `info` as slice `slice` of Service `owner` (in the slice's namespace), or removes
-    /// it with `None`; then re-indexes that Service's endpoints and recomputes its names.
-    fn file_slice(
-        &mut self,
-        params: &Params,
-        slice: &ObjectKey,
-        owner: &str,
-        info: Option<SliceInfo>,
-        edits: &mut Edits,
-    ) {
-        let svc = ObjectKey::new(slice.namespace(), owner);
-        let id = match (&info, self.by_key.get(&svc)) {
-            (_, Some(&id)) => id,
-            (Some(_), None) => self.slot(svc),
-            (None, None) => return,
-        };
+    /// Files `info` as slice `slice` of the Service in slot `id`, or removes it with `None`;
+    /// then re-indexes that Service's endpoints and recomputes its names.
+    fn file_slice(&mut self, params: &Params, slice: &ObjectKey, id: u32, info: Option<SliceInfo>, edits: &mut Edits) {
         let slot = &mut self.slots[id as usize];
         let at = slot.slices.binary_search_by(|(n, _)| (**n).cmp(slice.name()));
         match (&at, &info) {

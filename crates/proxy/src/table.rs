@@ -431,7 +431,8 @@ pub fn compile<'a>(
 /// name, under one key.
 #[derive(Debug, Default, Clone)]
 pub struct Snapshot {
-    entries: BTreeMap<ServiceKey, Entry>,
+    /// Boxed: B-tree nodes are about half full, and an entry is over a hundred bytes.
+    entries: BTreeMap<ServiceKey, Box<Entry>>,
     services: usize,
 }
 
@@ -518,7 +519,7 @@ impl Snapshot {
     }
 
     pub fn compile(&self, key: &ServiceKey, node: &NodeContext) -> Vec<ServicePort> {
-        let Some(Entry { info: Some(svc), slices }) = self.entries.get(key) else { return Vec::new() };
+        let Some(Entry { info: Some(svc), slices }) = self.entries.get(key).map(|e| &**e) else { return Vec::new() };
         compile(key, svc, slices.iter().map(|(_, s)| s), node)
     }
 

@@ -29,7 +29,7 @@ use render::{ClassObjects, Op, ServiceObjects};
 /// different Services.
 #[derive(Debug, Default)]
 struct SetNumbers {
-    ids: std::collections::HashMap<String, u32>,
+    ids: std::collections::HashMap<Box<str>, u32>,
     free: Vec<u32>,
     released: Vec<u32>,
     next: u32,
@@ -44,14 +44,14 @@ impl SetNumbers {
             self.next += 1;
             self.next
         });
-        self.ids.insert(set.to_string(), id);
+        self.ids.insert(set.into(), id);
         id
     }
 
     /// Frees the numbers of the sets `old` named and `new` does not.
     fn release_gone(&mut self, old: &BTreeSet<String>, new: &BTreeSet<String>) {
         for name in old.difference(new) {
-            if let Some(id) = self.ids.remove(name) {
+            if let Some(id) = self.ids.remove(name.as_str()) {
                 self.released.push(id);
             }
         }
