@@ -417,9 +417,13 @@ pub struct PodManager {
 }
 
 impl PodManager {
-    /// Starts the node's Service cache (must run inside a tokio runtime).
-    pub fn new(client: kube::Client, runtime: Arc<dyn PodRuntime>, cfg: PodConfig) -> Arc<Self> {
-        let services = ServiceCache::start(client.clone());
+    /// `services` is the node's Service cache, fed by its owner.
+    pub fn new(
+        client: kube::Client,
+        runtime: Arc<dyn PodRuntime>,
+        cfg: PodConfig,
+        services: Arc<ServiceCache>,
+    ) -> Arc<Self> {
         Arc::new(PodManager { client, services, runtime, cfg, workers: Mutex::new(HashMap::new()) })
     }
 

@@ -4,11 +4,9 @@
 //! the cluster spends a few MB on it.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{PoisonError, RwLock};
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::Service;
-use kube::api::Api;
 use kube::runtime::watcher;
 use tokio::sync::watch;
 
@@ -51,34 +49,20 @@ fn env_service(ns: &str, name: &str, s: &Stored) -> EnvService {
 }
 
 impl ServiceCache {
-    /// An empty cache fed by nothing (see [`ServiceCache::start`]).
+    /// An empty cache, fed by [`ServiceCache::handle`].
     pub fn new() -> ServiceCache {
         ServiceCache { inner: RwLock::new(Inner::default()), ready: watch::Sender::new(false) }
     }
 
-    /// A cache fed by a watch of every Service (must run inside a tokio runtime).
-    pub fn start(client: kube::Client) -> Arc<ServiceCache> {
-        let cache = Arc::new(ServiceCache::new());
-        let feed = cache.clone();
-        let mut events = watcher(Api::<Service>::all(client), watcher::Config::default()).boxed();
-        tokio::spawn(async move {
-            while let Some(ev) = events.next().await {
-                match ev {
-                    Ok(ev) => feed.handle(ev),
-                    Err(e) => tracing::warn!(error = %e, "service cache watch failed; retrying"),
-                }
-            }
-        });
-        cache
-    }
-
-    pub fn handle(&self, ev: watcher::Event<Service>) {
+    /// Applies one event of a watch of every Service (the node's shared one: the pod manager
+    /// need not run its own).
+    pub fn handle(&self, ev: &watcher::Event<Service>) {
         let mut inner = self.inner.write().unwrap_or_else(PoisonError::into_inner);
         match ev {
             watcher::Event::Init => inner.relist = Some(ByNamespace::new()),
             watcher::Event::InitApply(s) => {
                 if let Some(r) = inner.relist.as_mut() {
-                    insert(r, EnvService::of(&s));
+                    insert(r, EnvService::of(s));
                 }
             }
             watcher::Event::InitDone => {
@@ -87,13 +71,14 @@ impl ServiceCache {
                 }
                 self.ready.send_replace(true);
             }
-            watcher::Event::Apply(s) => insert(&mut inner.by_ns, EnvService::of(&s)),
+            watcher::Event::Apply(s) => insert(&mut inner.by_ns, EnvService::of(s)),
             watcher::Event::Delete(s) => {
-                let (ns, name) = (s.metadata.namespace.unwrap_or_default(), s.metadata.name.unwrap_or_default());
-                if let Some(m) = inner.by_ns.get_mut(ns.as_str()) {
-                    m.remove(name.as_str());
+                let (ns, name) = (s.metadata.namespace.as_deref(), s.metadata.name.as_deref());
+                let (ns, name) = (ns.unwrap_or_default(), name.unwrap_or_default());
+                if let Some(m) = inner.by_ns.get_mut(ns) {
+                    m.remove(name);
                     if m.is_empty() {
-                        inner.by_ns.remove(ns.as_str());
+                        inner.by_ns.remove(ns);
                     }
                 }
             }
@@ -150,24 +135,24 @@ mod tests {
     #[test]
     fn a_namespace_sees_its_services_and_the_master_one_and_a_relist_drops_the_gone() {
         let c = ServiceCache::new();
-        c.handle(watcher::Event::Init);
+        c.handle(&watcher::Event::Init);
         for (ns, name) in [("default", "kubernetes"), ("default", "kubia"), ("a", "x"), ("a", "y"), ("b", "z")] {
-            c.handle(watcher::Event::InitApply(svc(ns, name, "10.96.0.9")));
+            c.handle(&watcher::Event::InitApply(svc(ns, name, "10.96.0.9")));
         }
         // Nothing is visible before the list is complete.
         assert!(c.for_namespace("a").is_empty());
-        c.handle(watcher::Event::InitDone);
+        c.handle(&watcher::Event::InitDone);
         assert_eq!(names(&c.for_namespace("a")), ["a/x", "a/y", "default/kubernetes"]);
         assert_eq!(names(&c.for_namespace("default")), ["default/kubernetes", "default/kubia"]);
         assert_eq!(names(&c.for_namespace("none")), ["default/kubernetes"]);
-        c.handle(watcher::Event::Delete(svc("a", "x", "")));
-        c.handle(watcher::Event::Apply(svc("a", "w", "10.96.0.8")));
+        c.handle(&watcher::Event::Delete(svc("a", "x", "")));
+        c.handle(&watcher::Event::Apply(svc("a", "w", "10.96.0.8")));
         assert_eq!(names(&c.for_namespace("a")), ["a/w", "a/y", "default/kubernetes"]);
         // A relist (after a lost watch) replaces everything: b/z is gone.
-        c.handle(watcher::Event::Init);
-        c.handle(watcher::Event::InitApply(svc("default", "kubernetes", "10.96.0.1")));
-        c.handle(watcher::Event::InitApply(svc("a", "y", "10.96.0.7")));
-        c.handle(watcher::Event::InitDone);
+        c.handle(&watcher::Event::Init);
+        c.handle(&watcher::Event::InitApply(svc("default", "kubernetes", "10.96.0.1")));
+        c.handle(&watcher::Event::InitApply(svc("a", "y", "10.96.0.7")));
+        c.handle(&watcher::Event::InitDone);
         assert_eq!(names(&c.for_namespace("b")), ["default/kubernetes"]);
         assert_eq!(c.for_namespace("a")[0].cluster_ip, "10.96.0.7");
     }

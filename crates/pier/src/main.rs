@@ -226,12 +226,24 @@ async fn run_node(
         cluster_dns: args.cluster_dns,
         cluster_domain: args.flags.cluster_domain.clone(),
     };
-    tokio::spawn(pier_agent::pods::PodManager::new(client.clone(), machine.clone(), pod_config).run());
-    // One watch of Services and EndpointSlices for the data plane and the cluster DNS.
-    let mut events = pier_proxy::sync::service_events(client.clone(), 2).into_iter();
-    let (Some(for_proxy), Some(for_dns)) = (events.next(), events.next()) else {
+    // One watch of Services and EndpointSlices for the data plane, the cluster DNS and the
+    // pods' Service variables.
+    let mut events = pier_proxy::sync::service_events(client.clone(), 3).into_iter();
+    let (Some(for_proxy), Some(for_dns), Some(mut for_pods)) = (events.next(), events.next(), events.next()) else {
         bail!("the node's Service watch has fewer consumers than asked for");
     };
+    let services = Arc::new(pier_agent::services::ServiceCache::new());
+    let feed = services.clone();
+    tokio::spawn(async move {
+        while let Some(ev) = futures::StreamExt::next(&mut for_pods).await {
+            match ev.as_deref() {
+                Ok(pier_proxy::sync::Event::Service(e)) => feed.handle(e),
+                Ok(pier_proxy::sync::Event::Slice(_)) => {}
+                Err(e) => tracing::warn!(error = %e, "service cache watch failed; retrying"),
+            }
+        }
+    });
+    tokio::spawn(pier_agent::pods::PodManager::new(client.clone(), machine.clone(), pod_config, services).run());
     start_proxy(for_proxy, &node.name, args)?;
     if let Err(e) =
         cluster_dns::start(for_dns, args.cluster_dns, &args.flags.cluster_domain, args.flags.cluster_dns_ttl)
