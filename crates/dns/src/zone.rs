@@ -200,6 +200,9 @@ struct State {
     ptrs: IpOwners,
     /// Services by endpoint address.
     endpoints: IpOwners,
+    /// While the first lists arrive (see [`Zone::defer_until_synced`]): the slots whose names
+    /// are built at [`Zone::mark_synced`] instead of at each event.
+    deferred: Option<Vec<u32>>,
 }
 
 /// A batch of index edits computed under `state` and applied under the `served` write lock.
@@ -274,7 +277,27 @@ impl Zone {
 
     /// Declares the initial lists applied: NXDOMAIN answers are trusted from now on (K4).
     pub fn mark_synced(&self) {
+        let mut state = self.state();
+        if let Some(mut ids) = state.deferred.take() {
+            ids.sort_unstable();
+            ids.dedup();
+            let mut edits = Edits::default();
+            for id in ids {
+                state.recompute(&self.inner.params, id, &mut edits);
+            }
+            self.commit(edits);
+        }
         self.inner.synced.store(true, Ordering::Release);
+    }
+
+    /// Builds no names until [`Zone::mark_synced`]: for a node's first lists, where every
+    /// Service would otherwise be built again as each of its slices arrives (and the zone,
+    /// not yet synced, cannot be trusted for NXDOMAIN anyway, K4). Upstream's DNS likewise
+    /// waits for its caches to sync before it serves.
+    pub fn defer_until_synced(&self) {
+        if !self.is_synced() {
+            self.state().deferred.get_or_insert_with(Vec::new);
+        }
     }
 
     pub fn is_synced(&self) -> bool {
@@ -334,7 +357,7 @@ impl Zone {
             let ns: Box<str> = slot.key.namespace().into();
             state.namespace_added(&ns, &mut edits);
         }
-        state.recompute(&self.inner.params, id, &mut edits);
+        state.build(&self.inner.params, id, &mut edits);
         drop(state);
         self.commit(edits);
     }
@@ -350,7 +373,7 @@ impl Zone {
         }
         let mut edits = Edits::default();
         state.namespace_removed(key.namespace(), &mut edits);
-        state.recompute(&self.inner.params, id, &mut edits);
+        state.build(&self.inner.params, id, &mut edits);
         state.release_if_empty(id);
         drop(state);
         self.commit(edits);
@@ -508,7 +531,7 @@ impl State {
         for &ip in after.iter().filter(|ip| before.binary_search(ip).is_err()) {
             self.endpoints.insert(ip, id);
         }
-        self.recompute(params, id, edits);
+        self.build(params, id, edits);
         self.release_if_empty(id);
     }
 
@@ -527,6 +550,15 @@ impl State {
                 self.namespaces.remove(ns);
                 edits.remove.push(relative_key(&[&ns.to_ascii_lowercase(), "svc"]));
             }
+        }
+    }
+
+    /// Rebuilds slot `id` now, or books it for [`Zone::mark_synced`] while builds are
+    /// deferred.
+    fn build(&mut self, params: &Params, id: u32, edits: &mut Edits) {
+        match &mut self.deferred {
+            Some(ids) => ids.push(id),
+            None => self.recompute(params, id, edits),
         }
     }
 

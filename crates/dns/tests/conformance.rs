@@ -543,6 +543,35 @@ mod k4_cache_not_synced {
         zone.mark_synced();
         assert_nxdomain(&ask("nosvc.testns.svc.cluster.local.", A).on(&zone));
     }
+
+    /// A node's first lists: names are built once, at the sync, and the zone then answers as
+    /// one fed event by event does.
+    #[test]
+    fn a_zone_deferring_builds_answers_the_same_once_synced() {
+        let deferred = Zone::new(ZoneConfig::default()).unwrap();
+        deferred.defer_until_synced();
+        populate(&deferred);
+        let m = ask("svc1.testns.svc.cluster.local.", A).on(&deferred);
+        assert_eq!(rcode_name(rcode(&m)), "SERVFAIL", "nothing is built before the sync");
+        deferred.delete_service("testns", "svc1");
+        deferred.mark_synced();
+        let eager = fixture();
+        eager.delete_service("testns", "svc1");
+        assert_eq!(deferred.name_count(), eager.name_count());
+        for (name, t) in [
+            ("svc1.testns.svc.cluster.local.", A),
+            ("hdls1.testns.svc.cluster.local.", A),
+            ("_http._tcp.hdls1.testns.svc.cluster.local.", SRV),
+            ("2.0.0.172.in-addr.arpa.", PTR),
+            ("2.0.0.10.in-addr.arpa.", PTR),
+        ] {
+            let (d, e) = (ask(name, t).on(&deferred), ask(name, t).on(&eager));
+            assert_eq!((rcode(&d), sorted_answers(&d)), (rcode(&e), sorted_answers(&e)), "{name}");
+        }
+        // Afterwards each event is applied at once.
+        deferred.apply_service(&cluster_ip("testns", "late", &["10.0.0.99"], http_port()));
+        assert_eq!(ask("late.testns.svc.cluster.local.", A).on(&deferred).answers.len(), 1);
+    }
 }
 
 mod k5_clusterip_without_endpoints {

@@ -37,6 +37,7 @@ pub fn start(
     let server = Server::bind(ServerConfig::new(SocketAddr::new(dns_ip, 53), upstreams.clone()), zone.clone())?;
     tracing::info!(listen = %server.local_addr(), upstreams = ?upstreams, "cluster DNS is serving");
     tokio::spawn(server.run(std::future::pending()));
+    zone.defer_until_synced();
     tokio::spawn(feed(events, zone));
     Ok(())
 }
