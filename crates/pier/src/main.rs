@@ -502,6 +502,24 @@ fn purge_in_background() {
     }
 }
 
+/// Turns jemalloc's thread cache off for the calling thread. The node agent's threads do
+/// their work in bursts (a sync, a relist) and then sit idle for minutes, each keeping the
+/// objects its cache holds, megabytes in all for an agent with 30,000 Services; without the
+/// cache, freed memory goes straight back to the arena, at the cost of an uncontended lock per
+/// allocation. The server keeps its caches: it allocates all the time.
+fn without_thread_cache() {
+    #[cfg(feature = "jemalloc")]
+    {
+        // SAFETY: `thread.tcache.enabled` is a documented jemalloc control taking a bool; the
+        // name is NUL-terminated as `raw::write` requires.
+        #[allow(unsafe_code)]
+        let r = unsafe { tikv_jemalloc_ctl::raw::write(b"thread.tcache.enabled\0", false) };
+        if let Err(e) = r {
+            tracing::debug!(error = %e, "jemalloc's thread cache stays on");
+        }
+    }
+}
+
 /// With `PIER_HEAP_STATS=<seconds>` set, logs jemalloc's own figures on that period: bytes
 /// the program holds (`allocated`), in pages jemalloc has (`active`), and what of it is in
 /// memory (`resident`, jemalloc's own `metadata` included). RSS alone cannot tell live data from freed memory not yet returned or
@@ -556,7 +574,12 @@ fn main() -> Result<()> {
         purge_in_background();
         log_heap_stats();
     }
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if matches!(cli.command, Command::Agent(_)) {
+        without_thread_cache();
+        rt.on_thread_start(without_thread_cache);
+    }
+    let rt = rt.enable_all().build()?;
     match cli.command {
         Command::Server(args) => rt.block_on(async { server(*args).await }),
         Command::Agent(args) => rt.block_on(async { agent(*args).await }),
