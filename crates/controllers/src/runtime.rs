@@ -144,7 +144,7 @@ impl<K: Watched> Informer<K> {
                     _ = stop.wait() => break,
                     next = stream.next() => next,
                 };
-                let event = match next {
+                let mut event = match next {
                     None => break,
                     Some(Err(e)) => {
                         tracing::warn!(%kind, error = %e, "watch failed; retrying");
@@ -152,6 +152,12 @@ impl<K: Watched> Informer<K> {
                     }
                     Some(Ok(event)) => event,
                 };
+                // No controller reads managedFields, and they are often the bulk of an
+                // object: the cache drops them, as kube-controller-manager's informers do
+                // (kubernetes/kubernetes#118455).
+                if let watcher::Event::Apply(o) | watcher::Event::Delete(o) | watcher::Event::InitApply(o) = &mut event {
+                    o.meta_mut().managed_fields = None;
+                }
                 if let watcher::Event::Apply(o) | watcher::Event::Delete(o) | watcher::Event::InitApply(o) = &event {
                     let rv = resource_version(o);
                     seen_tx.send_if_modified(|v| {

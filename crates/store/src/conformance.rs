@@ -111,7 +111,7 @@ async fn open<F: StoreFactory>(f: &F) -> F::Store {
 }
 
 fn kv(key: &str, value: &[u8], create_revision: Revision, mod_revision: Revision) -> KeyValue {
-    KeyValue { key: key.to_owned(), value: value.to_vec(), create_revision, mod_revision }
+    KeyValue { key: key.to_owned(), value: bytes::Bytes::copy_from_slice(value), create_revision, mod_revision }
 }
 
 async fn current<S: Store>(s: &S) -> Revision {

@@ -23,7 +23,8 @@ pub type Revision = i64;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyValue {
     pub key: String,
-    pub value: Vec<u8>,
+    /// Shared: the store's copy, a list and a watch event hold one buffer between them.
+    pub value: bytes::Bytes,
     /// The revision of the write that created this key (its latest incarnation).
     pub create_revision: Revision,
     /// The revision of the latest write to this key. For a deleted key in a [`WatchEvent`],

@@ -238,7 +238,7 @@ fn load_memory(conn: &Connection) -> Result<Memory, StoreError> {
     for row in rows {
         let (key, value, create_revision, mod_revision) = row.map_err(db_err)?;
         let key = key_string(key)?;
-        kvs.insert(key.clone(), KeyValue { key, value, create_revision, mod_revision });
+        kvs.insert(key.clone(), KeyValue { key, value: value.into(), create_revision, mod_revision });
     }
     Ok(Memory { kvs, current, compacted })
 }
@@ -263,7 +263,7 @@ fn list_from_log(conn: &Connection, prefix: &str, revision: Revision) -> Result<
     let mut items = Vec::new();
     for row in rows {
         let (key, value, create_revision, mod_revision) = row.map_err(db_err)?;
-        items.push(KeyValue { key: key_string(key)?, value, create_revision, mod_revision });
+        items.push(KeyValue { key: key_string(key)?, value: value.into(), create_revision, mod_revision });
     }
     Ok(items)
 }
@@ -289,7 +289,7 @@ impl HistoryRow {
         let key = key_string(self.key)?;
         let prev = self.prev.map(|(mod_revision, create_revision, value)| KeyValue {
             key: key.clone(),
-            value,
+            value: value.into(),
             create_revision,
             mod_revision,
         });
@@ -312,7 +312,7 @@ impl HistoryRow {
         }
         let kind = if self.create_revision == self.revision { EventKind::Created } else { EventKind::Updated };
         let kv =
-            KeyValue { key, value: self.value, create_revision: self.create_revision, mod_revision: self.revision };
+            KeyValue { key, value: self.value.into(), create_revision: self.create_revision, mod_revision: self.revision };
         Ok(WatchEvent { kind, kv, prev })
     }
 }
@@ -452,7 +452,7 @@ impl Inner {
             }
             mem.current + 1
         };
-        let kv = KeyValue { key, value, create_revision: revision, mod_revision: revision };
+        let kv = KeyValue { key, value: value.into(), create_revision: revision, mod_revision: revision };
         self.commit(&mut w, WatchEvent { kind: EventKind::Created, kv, prev: None })
     }
 
@@ -466,7 +466,7 @@ impl Inner {
             if prev.mod_revision != expected {
                 return Err(StoreError::Conflict { key, expected, actual: prev.mod_revision });
             }
-            let kv = KeyValue { key, value, create_revision: prev.create_revision, mod_revision: mem.current + 1 };
+            let kv = KeyValue { key, value: value.into(), create_revision: prev.create_revision, mod_revision: mem.current + 1 };
             WatchEvent { kind: EventKind::Updated, kv, prev: Some(prev.clone()) }
         };
         self.commit(&mut w, event)

@@ -183,7 +183,7 @@ impl TestServer {
     /// Every stored key with its value and mod revision, for before/after comparisons.
     pub async fn snapshot(&self, prefix: &str) -> Vec<(String, Vec<u8>, i64)> {
         let list = self.store.list(prefix, None).await.unwrap();
-        list.items.into_iter().map(|kv| (kv.key, kv.value, kv.mod_revision)).collect()
+        list.items.into_iter().map(|kv| (kv.key, kv.value.to_vec(), kv.mod_revision)).collect()
     }
 
     /// Polls `GET path` until `done(status, body)` holds, for up to `limit`.
