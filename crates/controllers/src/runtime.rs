@@ -155,7 +155,8 @@ impl<K: Watched> Informer<K> {
                 // No controller reads managedFields, and they are often the bulk of an
                 // object: the cache drops them, as kube-controller-manager's informers do
                 // (kubernetes/kubernetes#118455).
-                if let watcher::Event::Apply(o) | watcher::Event::Delete(o) | watcher::Event::InitApply(o) = &mut event {
+                if let watcher::Event::Apply(o) | watcher::Event::Delete(o) | watcher::Event::InitApply(o) = &mut event
+                {
                     o.meta_mut().managed_fields = None;
                 }
                 if let watcher::Event::Apply(o) | watcher::Event::Delete(o) | watcher::Event::InitApply(o) = &event {

@@ -36,10 +36,25 @@ pub struct Change {
     pub new: Vec<ServicePort>,
 }
 
+/// The whole service table, Service by Service in key order (Services without ports may be
+/// left out). The sync loop compiles each Service as it is read rather than holding the
+/// compiled table (a full sync reads it twice); a map of compiled ports is one too.
+pub trait ServiceTable {
+    fn for_each(&self, f: &mut dyn FnMut(&ServiceKey, &[ServicePort]));
+}
+
+impl ServiceTable for BTreeMap<ServiceKey, Vec<ServicePort>> {
+    fn for_each(&self, f: &mut dyn FnMut(&ServiceKey, &[ServicePort])) {
+        for (k, ports) in self {
+            f(k, ports);
+        }
+    }
+}
+
 /// A back end that makes the service table live. Calls are serialised by the sync loop.
 pub trait DataPlane: Send + 'static {
     /// Replaces everything with `table`.
-    fn full_sync(&mut self, table: &BTreeMap<ServiceKey, Vec<ServicePort>>) -> Result<(), ProxyError>;
+    fn full_sync(&mut self, table: &dyn ServiceTable) -> Result<(), ProxyError>;
     /// Moves each listed Service from its old ports to its new ones, touching no other
     /// Service. After an error the caller must `full_sync`.
     fn apply(&mut self, changes: &[Change]) -> Result<(), ProxyError>;

@@ -17,8 +17,8 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Api;
 use kube::runtime::watcher;
 
-use crate::table::{NodeContext, ServiceInfo, ServiceKey, ServicePort, SliceInfo, Snapshot};
-use crate::{Change, DataPlane};
+use crate::table::{Compiled, NodeContext, ServiceInfo, ServiceKey, ServicePort, SliceInfo, Snapshot};
+use crate::{Change, DataPlane, ServiceTable};
 
 /// How often the data plane is checked for out-of-band damage.
 const HEALTH_CHECK: Duration = Duration::from_secs(2);
@@ -91,11 +91,9 @@ impl LocalAddresses {
         }
     }
 
-    fn reset(&mut self, table: &BTreeMap<ServiceKey, Vec<ServicePort>>) {
+    fn reset(&mut self, table: &dyn ServiceTable) {
         self.wanted.clear();
-        for (k, ports) in table {
-            self.update(k, ports);
-        }
+        table.for_each(&mut |k, ports| self.update(k, ports));
     }
 
     fn apply(&mut self) {
@@ -359,9 +357,12 @@ pub async fn run(
         let node_ctx = node.clone();
         let Some(mut p) = plane.take() else { return };
         let full = state.needs_full;
+        let services = state.snap.service_count();
         let work = if full {
             state.dirty.clear();
-            Work::Full(state.snap.compile_all(&node_ctx))
+            // Lent to the data plane for the sync, which compiles it Service by Service (no
+            // event is handled meanwhile).
+            Work::Full(std::mem::take(&mut state.snap))
         } else {
             let dirty = std::mem::take(&mut state.dirty);
             Work::Partial(
@@ -373,26 +374,28 @@ pub async fn run(
             )
         };
         match &work {
-            Work::Full(t) => addresses.reset(t),
+            Work::Full(snap) => addresses.reset(&Compiled { snap, node: &node_ctx }),
             Work::Partial(c) => c.iter().for_each(|c| addresses.update(&c.service, &c.new)),
         }
-        let services = state.snap.service_count();
         let result = tokio::task::spawn_blocking(move || {
             let r = match &work {
-                Work::Full(t) => p.full_sync(t),
+                Work::Full(snap) => p.full_sync(&Compiled { snap, node: &node_ctx }),
                 Work::Partial(c) if c.is_empty() => Ok(()),
                 Work::Partial(c) => p.apply(c),
             };
-            (p, r)
+            (p, r, work)
         })
         .await;
-        let (p, r) = match result {
+        let (p, r, work) = match result {
             Ok(x) => x,
             Err(e) => {
                 tracing::error!(error = %e, "the data plane panicked");
                 return;
             }
         };
+        if let Work::Full(snap) = work {
+            state.snap = snap;
+        }
         plane = Some(p);
         match r {
             Ok(()) => {
@@ -414,7 +417,7 @@ pub async fn run(
 }
 
 enum Work {
-    Full(BTreeMap<ServiceKey, Vec<ServicePort>>),
+    Full(Snapshot),
     Partial(Vec<Change>),
 }
 
@@ -468,6 +471,13 @@ mod tests {
             state.handle(&slice_event(e));
         }
         assert!(state.dirty.is_empty(), "nothing to remember while a full sync is due");
+        // What a full sync reads, compiled Service by Service, is the whole compiled table.
+        let mut read = BTreeMap::new();
+        Compiled { snap: &state.snap, node: &node() }.for_each(&mut |k, p| {
+            read.insert(k.clone(), p.to_vec());
+        });
+        assert_eq!(read, state.snap.compile_all(&node()));
+        assert_eq!(read.len(), 1);
         let key = ServiceKey::new("default", "a");
         let programmed = state.snap.compile(&key, &node());
         assert_eq!(programmed[0].cluster_endpoints.len(), 1);

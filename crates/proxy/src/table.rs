@@ -528,3 +528,21 @@ impl Snapshot {
         self.service_keys().map(|k| (k.clone(), self.compile(k, node))).filter(|(_, ports)| !ports.is_empty()).collect()
     }
 }
+
+/// The service table of a snapshot for one node, each Service compiled as it is read: a full
+/// sync never holds the whole compiled table.
+pub struct Compiled<'a> {
+    pub snap: &'a Snapshot,
+    pub node: &'a NodeContext,
+}
+
+impl crate::ServiceTable for Compiled<'_> {
+    fn for_each(&self, f: &mut dyn FnMut(&ServiceKey, &[ServicePort])) {
+        for key in self.snap.service_keys() {
+            let ports = self.snap.compile(key, self.node);
+            if !ports.is_empty() {
+                f(key, &ports);
+            }
+        }
+    }
+}

@@ -11,7 +11,7 @@ use std::time::Duration;
 use pier_l4::{Choice, Frontend, Protocol as L4Protocol};
 
 use crate::table::{Backend, Protocol, ServiceKey, ServicePort};
-use crate::{Change, DataPlane, ProxyError};
+use crate::{Change, DataPlane, ProxyError, ServiceTable};
 
 pub struct Userspace {
     proxy: pier_l4::Proxy,
@@ -83,8 +83,14 @@ impl Userspace {
 }
 
 impl DataPlane for Userspace {
-    fn full_sync(&mut self, table: &BTreeMap<ServiceKey, Vec<ServicePort>>) -> Result<(), ProxyError> {
-        self.frontends = table.iter().map(|(k, p)| (k.clone(), frontends(p))).filter(|(_, f)| !f.is_empty()).collect();
+    fn full_sync(&mut self, table: &dyn ServiceTable) -> Result<(), ProxyError> {
+        self.frontends.clear();
+        table.for_each(&mut |k, ports| {
+            let f = frontends(ports);
+            if !f.is_empty() {
+                self.frontends.insert(k.clone(), f);
+            }
+        });
         self.sync()
     }
 

@@ -311,8 +311,12 @@ impl HistoryRow {
             return Ok(WatchEvent { kind: EventKind::Deleted, kv, prev: Some(prev) });
         }
         let kind = if self.create_revision == self.revision { EventKind::Created } else { EventKind::Updated };
-        let kv =
-            KeyValue { key, value: self.value.into(), create_revision: self.create_revision, mod_revision: self.revision };
+        let kv = KeyValue {
+            key,
+            value: self.value.into(),
+            create_revision: self.create_revision,
+            mod_revision: self.revision,
+        };
         Ok(WatchEvent { kind, kv, prev })
     }
 }
@@ -466,7 +470,12 @@ impl Inner {
             if prev.mod_revision != expected {
                 return Err(StoreError::Conflict { key, expected, actual: prev.mod_revision });
             }
-            let kv = KeyValue { key, value: value.into(), create_revision: prev.create_revision, mod_revision: mem.current + 1 };
+            let kv = KeyValue {
+                key,
+                value: value.into(),
+                create_revision: prev.create_revision,
+                mod_revision: mem.current + 1,
+            };
             WatchEvent { kind: EventKind::Updated, kv, prev: Some(prev.clone()) }
         };
         self.commit(&mut w, event)

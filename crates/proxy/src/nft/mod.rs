@@ -14,13 +14,13 @@ pub mod netlink;
 pub mod render;
 pub mod wire;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write as _;
 use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
 
-use crate::table::{NodeContext, ServiceKey, ServicePort};
-use crate::{Change, DataPlane, ProxyError};
+use crate::table::{NodeContext, ServicePort};
+use crate::{Change, DataPlane, ProxyError, ServiceTable};
 use netlink::Netlink;
 use render::{ClassObjects, Op, ServiceObjects};
 
@@ -77,8 +77,9 @@ pub struct Nftables {
     node: NodeContext,
     backend: Backend,
     numbers: SetNumbers,
-    /// How many live Services use each endpoint address (the hairpin set is shared).
-    hairpin_refs: BTreeMap<Ipv4Addr, usize>,
+    /// How many live Services use each endpoint address (the hairpin set is shared). Hashed
+    /// by the address's bits: one per endpoint of the cluster, 300,000 in the scale goal.
+    hairpin_refs: HashMap<u32, u32>,
     /// How many live Services use each pick class beyond the presets (the chains are shared).
     class_refs: BTreeMap<u32, usize>,
 }
@@ -156,7 +157,7 @@ impl Nftables {
             backend,
             node,
             numbers: SetNumbers::default(),
-            hairpin_refs: BTreeMap::new(),
+            hairpin_refs: HashMap::new(),
             class_refs: BTreeMap::new(),
         }
     }
@@ -164,17 +165,17 @@ impl Nftables {
     fn count_hairpin(&mut self, old: &ServiceObjects, new: &ServiceObjects) -> (Vec<Ipv4Addr>, Vec<Ipv4Addr>) {
         let (mut add, mut remove) = (Vec::new(), Vec::new());
         for ip in new.hairpin.difference(&old.hairpin) {
-            let n = self.hairpin_refs.entry(*ip).or_default();
+            let n = self.hairpin_refs.entry(u32::from(*ip)).or_default();
             *n += 1;
             if *n == 1 {
                 add.push(*ip);
             }
         }
         for ip in old.hairpin.difference(&new.hairpin) {
-            if let Some(n) = self.hairpin_refs.get_mut(ip) {
+            if let Some(n) = self.hairpin_refs.get_mut(&u32::from(*ip)) {
                 *n -= 1;
                 if *n == 0 {
-                    self.hairpin_refs.remove(ip);
+                    self.hairpin_refs.remove(&u32::from(*ip));
                     remove.push(*ip);
                 }
             }
@@ -186,7 +187,7 @@ impl Nftables {
 /// Runs one transaction; nothing of it is applied on error.
 /// How many Services a full sync renders and encodes at a time: few enough that their
 /// objects are a few megabytes, enough that each set gets its elements in long messages.
-const FULL_SYNC_CHUNK: usize = 1000;
+const FULL_SYNC_CHUNK: usize = 500;
 
 /// One transaction being built op by op: a netlink batch, or an nft script.
 enum Transaction<'s> {
@@ -261,7 +262,7 @@ impl Nftables {
     /// beyond the presets).
     fn count_refs(&mut self, o: &ServiceObjects) {
         for ip in &o.hairpin {
-            *self.hairpin_refs.entry(*ip).or_default() += 1;
+            *self.hairpin_refs.entry(u32::from(*ip)).or_default() += 1;
         }
         for n in extra_classes(o) {
             *self.class_refs.entry(n).or_default() += 1;
@@ -297,21 +298,19 @@ impl DataPlane for Nftables {
     /// those were hundreds of megabytes): once to size the table and count the shared hairpin
     /// addresses and pick classes, once, [`FULL_SYNC_CHUNK`] Services at a time, into the one
     /// transaction. Rendering is deterministic and the set numbers are taken by the first pass.
-    fn full_sync(&mut self, table: &BTreeMap<ServiceKey, Vec<ServicePort>>) -> Result<(), ProxyError> {
+    fn full_sync(&mut self, table: &dyn ServiceTable) -> Result<(), ProxyError> {
         self.numbers = SetNumbers::default();
         self.hairpin_refs.clear();
         self.class_refs.clear();
         let mut counts = render::Counts::new();
-        let mut hairpin: BTreeSet<Ipv4Addr> = BTreeSet::new();
         let mut classes: BTreeSet<u32> = render::preset_classes().collect();
-        for ports in table.values() {
+        table.for_each(&mut |_, ports| {
             let (o, _) = render(ports, &mut self.numbers);
             render::add_counts(&mut counts, &o);
-            hairpin.extend(&o.hairpin);
             classes.extend(&o.classes);
             self.count_refs(&o);
-        }
-        counts.insert(render::HAIRPIN, hairpin.len());
+        });
+        counts.insert(render::HAIRPIN, self.hairpin_refs.len());
         counts.insert(render::ENDPOINT_CLASSES, classes.len());
         let classes: Vec<ClassObjects> = classes.into_iter().map(render::class_objects).collect();
         let base = render::base(&self.node, &counts);
@@ -319,12 +318,27 @@ impl DataPlane for Nftables {
         let mut tx = Transaction::begin(&mut self.backend)?;
         tx.add(&render::full_head(&base, &classes))?;
         let mut claimed = render::Claimed::default();
-        let services: Vec<&Vec<ServicePort>> = table.values().collect();
-        for chunk in services.chunks(FULL_SYNC_CHUNK) {
-            let objects: Vec<ServiceObjects> = chunk.iter().map(|ports| render(ports, &mut self.numbers).0).collect();
-            tx.add(&render::services_ops(&objects, &mut claimed))?;
+        let mut chunk: Vec<ServiceObjects> = Vec::with_capacity(FULL_SYNC_CHUNK);
+        let mut failed = None;
+        let numbers = &mut self.numbers;
+        table.for_each(&mut |_, ports| {
+            if failed.is_some() {
+                return;
+            }
+            chunk.push(render(ports, numbers).0);
+            if chunk.len() == FULL_SYNC_CHUNK {
+                failed = tx.add(&render::services_ops(&chunk, &mut claimed)).err();
+                chunk.clear();
+            }
+        });
+        if let Some(e) = failed {
+            return Err(e);
         }
-        tx.add(&render::hairpin_ops(&hairpin))?;
+        tx.add(&render::services_ops(&chunk, &mut claimed))?;
+        drop(chunk);
+        let mut hairpin: Vec<u32> = self.hairpin_refs.keys().copied().collect();
+        hairpin.sort_unstable();
+        tx.add(&render::hairpin_ops(hairpin.into_iter().map(Ipv4Addr::from)))?;
         tx.commit()
     }
 

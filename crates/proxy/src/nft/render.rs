@@ -731,7 +731,7 @@ pub fn full_ops<'a>(
     let mut ops = full_head(base, classes);
     ops.extend(services_ops(services.iter().copied(), &mut Claimed::default()));
     let hairpin: BTreeSet<Ipv4Addr> = services.iter().flat_map(|o| o.hairpin.iter().copied()).collect();
-    ops.extend(hairpin_ops(&hairpin));
+    ops.extend(hairpin_ops(hairpin));
     ops
 }
 
@@ -782,9 +782,9 @@ pub fn services_ops<'a>(services: impl IntoIterator<Item = &'a ServiceObjects>, 
     ops
 }
 
-/// The end of a full sync: the hairpin set, shared by every Service.
-pub fn hairpin_ops(hairpin: &BTreeSet<Ipv4Addr>) -> Vec<Op<'static>> {
-    let elements: Vec<ElemRef> = hairpin.iter().map(|ip| ElemRef::plain(hairpin_key(ip))).collect();
+/// The end of a full sync: the hairpin set, shared by every Service (each address once).
+pub fn hairpin_ops(hairpin: impl IntoIterator<Item = Ipv4Addr>) -> Vec<Op<'static>> {
+    let elements: Vec<ElemRef> = hairpin.into_iter().map(|ip| ElemRef::plain(hairpin_key(&ip))).collect();
     if elements.is_empty() { Vec::new() } else { vec![Op::AddElements(HAIRPIN, elements)] }
 }
 
