@@ -251,7 +251,9 @@ fn a_failing_exec_liveness_probe_restarts_the_container_and_it_crash_loops() {
     let tcp_open = pod(
         "live-tcp",
         json!({"containers": [{"name": "app", "image": "luksa/kubia", "ports": [{"name": "http", "containerPort": 8080}],
-            "livenessProbe": {"tcpSocket": {"port": "http"}, "periodSeconds": 1, "failureThreshold": 1}}]}),
+            // A second for the server to bind before the first probe: with one failure allowed,
+            // a probe landing before that restarts it, on a kubelet too.
+            "livenessProbe": {"tcpSocket": {"port": "http"}, "initialDelaySeconds": 1, "periodSeconds": 1, "failureThreshold": 1}}]}),
     );
     apply(&c, &[p, http_404, tcp_open]);
     wait_running(&c, "live", Duration::from_secs(20));
