@@ -158,8 +158,6 @@ impl<K: Watched> Informer<K> {
                 if let watcher::Event::Apply(o) | watcher::Event::Delete(o) | watcher::Event::InitApply(o) = &mut event
                 {
                     o.meta_mut().managed_fields = None;
-                }
-                if let watcher::Event::Apply(o) | watcher::Event::Delete(o) | watcher::Event::InitApply(o) = &event {
                     let rv = resource_version(o);
                     seen_tx.send_if_modified(|v| {
                         let newer = rv > *v;

@@ -566,15 +566,9 @@ impl State {
     /// what it had.
     fn recompute(&mut self, params: &Params, id: u32, edits: &mut Edits) {
         let slot = &mut self.slots[id as usize];
-        let svc_key = slot.svc_key();
-        let built = match (&slot.info, &svc_key) {
-            (Some(svc), Some(_)) => {
-                let (ns, name) = (objects::dns_label(slot.key.namespace()), objects::dns_label(slot.key.name()));
-                match (ns, name) {
-                    (Some(ns), Some(name)) => records::build_service(params, &ns, &name, svc, &slot.slice_infos()),
-                    _ => records::Built::default(),
-                }
-            }
+        let labels = (objects::dns_label(slot.key.namespace()), objects::dns_label(slot.key.name()));
+        let built = match (&slot.info, labels) {
+            (Some(svc), (Some(ns), Some(name))) => records::build_service(params, &ns, &name, svc, &slot.slice_infos()),
             _ => records::Built::default(),
         };
         let new_keys: HashSet<&[u8]> = built.names.iter().map(|(k, _)| &k[..]).collect();

@@ -502,16 +502,16 @@ fn purge_in_background() {
     }
 }
 
-/// Makes jemalloc return freed pages to the kernel at once rather than over a second. The node
-/// agent's first sync of a large cluster frees tens of megabytes of decoded objects and
-/// rendered rules while it allocates what it keeps; returned at once, they do not add up to
-/// the agent's peak. The server keeps the decay: it frees and allocates all the time.
-fn return_freed_pages_at_once() {
-    /// A tenth of a second: at once (0) made the first sync itself several times slower, each
-    /// freed page being returned and faulted in again within the same burst.
-    const DIRTY_DECAY_MS: isize = 100;
+/// Makes jemalloc return freed pages to the kernel after a tenth of a second rather than a
+/// second. The node agent's first sync of a large cluster frees tens of megabytes of decoded
+/// objects and rendered rules while it allocates what it keeps; returned soon, they do not add
+/// up to the agent's peak. (At once, the first sync itself took several times longer: each
+/// freed page was returned and faulted in again within the same burst.) The server keeps the
+/// second: it frees and allocates all the time.
+fn return_freed_pages_sooner() {
     #[cfg(feature = "jemalloc")]
     for name in [&b"arenas.dirty_decay_ms\0"[..], b"arena.4096.dirty_decay_ms\0"] {
+        const DIRTY_DECAY_MS: isize = 100;
         // SAFETY: both are documented jemalloc controls taking an `ssize_t` (4096 is
         // MALLCTL_ARENAS_ALL: every existing arena); the names are NUL-terminated.
         #[allow(unsafe_code)]
@@ -542,8 +542,9 @@ fn without_thread_cache() {
 
 /// With `PIER_HEAP_STATS=<seconds>` set, logs jemalloc's own figures on that period: bytes
 /// the program holds (`allocated`), in pages jemalloc has (`active`), and what of it is in
-/// memory (`resident`, jemalloc's own `metadata` included). RSS alone cannot tell live data from freed memory not yet returned or
-/// pages kept by a few survivors; `cargo xtask bench agent` reads these lines.
+/// memory (`resident`, jemalloc's own `metadata` included). RSS alone cannot tell live data
+/// from freed memory not yet returned or pages kept by a few survivors; `cargo xtask bench
+/// agent` reads these lines.
 fn log_heap_stats() {
     let Some(period) = std::env::var("PIER_HEAP_STATS").ok().and_then(|s| s.parse::<u64>().ok()).filter(|s| *s > 0)
     else {
@@ -596,7 +597,7 @@ fn main() -> Result<()> {
     }
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     if matches!(cli.command, Command::Agent(_)) {
-        return_freed_pages_at_once();
+        return_freed_pages_sooner();
         without_thread_cache();
         rt.on_thread_start(without_thread_cache);
     }

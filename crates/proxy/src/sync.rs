@@ -18,7 +18,7 @@ use kube::Api;
 use kube::runtime::watcher;
 
 use crate::table::{Compiled, NodeContext, ServiceInfo, ServiceKey, ServicePort, SliceInfo, Snapshot};
-use crate::{Change, DataPlane, ServiceTable};
+use crate::{Change, DataPlane};
 
 /// How often the data plane is checked for out-of-band damage.
 const HEALTH_CHECK: Duration = Duration::from_secs(2);
@@ -91,9 +91,14 @@ impl LocalAddresses {
         }
     }
 
-    fn reset(&mut self, table: &dyn ServiceTable) {
+    fn reset(&mut self, snap: &Snapshot, node: &NodeContext) {
         self.wanted.clear();
-        table.for_each(&mut |k, ports| self.update(k, ports));
+        // Only a Service with LoadBalancer IPs can want one: only those are compiled.
+        for key in snap.service_keys() {
+            if snap.info(key).is_some_and(|i| !i.load_balancer_ips.is_empty()) {
+                self.update(key, &snap.compile(key, node));
+            }
+        }
     }
 
     fn apply(&mut self) {
@@ -374,7 +379,7 @@ pub async fn run(
             )
         };
         match &work {
-            Work::Full(snap) => addresses.reset(&Compiled { snap, node: &node_ctx }),
+            Work::Full(snap) => addresses.reset(snap, &node_ctx),
             Work::Partial(c) => c.iter().for_each(|c| addresses.update(&c.service, &c.new)),
         }
         let result = tokio::task::spawn_blocking(move || {
@@ -425,6 +430,7 @@ enum Work {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use crate::ServiceTable;
     use crate::table::SERVICE_NAME_LABEL;
     use serde_json::json;
 

@@ -458,6 +458,11 @@ impl Snapshot {
         self.services
     }
 
+    /// What it holds of Service `key`, while the Service exists.
+    pub fn info(&self, key: &ServiceKey) -> Option<&ServiceInfo> {
+        self.entries.get(key)?.info.as_ref()
+    }
+
     /// The Services it holds.
     pub fn service_keys(&self) -> impl Iterator<Item = &ServiceKey> + '_ {
         self.entries.iter().filter(|(_, e)| e.info.is_some()).map(|(k, _)| k)

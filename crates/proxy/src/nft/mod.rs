@@ -184,7 +184,6 @@ impl Nftables {
     }
 }
 
-/// Runs one transaction; nothing of it is applied on error.
 /// How many Services a full sync renders and encodes at a time: few enough that their
 /// objects are a few megabytes, enough that each set gets its elements in long messages.
 const FULL_SYNC_CHUNK: usize = 500;
@@ -225,24 +224,20 @@ impl<'s> Transaction<'s> {
     }
 }
 
+/// Runs one transaction; nothing of it is applied on error.
 fn run(backend: &mut Backend, ops: &[Op]) -> Result<(), ProxyError> {
-    {
-        match backend {
-            Backend::Cli => run_nft(&render::script(ops)),
-            Backend::Netlink(sock) => {
-                let sock = socket(sock)?;
-                let mut batch = sock.batch();
-                for op in ops {
-                    batch.op(op).map_err(ProxyError::Nft)?;
-                }
-                sock.send(batch)
-            }
-        }
-    }
+    let mut tx = Transaction::begin(backend)?;
+    tx.add(ops)?;
+    tx.commit()
+}
+
+/// Renders one Service, numbering its endpoint sets (a full sync, which needs no names).
+fn render_numbered(ports: &[ServicePort], numbers: &mut SetNumbers) -> ServiceObjects {
+    render::render_service(ports, &mut |name| numbers.get(name))
 }
 
 /// Renders one Service, numbering its endpoint sets; returns the objects and the names of the
-/// sets it numbered.
+/// sets it numbered (a delta, which frees the numbers of the sets that went).
 fn render(ports: &[ServicePort], numbers: &mut SetNumbers) -> (ServiceObjects, BTreeSet<String>) {
     let mut names = BTreeSet::new();
     let o = render::render_service(ports, &mut |name| {
@@ -305,7 +300,7 @@ impl DataPlane for Nftables {
         let mut counts = render::Counts::new();
         let mut classes: BTreeSet<u32> = render::preset_classes().collect();
         table.for_each(&mut |_, ports| {
-            let (o, _) = render(ports, &mut self.numbers);
+            let o = render_numbered(ports, &mut self.numbers);
             render::add_counts(&mut counts, &o);
             classes.extend(&o.classes);
             self.count_refs(&o);
@@ -325,7 +320,7 @@ impl DataPlane for Nftables {
             if failed.is_some() {
                 return;
             }
-            chunk.push(render(ports, numbers).0);
+            chunk.push(render_numbered(ports, numbers));
             if chunk.len() == FULL_SYNC_CHUNK {
                 failed = tx.add(&render::services_ops(&chunk, &mut claimed)).err();
                 chunk.clear();
