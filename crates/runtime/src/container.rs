@@ -292,19 +292,62 @@ fn is_executable(p: &Path) -> bool {
     fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
 }
 
-/// Whether `argv0` names an executable inside the pod (seen through the holder's root), with
-/// `PATH` lookup like `execvp`. Checked before spawning so a missing program gets its own error.
-fn executable_exists(holder_pid: i32, argv0: &str, cwd: &str, path: &str) -> bool {
-    let root = PathBuf::from(format!("/proc/{holder_pid}/root"));
-    let inside = |p: &str| root.join(p.trim_start_matches('/'));
+/// Where `argv0` is, with `PATH` lookup like `execvp`, for a caller whose root and working
+/// directory are the pod's. Resolved before spawning so that a missing program gets its own
+/// error, and so that the spawn itself needs no `PATH` search (which would read the agent's).
+fn resolve_program(argv0: &str, path: &str) -> Option<PathBuf> {
     if argv0.contains('/') {
-        let full = if argv0.starts_with('/') { inside(argv0) } else { inside(cwd).join(argv0) };
-        return is_executable(&full);
+        return is_executable(Path::new(argv0)).then(|| PathBuf::from(argv0));
     }
-    path.split(':').any(|dir| {
-        let dir = if dir.is_empty() { cwd } else { dir };
-        let base = if dir.starts_with('/') { inside(dir) } else { inside(cwd).join(dir) };
-        is_executable(&base.join(argv0))
+    path.split(':').map(|dir| Path::new(if dir.is_empty() { "." } else { dir }).join(argv0)).find(|p| is_executable(p))
+}
+
+/// Why a spawn into a pod failed.
+enum SpawnFailure {
+    NotFound,
+    /// What was being done, and the error.
+    Io(&'static str, std::io::Error),
+}
+
+/// Spawns the command `build` makes for the resolved program from a short-lived thread that
+/// has joined the pod's namespaces (the mount namespace last: joining it also moves the
+/// thread's root into the pod) and entered the working directory, made if missing (like runc,
+/// from inside, so a symlink in the path can only lead within the pod). The child inherits all
+/// of that, so no
+/// step remains between `fork` and `exec` and the standard library can use `posix_spawn`
+/// (`clone(CLONE_VM | CLONE_VFORK)`): forking the agent instead copied its page tables, a
+/// third of its CPU when many pods start at once. Only a terminal still needs a forked child
+/// ([`sys::take_terminal_before_exec`]).
+fn spawn_joined(
+    namespaces: Vec<(OwnedFd, CloneFlags)>,
+    argv0: &str,
+    cwd: &str,
+    path: &str,
+    build: impl FnOnce(PathBuf) -> tokio::process::Command + Send,
+) -> Result<tokio::process::Child, SpawnFailure> {
+    let runtime = tokio::runtime::Handle::current();
+    let spawn = move || {
+        // Namespaces and the root belong to the thread, but the root and working directory are
+        // shared with the agent's other threads until the thread takes its own copy.
+        nix::sched::unshare(CloneFlags::CLONE_FS)
+            .map_err(|e| SpawnFailure::Io("leaving the agent's file system context", e.into()))?;
+        for (fd, kind) in &namespaces {
+            nix::sched::setns(fd, *kind).map_err(|e| SpawnFailure::Io("joining the pod's namespaces", e.into()))?;
+        }
+        fs::create_dir_all(cwd).map_err(|e| SpawnFailure::Io("creating the working directory", e))?;
+        // This thread's alone since `unshare(CLONE_FS)`.
+        std::env::set_current_dir(cwd).map_err(|e| SpawnFailure::Io("entering the working directory", e))?;
+        let mut cmd = build(resolve_program(argv0, path).ok_or(SpawnFailure::NotFound)?);
+        let _runtime = runtime.enter();
+        cmd.spawn().map_err(|e| SpawnFailure::Io("spawning", e))
+    };
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("pier-spawn".into())
+            .spawn_scoped(scope, spawn)
+            .map_err(|e| SpawnFailure::Io("starting a thread to spawn from", e))?
+            .join()
+            .unwrap_or_else(|_| Err(SpawnFailure::Io("spawning", std::io::Error::other("the spawning thread panicked"))))
     })
 }
 
@@ -326,35 +369,43 @@ fn spawn_in_pod(
         return Err(RuntimeError::InvalidRequest(format!("working directory {cwd:?} is not an absolute path")));
     }
     let path = env.iter().rev().find(|(k, _)| k == "PATH").map(|(_, v)| v.as_str()).unwrap_or(DEFAULT_PATH);
-    if !executable_exists(holder.proc.pid, &argv[0], cwd, path) {
-        return Err(RuntimeError::ExecutableNotFound { argv0: argv[0].clone() });
-    }
     let namespaces = open_namespaces(uid, &holder)?;
-    let cwd_c = std::ffi::CString::new(cwd)
-        .map_err(|_| RuntimeError::InvalidRequest("working directory contains NUL".into()))?;
 
-    let mut cmd = tokio::process::Command::new(&argv[0]);
-    cmd.args(&argv[1..]).env_clear().envs(env.iter().map(|(k, v)| (k, v))).kill_on_drop(false);
     let mut master = None;
+    // The terminal's slave side as stdin, stdout and stderr.
+    let mut slave = None;
     if tty {
         let p = pty::open_pty(TTY_ROWS, TTY_COLS).map_err(|e| RuntimeError::io("allocating a terminal", e))?;
         let dup = |fd: &OwnedFd| fd.try_clone().map_err(|e| RuntimeError::io("duplicating the terminal", e));
-        cmd.stdin(Stdio::from(dup(&p.slave)?)).stdout(Stdio::from(dup(&p.slave)?)).stderr(Stdio::from(p.slave));
+        slave = Some((dup(&p.slave)?, dup(&p.slave)?, p.slave));
         master = Some(p.master);
-    } else {
-        cmd.stdin(if input == Input::Piped { Stdio::piped() } else { Stdio::null() })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0);
     }
-    // A TTY session gets its own session (and so process group) in the child instead.
-    sys::join_pod_before_exec(&mut cmd, sys::JoinPod { namespaces, cwd: cwd_c, tty });
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| RuntimeError::Spawn { what: format!("{:?} in pod sandbox {uid}", argv[0]), source: e })?;
-    // The Command holds the terminal's slave side: drop it so the master sees end of file when
-    // the process tree is done with it.
-    drop(cmd);
+    let build = |program: PathBuf| -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.arg0(&argv[0]).args(&argv[1..]).env_clear().envs(env.iter().map(|(k, v)| (k, v))).kill_on_drop(false);
+        match slave {
+            Some((stdin, stdout, stderr)) => {
+                cmd.stdin(stdin).stdout(stdout).stderr(stderr);
+                // A TTY session gets its own session (and so process group) in the child.
+                sys::take_terminal_before_exec(&mut cmd);
+            }
+            None => {
+                cmd.stdin(if input == Input::Piped { Stdio::piped() } else { Stdio::null() })
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .process_group(0);
+            }
+        }
+        cmd
+    };
+    // The Command (and with it the terminal's slave side) is gone when this returns, so the
+    // master sees end of file once the process tree is done with the terminal.
+    let mut child = spawn_joined(namespaces, &argv[0], cwd, path, build).map_err(|e| match e {
+        SpawnFailure::NotFound => RuntimeError::ExecutableNotFound { argv0: argv[0].clone() },
+        SpawnFailure::Io(what, source) => {
+            RuntimeError::Spawn { what: format!("{:?} in pod sandbox {uid} ({what})", argv[0]), source }
+        }
+    })?;
     let pid = child.id().map(|p| p as i32).unwrap_or(0);
     let pidfd = match sys::pidfd_open(pid) {
         Ok(fd) => fd,

@@ -1,4 +1,4 @@
-//! The few system calls that have no safe wrapper: joining a pod between `fork` and `exec`,
+//! The few system calls that have no safe wrapper: taking a terminal between `fork` and `exec`,
 //! pidfds, and terminal ioctls.
 //!
 //! Why `unsafe` is allowed here and only here: `pre_exec` is unsafe because its closure runs in
@@ -8,68 +8,29 @@
 //! not outlive the descriptor. Each block says what makes it sound.
 #![allow(unsafe_code)]
 
-use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
-use nix::sched::{CloneFlags, setns};
 use nix::sys::signal::Signal;
 use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
-/// What a new process must join before it `exec`s: the pod's namespaces (the mount namespace
-/// last, because joining it also moves the root and working directory into the pod), then the
-/// working directory inside the pod (created if missing, like runc does; created from inside, so
-/// a symlink in the path can only lead within the pod), then for a TTY a new session whose
-/// controlling terminal is its stdin.
-pub(crate) struct JoinPod {
-    /// Namespace files opened from `/proc/<holder>/ns/*`, with their kinds.
-    pub namespaces: Vec<(OwnedFd, CloneFlags)>,
-    pub cwd: CString,
-    pub tty: bool,
-}
-
-/// Arranges for `cmd`'s child to join the pod before `exec`.
-pub(crate) fn join_pod_before_exec(cmd: &mut tokio::process::Command, join: JoinPod) {
-    let JoinPod { namespaces, cwd, tty } = join;
-    // Allocated here, before the fork: the child only writes into it.
-    let mut scratch = vec![0u8; cwd.as_bytes().len() + 1];
-    // SAFETY: the closure only makes system calls (setns, mkdir, chdir, setsid, ioctl) on values prepared
-    // before the fork; it allocates nothing and takes no locks, so it is async-signal-safe.
-    // Errors become io::Error from a raw errno (no allocation) and fail the spawn. The namespace
-    // fds are O_CLOEXEC, so they vanish at exec.
+/// Makes `cmd`'s child, when it has a terminal, the leader of a new session whose controlling
+/// terminal is its stdin (what a shell on a TTY expects). The child is forked for this (a
+/// `pre_exec` step rules out `posix_spawn`); processes without a terminal are spawned without
+/// copying the agent's page tables.
+pub(crate) fn take_terminal_before_exec(cmd: &mut tokio::process::Command) {
+    // SAFETY: the closure only makes two system calls (setsid, ioctl) on no data of the parent;
+    // it allocates nothing and takes no locks, so it is async-signal-safe. Errors become
+    // io::Error from a raw errno (no allocation) and fail the spawn.
     unsafe {
-        cmd.pre_exec(move || {
-            for (fd, kind) in &namespaces {
-                setns(fd, *kind).map_err(io::Error::from)?;
-            }
-            mkdir_p(cwd.as_bytes(), &mut scratch);
-            nix::unistd::chdir(cwd.as_c_str()).map_err(io::Error::from)?;
-            if tty {
-                nix::unistd::setsid().map_err(io::Error::from)?;
-                if libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
-                    return Err(io::Error::last_os_error());
-                }
+        cmd.pre_exec(|| {
+            nix::unistd::setsid().map_err(io::Error::from)?;
+            if libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                return Err(io::Error::last_os_error());
             }
             Ok(())
         });
-    }
-}
-
-/// `mkdir -p` without allocating (it runs between fork and exec): each prefix of `path` ending
-/// at a '/' (and the whole path) is copied into `scratch` (at least `path.len() + 1` bytes),
-/// terminated and created; errors (mostly "exists") are left for `chdir` to report.
-fn mkdir_p(path: &[u8], scratch: &mut [u8]) {
-    if scratch.len() <= path.len() {
-        return;
-    }
-    for end in 1..=path.len() {
-        if end == path.len() || path[end] == b'/' {
-            scratch[..end].copy_from_slice(&path[..end]);
-            scratch[end] = 0;
-            // SAFETY: scratch[..=end] is a NUL-terminated string that lives across the call.
-            unsafe { libc::mkdir(scratch.as_ptr().cast(), 0o755) };
-        }
     }
 }
 

@@ -514,6 +514,25 @@ fn env_vars_and_working_dir_arrive() {
             out,
             "A=override\nB=two words; $(not expanded)\nH=env-pod\nP=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n/srv/app\n"
         );
+        // A program named relative to the working directory runs from there, and a program
+        // found in PATH sees the name it was given as argv[0].
+        let mut s = sh("mk", "printf '#!/bin/sh\\necho \"rel $0\"\\n' > run.sh && chmod +x run.sh");
+        s.working_dir = Some("/srv/app".into());
+        let c = rt.start_container(&pod, s).await.expect("start");
+        assert_eq!(wait_bounded(rt, &c).await, ExitStatus::Code(0));
+        let s = ContainerSpec {
+            name: "rel".into(),
+            argv: vec!["./run.sh".into()],
+            env: vec![],
+            working_dir: Some("/srv/app".into()),
+            tty: false,
+        };
+        let c = rt.start_container(&pod, s).await.expect("start ./run.sh");
+        assert_eq!(wait_bounded(rt, &c).await, ExitStatus::Code(0));
+        assert_eq!(logs(rt, &c, LogOptions::default()).await, "rel ./run.sh\n");
+        let c = rt.start_container(&pod, sh("argv0", "echo \"$0\"")).await.expect("start");
+        assert_eq!(wait_bounded(rt, &c).await, ExitStatus::Code(0));
+        assert_eq!(logs(rt, &c, LogOptions::default()).await, "sh\n");
         // A working directory is created inside the pod, even through an absolute symlink
         // (/var/run -> /run here): the host's /run is not touched.
         let wd = format!("/var/run/{}", unique("pier-wd"));
