@@ -17,7 +17,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::watcher;
 use serde_json::{Value, json};
-use tokio::sync::{Mutex, watch};
+use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::envvars;
 use crate::probes::{Handler, ProbeSpec, ProbeState};
@@ -317,6 +317,10 @@ struct PodTrack {
     transitions: HashMap<String, (String, String)>,
     /// The grace period to stop the containers with, once the pod is being deleted.
     stop_grace: Option<u64>,
+    /// How many changes [`PodManager::publish`] has been asked to report.
+    changes: u64,
+    /// Held while a status is written; holds the number of changes the last write carried.
+    published: Arc<Mutex<u64>>,
 }
 
 fn render_status(track: &PodTrack, pod: &Pod, cfg: &PodConfig) -> Value {
@@ -414,7 +418,14 @@ pub struct PodManager {
     runtime: Arc<dyn PodRuntime>,
     cfg: PodConfig,
     workers: Mutex<HashMap<String, watch::Sender<Option<Pod>>>>,
+    /// Pods starting at once (sandbox, then first container starts). When many arrive together
+    /// the machine's CPUs are the limit either way; started in arrival order, a few at a time,
+    /// the first ones are Ready early instead of all of them late.
+    starting: Arc<Semaphore>,
 }
+
+/// Pods started at once per CPU.
+const STARTS_PER_CPU: usize = 2;
 
 impl PodManager {
     /// `services` is the node's Service cache, fed by its owner.
@@ -424,7 +435,15 @@ impl PodManager {
         cfg: PodConfig,
         services: Arc<ServiceCache>,
     ) -> Arc<Self> {
-        Arc::new(PodManager { client, services, runtime, cfg, workers: Mutex::new(HashMap::new()) })
+        let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        Arc::new(PodManager {
+            client,
+            services,
+            runtime,
+            cfg,
+            workers: Mutex::new(HashMap::new()),
+            starting: Arc::new(Semaphore::new(cpus * STARTS_PER_CPU)),
+        })
     }
 
     /// Watches the pods bound to this node and keeps one worker per pod until it is gone.
@@ -520,7 +539,19 @@ impl PodManager {
             ready_since: None,
             transitions: HashMap::new(),
             stop_grace: None,
+            changes: 0,
+            published: Arc::new(Mutex::new(0)),
         }));
+        // Its turn to start (see `starting`), held until its containers' first starts are
+        // reported; the pod may have changed, or gone, while it waited.
+        let mut admission = None;
+        if pod.metadata.deletion_timestamp.is_none() {
+            admission = self.starting.clone().acquire_owned().await.ok().map(Arc::new);
+            match rx.borrow_and_update().clone() {
+                Some(p) => pod = p,
+                None => return,
+            }
+        }
         if pod.metadata.deletion_timestamp.is_none() {
             let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
             let hostname = pod.spec.as_ref().and_then(|s| s.hostname.clone()).unwrap_or_else(|| name.clone());
@@ -544,12 +575,13 @@ impl PodManager {
                     for c in &mut t.containers {
                         c.state = json!({"waiting": {"reason": "ContainerCreating", "message": format!("failed to create the pod sandbox: {e}")}});
                     }
-                    drop(t);
-                    self.publish(&pod, &track).await;
                 }
             }
         }
-        self.publish(&pod, &track).await;
+        // With a sandbox, the containers' starts report the pod (its IP with them).
+        if track.lock().await.ip.is_none() {
+            self.publish(&pod, &track).await;
+        }
 
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = Vec::new();
@@ -560,9 +592,11 @@ impl PodManager {
                 let c = c.clone();
                 let track = track.clone();
                 let stop = stop_rx.clone();
-                tasks.push(tokio::spawn(async move { me.run_container(pod, i, c, track, stop).await }));
+                let admission = admission.clone();
+                tasks.push(tokio::spawn(async move { me.run_container(pod, i, c, track, stop, admission).await }));
             }
         }
+        drop(admission);
 
         // Wait for deletion (graceful) or disappearance.
         loop {
@@ -603,6 +637,8 @@ impl PodManager {
         container: Container,
         track: Arc<Mutex<PodTrack>>,
         mut stop: watch::Receiver<bool>,
+        // The pod's turn to start: let go once this container's first start is reported.
+        mut admission: Option<Arc<OwnedSemaphorePermit>>,
     ) {
         let policy = pod.spec.as_ref().and_then(|s| s.restart_policy.clone()).unwrap_or_else(|| "Always".into());
         let grace = pod
@@ -631,6 +667,7 @@ impl PodManager {
                         false,
                     )
                     .await;
+                    drop(admission.take());
                     if wait_or_stop(&mut stop, Duration::from_secs(5)).await {
                         return;
                     }
@@ -663,6 +700,7 @@ impl PodManager {
                         false,
                     )
                     .await;
+                    drop(admission.take());
                     if wait_or_stop(&mut stop, backoff(attempt)).await {
                         return;
                     }
@@ -679,6 +717,7 @@ impl PodManager {
                 c.ready = container.readiness_probe.is_none() && container.startup_probe.is_none();
             }
             self.publish(&pod, &track).await;
+            drop(admission.take());
             let probes = self.clone().probe_loops(pod.clone(), index, container.clone(), handle, track.clone());
             let waited = tokio::select! {
                 code = self.runtime.wait_container(handle) => Some(code),
@@ -738,15 +777,30 @@ impl PodManager {
         self.publish(pod, track).await;
     }
 
+    /// Reports the pod's current state; returns once a status write carrying every change
+    /// made before the call has completed. Writes are one at a time and each renders the latest
+    /// state, so an older state never lands last, and changes made while a write is in flight
+    /// share the next one (as the kubelet's status manager coalesces them).
     async fn publish(&self, pod: &Pod, track: &Arc<Mutex<PodTrack>>) {
-        // Rendered and written under the lock: concurrent container tasks must not let an
-        // older snapshot land last.
-        let mut t = track.lock().await;
-        let mut st = render_status(&t, pod, &self.cfg);
-        if st["conditions"][2]["status"] == "True" && t.ready_since.is_none() {
-            t.ready_since = Some(now());
+        let (mine, published) = {
+            let mut t = track.lock().await;
+            t.changes += 1;
+            (t.changes, t.published.clone())
+        };
+        let mut published = published.lock().await;
+        if *published >= mine {
+            return;
         }
-        stamp_transitions(&mut t.transitions, &mut st);
+        let st = {
+            let mut t = track.lock().await;
+            *published = t.changes;
+            let mut st = render_status(&t, pod, &self.cfg);
+            if st["conditions"][2]["status"] == "True" && t.ready_since.is_none() {
+                t.ready_since = Some(now());
+            }
+            stamp_transitions(&mut t.transitions, &mut st);
+            st
+        };
         self.patch_status(pod, st).await;
     }
 
@@ -931,6 +985,8 @@ mod tests {
             ready_since: None,
             transitions: HashMap::new(),
             stop_grace: None,
+            changes: 0,
+            published: Arc::new(Mutex::new(0)),
         };
         let s = render_status(&t, &p, &cfg());
         assert_eq!(s["phase"], "Running");
