@@ -96,3 +96,60 @@ async fn gpu_pod_waits_for_the_label_then_binds() {
         }
     }
 }
+
+/// Pods created together spread over the nodes: each placement counts the pods placed before it
+/// whose binds are still in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pods_created_together_spread_over_the_nodes() {
+    let mut c = Cluster::start().await;
+    c.run(|client, rx| {
+        pier_controllers::run_scheduler(client, async move {
+            let _ = rx.await;
+        })
+    });
+    c.node("node-a", json!({"kubernetes.io/hostname": "node-a"}), true).await;
+    c.node("node-b", json!({"kubernetes.io/hostname": "node-b"}), true).await;
+    let nodes: Api<Node> = Api::all(c.client.clone());
+    wait_for("both nodes listed", || async {
+        let n = nodes.list(&ListParams::default()).await.map_err(|e| e.to_string())?.items.len();
+        if n == 2 { Ok(()) } else { Err(format!("{n} nodes")) }
+    })
+    .await;
+    // Let the scheduler's cache see both nodes before the pods arrive.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let names: Vec<String> = (0..10).map(|i| format!("web-{i}")).collect();
+    for name in &names {
+        let _: Pod = c
+            .create(
+                "default",
+                json!({
+                    "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+                    "spec": {"containers": [{"name": "web", "image": "luksa/kubia"}]},
+                }),
+            )
+            .await;
+    }
+    let pods: Api<Pod> = c.api("default");
+    let placed = wait_for("all 10 bound", || async {
+        let list = pods.list(&ListParams::default()).await.map_err(|e| e.to_string())?.items;
+        let nodes: Vec<String> = list.iter().filter_map(|p| p.spec.as_ref()?.node_name.clone()).collect();
+        if nodes.len() == 10 { Ok(nodes) } else { Err(format!("{} bound", nodes.len())) }
+    })
+    .await;
+    let on_a = placed.iter().filter(|n| *n == "node-a").count();
+    assert_eq!((on_a, placed.len() - on_a), (5, 5), "{placed:?}");
+    let events: Api<Event> = c.api("default");
+    let scheduled = wait_for("10 Scheduled events", || async {
+        let list = events.list(&ListParams::default()).await.map_err(|e| e.to_string())?.items;
+        let n = list.iter().filter(|e| e.reason.as_deref() == Some("Scheduled")).count();
+        if n == 10 { Ok(list) } else { Err(format!("{n} events")) }
+    })
+    .await;
+    assert!(
+        scheduled
+            .iter()
+            .filter(|e| e.reason.as_deref() == Some("Scheduled"))
+            .all(|e| e.message.as_deref().is_some_and(|m| m.starts_with("Successfully assigned default/web-"))),
+        "{scheduled:?}"
+    );
+}

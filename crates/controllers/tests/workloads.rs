@@ -162,12 +162,17 @@ async fn kubia_replica_set_creates_scales_adopts_and_releases() {
         if free && owned.len() == 2 && replacement { Ok(()) } else { Err(format!("free={free} owned={}", owned.len())) }
     })
     .await;
-    let s = wait_for("status replicas=2", || async {
+    // The status before the relabel already had 2 replicas (both Ready): wait for the one that
+    // counts the replacement, which is not Ready.
+    wait_for("status replicas=2, 1 ready", || async {
         let s = rss.get("kubia").await.map_err(|e| e.to_string())?.status.unwrap_or_default();
-        if s.replicas == 2 && s.observed_generation == Some(2) { Ok(s) } else { Err(format!("{s:?}")) }
+        if s.replicas == 2 && s.observed_generation == Some(2) && s.ready_replicas == Some(1) {
+            Ok(())
+        } else {
+            Err(format!("{s:?}"))
+        }
     })
     .await;
-    assert_eq!(s.ready_replicas, Some(1));
 }
 
 fn httpd(replicas: i32, image: &str) -> Value {

@@ -347,7 +347,9 @@ fn spawn_joined(
             .spawn_scoped(scope, spawn)
             .map_err(|e| SpawnFailure::Io("starting a thread to spawn from", e))?
             .join()
-            .unwrap_or_else(|_| Err(SpawnFailure::Io("spawning", std::io::Error::other("the spawning thread panicked"))))
+            .unwrap_or_else(|_| {
+                Err(SpawnFailure::Io("spawning", std::io::Error::other("the spawning thread panicked")))
+            })
     })
 }
 
