@@ -4,6 +4,7 @@
 
 mod cluster_dns;
 mod kubelet;
+mod local_client;
 mod netinfo;
 mod node_streams;
 mod pki;
@@ -443,11 +444,8 @@ async fn server(args: ServerArgs) -> Result<()> {
         }
     }
 
-    // The node: an ordinary API client of the server above, through the admin kubeconfig.
-    let kubeconfig = kube::config::Kubeconfig::read_from(&kubeconfig_path)?;
-    let client_config =
-        kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default()).await?;
-    let client = kube::Client::try_from(client_config)?;
+    // The node and the controllers: API clients of the server above, in this process.
+    let client = local_client::client(api.router(), &creds.token)?;
     let node = pier_agent::node::NodeConfig {
         name: node_args.node_name()?,
         node_ip,
