@@ -40,7 +40,8 @@ pub(crate) struct HolderConfig {
     pub hostname: String,
     pub resolv_conf: String,
     pub hosts: String,
-    /// An empty directory (on the host) to mount the pod's tmpfs on.
+    /// An empty directory (on the host) to mount the pod's tmpfs on. Every holder may use the
+    /// same one: the mount is made in the pod's own mount namespace.
     pub root_dir: PathBuf,
 }
 

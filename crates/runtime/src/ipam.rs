@@ -145,11 +145,9 @@ impl Ipam {
     }
 
     fn write_last_reserved(&self, ip: Ipv4Addr) -> Result<(), RuntimeError> {
-        // Best effort by design: losing it only makes the next search start elsewhere.
-        let tmp = self.dir.join(".last_reserved.tmp");
-        if fs::write(&tmp, ip.to_string()).is_ok() {
-            let _ = fs::rename(&tmp, self.dir.join(LAST_RESERVED));
-        }
+        // Best effort by design: losing it, or a torn write, only makes the next search start
+        // elsewhere. Rewritten in place, so it takes no new inode per pod.
+        let _ = fs::write(self.dir.join(LAST_RESERVED), ip.to_string());
         Ok(())
     }
 }

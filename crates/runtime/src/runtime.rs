@@ -5,9 +5,13 @@
 //! lock                                  flock: one runtime per state directory
 //! ipam/<ip>                             the uid holding the address (see ipam.rs)
 //! sandboxes/<uid>/sandbox.json          the sandbox record: request, IP, veth, holder identity
-//! sandboxes/<uid>/root/                 mount point of the pod's tmpfs (inside the pod only)
+//! pod-root/                             every pod's tmpfs mount point, each in its own mount
+//!                                       namespace (the host sees it empty)
 //! logs/<namespace>_<name>_<uid>/<container>/<instance>.log
 //! ```
+//! Each file or directory a pod creates costs a new inode, which on ext4 without a journal
+//! means a search past every inode deleted in the last minute: the per-pod state is kept to
+//! what recovery and `kubectl logs` need.
 //! A sandbox is recorded before anything is created for it and deleted last, so after a crash
 //! at any point the next [`Runtime::new`] either adopts it (its holder is alive) or finishes
 //! removing it. Operations on one sandbox are serialised by a per-uid lock.
@@ -206,6 +210,8 @@ pub(crate) struct Inner {
     pub locks: KeyedLocks,
     sandboxes_dir: PathBuf,
     logs_dir: PathBuf,
+    /// Where every holder mounts its pod's tmpfs, in the pod's own mount namespace.
+    pod_root: PathBuf,
 }
 
 /// The node's pod runtime. Cheap to share behind an `Arc`; every method takes `&self`.
@@ -242,7 +248,8 @@ impl Runtime {
         validate_config(&cfg)?;
         let sandboxes_dir = cfg.state_dir.join("sandboxes");
         let logs_dir = cfg.state_dir.join("logs");
-        for d in [&cfg.state_dir, &sandboxes_dir, &logs_dir] {
+        let pod_root = cfg.state_dir.join("pod-root");
+        for d in [&cfg.state_dir, &sandboxes_dir, &logs_dir, &pod_root] {
             fs::create_dir_all(d).map_err(|e| RuntimeError::io(format!("creating {}", d.display()), e))?;
         }
         let lock_path = cfg.state_dir.join("lock");
@@ -266,6 +273,7 @@ impl Runtime {
             locks: KeyedLocks::default(),
             sandboxes_dir,
             logs_dir,
+            pod_root,
         });
         recover(&inner)?;
         Ok(Runtime { inner, _lock: lock })
@@ -323,15 +331,14 @@ impl Runtime {
     ) -> Result<(), RuntimeError> {
         let inner = &self.inner;
         let dir = inner.sandbox_dir(&req.uid);
-        let root_dir = dir.join("root");
-        fs::create_dir_all(&root_dir).map_err(|e| RuntimeError::io(format!("creating {}", root_dir.display()), e))?;
+        fs::create_dir_all(&dir).map_err(|e| RuntimeError::io(format!("creating {}", dir.display()), e))?;
         write_record(&dir, record)?;
 
         let config = HolderConfig {
             hostname: req.hostname.clone(),
             resolv_conf: req.resolv_conf.clone(),
             hosts: req.hosts.replace(POD_IP_PLACEHOLDER, &record.ip.to_string()),
-            root_dir,
+            root_dir: inner.pod_root.clone(),
         };
         let mut child = tokio::process::Command::new(&inner.cfg.self_exe)
             .arg("__image")
