@@ -594,6 +594,7 @@ fn a_batch_split_across_writes_is_not_applied() {
         let mut batch = sock.batch();
         batch.op(&pier_proxy::nft::render::Op::AddChain("split-chain")).unwrap();
         let (bytes, _) = batch.finish();
+        let bytes = bytes.to_vec();
         // BATCH_BEGIN and NEWCHAIN in one write, BATCH_END (the last 20 bytes) in another.
         let fd = socket(AddressFamily::Netlink, SockType::Raw, SockFlag::SOCK_CLOEXEC, SockProtocol::NetlinkNetFilter)
             .unwrap();
@@ -606,6 +607,7 @@ fn a_batch_split_across_writes_is_not_applied() {
         let mut batch = sock.batch();
         batch.op(&pier_proxy::nft::render::Op::AddChain("split-chain")).unwrap();
         let (bytes, _) = batch.finish();
+        let bytes = bytes.to_vec();
         send(fd.as_raw_fd(), &bytes, MsgFlags::empty()).unwrap();
         assert!(list_table().unwrap().unwrap().contains("chain split-chain"));
         assert!(nft.healthy().unwrap());

@@ -16,13 +16,13 @@
 //! is rolled back without an error). So the socket's send buffer is raised to fit the batch
 //! (`SO_SNDBUFFORCE`, as nft does; pier has CAP_NET_ADMIN wherever it can program nftables).
 
-use std::io;
+use std::io::{self, IoSlice};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::sys::socket::{
-    AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, bind, recv, send, setsockopt, socket,
+    AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, bind, recv, send, sendmsg, setsockopt, socket,
     sockopt,
 };
 use nix::sys::time::{TimeVal, TimeValLike};
@@ -99,14 +99,16 @@ impl Netlink {
     /// committed inside `sendmsg`), how long reading the replies took, and the batch's size.
     pub fn send_timed(&mut self, batch: Batch) -> Result<(Duration, Duration, usize), ProxyError> {
         let (bytes, index) = batch.finish();
-        self.ensure_sndbuf(bytes.len())?;
+        let len = bytes.len();
+        self.ensure_sndbuf(len)?;
+        let iov: Vec<IoSlice<'_>> = bytes.segments().map(IoSlice::new).collect();
         let started = Instant::now();
-        let n = send(self.fd.as_raw_fd(), &bytes, MsgFlags::empty())
-            .map_err(|e| nft_err(format!("sending a {}-byte batch: {e}", bytes.len())))?;
+        let n = sendmsg::<()>(self.fd.as_raw_fd(), &iov, &[], MsgFlags::empty(), None)
+            .map_err(|e| nft_err(format!("sending a {len}-byte batch: {e}")))?;
         let kernel = started.elapsed();
         let started = Instant::now();
-        if n != bytes.len() {
-            return Err(nft_err(format!("short write: {n} of {} bytes", bytes.len())));
+        if n != len {
+            return Err(nft_err(format!("short write: {n} of {len} bytes")));
         }
         let (_, last) = index.seq_range();
         let fence = last.wrapping_add(1);
@@ -146,7 +148,7 @@ impl Netlink {
             }
         }
         match first {
-            None if !overflow => Ok((kernel, started.elapsed(), bytes.len())),
+            None if !overflow => Ok((kernel, started.elapsed(), len)),
             None => Err(nft_err("the batch failed; its error replies overflowed the receive buffer")),
             Some((seq, errno)) => {
                 let more = if errors > 1 { format!(" ({} more errors)", errors - 1) } else { String::new() };
@@ -257,5 +259,30 @@ mod tests {
         let seqs: Vec<u32> = messages(&b).map(|(_, s, _)| s).collect();
         assert_eq!(seqs, [1, 2]);
         assert_eq!(messages(&b[..10]).count(), 0);
+    }
+
+    #[test]
+    fn a_large_batch_is_whole_across_its_segments() {
+        let mut batch = Batch::new(100);
+        let chains: Vec<String> = (0..40_000).map(|i| format!("a-chain-with-a-long-name-{i:06}")).collect();
+        for c in &chains {
+            batch.op(&super::super::render::Op::AddChain(c)).expect("encode");
+        }
+        let (bytes, index) = batch.finish();
+        assert!(bytes.segments().count() > 1, "{} bytes in one segment", bytes.len());
+        // No message straddles two segments, and together they are the whole batch in order.
+        let mut seqs = Vec::new();
+        for seg in bytes.segments() {
+            let in_seg: Vec<u32> = messages(seg).map(|(_, s, _)| s).collect();
+            let used: usize = messages(seg).map(|(_, _, p)| (NLMSG_HDRLEN + p.len()).div_ceil(4) * 4).sum();
+            assert_eq!(used, seg.len(), "a segment ends at a message boundary");
+            seqs.extend(in_seg);
+        }
+        assert_eq!(seqs, (100..100 + 40_002).collect::<Vec<u32>>(), "BEGIN, 40,000 chains, END");
+        assert_eq!(bytes.to_vec().len(), bytes.len());
+        // Error reports find any message, whichever segment holds it.
+        assert_eq!(index.seq_range(), (100, 100 + 40_001));
+        assert!(index.describe(&bytes, 100 + 40_000).contains("a-chain-with-a-long-name-039999"));
+        assert!(index.describe(&bytes, 100 + 40_001).starts_with("BATCH_END"));
     }
 }
