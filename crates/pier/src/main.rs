@@ -4,7 +4,6 @@
 
 mod cluster_dns;
 mod kubelet;
-mod local_client;
 mod netinfo;
 mod node_streams;
 mod pki;
@@ -444,8 +443,11 @@ async fn server(args: ServerArgs) -> Result<()> {
         }
     }
 
-    // The node and the controllers: API clients of the server above, in this process.
-    let client = local_client::client(api.router(), &creds.token)?;
+    // The node: an ordinary API client of the server above, through the admin kubeconfig.
+    let kubeconfig = kube::config::Kubeconfig::read_from(&kubeconfig_path)?;
+    let client_config =
+        kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default()).await?;
+    let client = kube::Client::try_from(client_config)?;
     let node = pier_agent::node::NodeConfig {
         name: node_args.node_name()?,
         node_ip,
