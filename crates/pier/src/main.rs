@@ -244,21 +244,26 @@ async fn run_node(
         }
     });
     tokio::spawn(pier_agent::pods::PodManager::new(client.clone(), machine.clone(), pod_config, services).run());
-    start_proxy(for_proxy, &node.name, args)?;
-    if let Err(e) =
-        cluster_dns::start(for_dns, args.cluster_dns, &args.flags.cluster_domain, args.flags.cluster_dns_ttl)
-    {
+    let data_plane = start_proxy(for_proxy, &node.name, args)?;
+    if let Err(e) = cluster_dns::start(
+        for_dns,
+        data_plane,
+        args.cluster_dns,
+        &args.flags.cluster_domain,
+        args.flags.cluster_dns_ttl,
+    ) {
         tracing::error!(error = format!("{e:#}"), "the cluster DNS is not running");
     }
     Ok((machine, pod_cidr))
 }
 
-/// The Service data plane of this node.
+/// The Service data plane of this node; the receiver turns true once its first sync is
+/// programmed.
 fn start_proxy(
     events: futures::stream::BoxStream<'static, pier_proxy::sync::SharedEvent>,
     node_name: &str,
     args: &NodeArgs,
-) -> Result<()> {
+) -> Result<tokio::sync::watch::Receiver<bool>> {
     let node = pier_proxy::table::NodeContext {
         name: node_name.to_string(),
         pod_cidr: args.cluster_pod_cidr,
@@ -296,8 +301,9 @@ fn start_proxy(
             }
         });
     }
+    let programmed = health.programmed();
     tokio::spawn(pier_proxy::sync::run(events, node, plane, health));
-    Ok(())
+    Ok(programmed)
 }
 
 fn check_proxy_mode(mode: &str) -> Result<()> {

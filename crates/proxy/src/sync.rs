@@ -26,9 +26,17 @@ const HEALTH_CHECK: Duration = Duration::from_secs(2);
 const FULL_SYNC_PERIOD: Duration = Duration::from_secs(3600);
 
 /// What `/healthz` and `/metrics` report.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Health {
     inner: Mutex<HealthInner>,
+    /// True once the first full sync has been programmed.
+    programmed: tokio::sync::watch::Sender<bool>,
+}
+
+impl Default for Health {
+    fn default() -> Health {
+        Health { inner: Mutex::default(), programmed: tokio::sync::watch::channel(false).0 }
+    }
 }
 
 #[derive(Debug, Default, Clone)]
@@ -49,6 +57,11 @@ impl Health {
         self.inner.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// Turns true once the data plane has programmed its first full sync.
+    pub fn programmed(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.programmed.subscribe()
+    }
+
     fn set_pending(&self) {
         self.inner.lock().unwrap_or_else(|p| p.into_inner()).pending = true;
     }
@@ -60,6 +73,7 @@ impl Health {
         h.services = services;
         if full {
             h.full_syncs += 1;
+            self.programmed.send_replace(true);
         } else {
             h.partial_syncs += 1;
         }
