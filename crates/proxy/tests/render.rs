@@ -298,3 +298,40 @@ fn udp_entries_are_flushed_for_gone_endpoints_and_first_endpoints() {
     assert_eq!(stale(&two, &one), vec![Flush { dest: vip, port: 53, endpoint: Some("10.244.0.5".parse().unwrap()) }]);
     assert!(stale(&one, &one).is_empty());
 }
+
+/// A full sync de-duplicates frontends by their packed keys: packing is one-to-one on the keys
+/// the renderer writes, and a key that does not pack is still compared as text.
+#[test]
+fn claimed_frontend_keys_pack_one_to_one() {
+    use pier_proxy::nft::render::{Claimed, EXTERNAL_IPS, SERVICE_IPS, SERVICE_NODEPORTS, pack_key};
+    let keys = [
+        "10.96.0.1 . tcp . 80",
+        "10.96.0.1 . udp . 80",
+        "10.96.0.1 . tcp . 8080",
+        "10.96.0.2 . tcp . 80",
+        "0.0.0.0 . tcp . 0",
+        "tcp . 30123",
+        "udp . 30123",
+        "0x00080001",
+        "0x80080001",
+        "10.96.0.1",
+        "10.96.0.1 . tcp",
+    ];
+    let packed: Vec<u64> = keys.iter().map(|k| pack_key(k).unwrap_or_else(|| panic!("{k} packs"))).collect();
+    let distinct: std::collections::BTreeSet<u64> = packed.iter().copied().collect();
+    assert_eq!(distinct.len(), keys.len(), "{packed:x?}");
+    assert_eq!(pack_key("10.96.0.1 . tcp . 80"), pack_key("10.96.0.1 . tcp . 80"));
+    // Too wide, or not a key of these sets: kept as text.
+    assert_eq!(pack_key("10.0.0.1 . 10.0.0.2"), None);
+    assert_eq!(pack_key("10.96.0.1 . icmp . 80"), None);
+    assert_eq!(pack_key("tcp . 70000"), None);
+
+    let mut c = Claimed::default();
+    assert!(c.claim(SERVICE_IPS, "10.96.0.1 . tcp . 80"));
+    assert!(!c.claim(SERVICE_IPS, "10.96.0.1 . tcp . 80"), "taken");
+    assert!(c.claim(EXTERNAL_IPS, "10.96.0.1 . tcp . 80"), "another set");
+    assert!(c.claim(SERVICE_NODEPORTS, "tcp . 30123"));
+    assert!(c.claim(SERVICE_IPS, "10.96.0.1 . icmp . 80"));
+    assert!(!c.claim(SERVICE_IPS, "10.96.0.1 . icmp . 80"), "taken, as text");
+    assert_eq!(c.len(), 4);
+}

@@ -746,7 +746,81 @@ pub fn full_head<'a>(base: &'a BaseTable, classes: &'a [ClassObjects]) -> Vec<Op
 /// Element keys of a full sync already taken by a Service, outside the endpoint map (whose
 /// keys are set numbers, unique by construction): two Services claiming one address and port
 /// (e.g. the same external IP) leave the first one with it rather than failing the table.
-pub type Claimed = HashSet<(&'static str, String), BuildHasherDefault<WordHasher>>;
+///
+/// It holds every frontend of the cluster while the full sync is built, at the agent's peak
+/// of memory, so keys are packed: these sets' keys (addresses, protocols, ports and marks
+/// joined by ` . `) fit exactly in 64 bits ([`pack_key`]), 16 bytes an entry instead of a
+/// string each. A key that does not pack is kept as text.
+#[derive(Debug, Default)]
+pub struct Claimed {
+    packed: HashSet<(u8, u64), BuildHasherDefault<WordHasher>>,
+    text: HashSet<(&'static str, String), BuildHasherDefault<WordHasher>>,
+}
+
+/// The sets whose keys [`Claimed`] packs, by position.
+const PACKED_SETS: [&str; 11] = [
+    CLUSTER_IPS,
+    SERVICE_IPS,
+    EXTERNAL_IPS,
+    SERVICE_NODEPORTS,
+    NO_ENDPOINT_SERVICES,
+    NO_LOCAL_ENDPOINT_SERVICES,
+    NO_ENDPOINT_NODEPORTS,
+    LOCAL_ENDPOINT_SETS,
+    SESSION_AFFINITY,
+    ENDPOINT_CLASSES,
+    HAIRPIN,
+];
+
+impl Claimed {
+    /// Takes `key` of `set`; false if a Service already has it.
+    pub fn claim(&mut self, set: &'static str, key: &str) -> bool {
+        match (PACKED_SETS.iter().position(|s| *s == set), pack_key(key)) {
+            (Some(i), Some(k)) => self.packed.insert((i as u8, k)),
+            _ => self.text.insert((set, key.to_string())),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.packed.len() + self.text.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// An element key in nft's syntax packed into 64 bits, one-to-one: a leading 1, then per
+/// ` . `-separated field a 2-bit kind and its value (an IPv4 address or a `0x` mark in 32
+/// bits, a protocol name in 8, a decimal number up to 65535 in 16). `None` when a field is
+/// something else or the fields need more than 63 bits.
+pub fn pack_key(key: &str) -> Option<u64> {
+    let mut acc: u64 = 1;
+    let mut bits = 0u32;
+    for field in key.split(" . ") {
+        let (kind, width, value): (u64, u32, u64) = if let Ok(ip) = field.parse::<Ipv4Addr>() {
+            (0, 32, u64::from(u32::from(ip)))
+        } else if let Some(hex) = field.strip_prefix("0x") {
+            (1, 32, u64::from(u32::from_str_radix(hex, 16).ok()?))
+        } else if let Ok(n) = field.parse::<u16>() {
+            (2, 16, u64::from(n))
+        } else {
+            let proto = match field {
+                "tcp" => 6,
+                "udp" => 17,
+                "sctp" => 132,
+                _ => return None,
+            };
+            (3, 8, proto)
+        };
+        bits += 2 + width;
+        if bits > 63 {
+            return None;
+        }
+        acc = (acc << (2 + width)) | (kind << width) | value;
+    }
+    Some(acc)
+}
 
 /// Some Services' objects in a full sync: their sets and chains, then their rules (every chain
 /// exists before a rule jumps to it), then their elements, one message per set.
@@ -769,7 +843,7 @@ pub fn services_ops<'a>(services: impl IntoIterator<Item = &'a ServiceObjects>, 
     let mut by_set: BTreeMap<&'static str, Vec<ElemRef>> = BTreeMap::new();
     for o in &services {
         for ((set, key), e) in &o.elements {
-            if *set == ENDPOINTS || claimed.insert((set, key.clone())) {
+            if *set == ENDPOINTS || claimed.claim(set, key) {
                 by_set.entry(set).or_default().push(ElemRef::new(key, e));
             }
         }

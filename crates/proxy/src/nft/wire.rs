@@ -1279,7 +1279,7 @@ impl BatchBytes {
     }
 
     /// From `at` (a message start) to the end of its segment.
-    fn from_message(&self, mut at: usize) -> &[u8] {
+    fn message_at(&self, mut at: usize) -> &[u8] {
         for s in &self.segments {
             if at < s.len() {
                 return &s[at..];
@@ -1312,7 +1312,7 @@ impl BatchIndex {
         let i = seq.wrapping_sub(self.seq0) as usize;
         let Some(&at) = self.offsets.get(i) else { return format!("message with sequence number {seq}") };
         let total = self.offsets.len();
-        describe_message(bytes.from_message(at), i, total)
+        describe_message(bytes.message_at(at), i, total)
     }
 }
 
