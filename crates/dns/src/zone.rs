@@ -205,6 +205,9 @@ struct State {
     deferred: Option<Vec<u32>>,
 }
 
+/// Services whose names [`Zone::mark_synced`] builds and commits together.
+const BUILD_CHUNK: usize = 512;
+
 /// A batch of index edits computed under `state` and applied under the `served` write lock.
 #[derive(Default)]
 struct Edits {
@@ -281,11 +284,16 @@ impl Zone {
         if let Some(mut ids) = state.deferred.take() {
             ids.sort_unstable();
             ids.dedup();
-            let mut edits = Edits::default();
-            for id in ids {
-                state.recompute(&self.inner.params, id, &mut edits);
+            // A few hundred Services' names at a time: the edits of every Service at once are
+            // a second copy of the whole zone, at the moment a node's memory peaks. Nothing
+            // answers from the zone as synced before the flag below.
+            for chunk in ids.chunks(BUILD_CHUNK) {
+                let mut edits = Edits::default();
+                for &id in chunk {
+                    state.recompute(&self.inner.params, id, &mut edits);
+                }
+                self.commit(edits);
             }
-            self.commit(edits);
         }
         self.inner.synced.store(true, Ordering::Release);
     }

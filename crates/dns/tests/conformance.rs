@@ -572,6 +572,28 @@ mod k4_cache_not_synced {
         deferred.apply_service(&cluster_ip("testns", "late", &["10.0.0.99"], http_port()));
         assert_eq!(ask("late.testns.svc.cluster.local.", A).on(&deferred).answers.len(), 1);
     }
+
+    /// The first build commits a few hundred Services at a time: with more than that, every
+    /// name is there once synced, and none is answered as missing before.
+    #[test]
+    fn a_deferred_build_larger_than_one_chunk_is_whole() {
+        let zone = Zone::new(ZoneConfig::default()).unwrap();
+        zone.defer_until_synced();
+        for i in 0..1500u32 {
+            let ip = format!("10.1.{}.{}", i / 250, i % 250 + 1);
+            zone.apply_service(&cluster_ip("bulk", &format!("svc-{i}"), &[ip.as_str()], http_port()));
+        }
+        assert_eq!(rcode_name(rcode(&ask("svc-1499.bulk.svc.cluster.local.", A).on(&zone))), "SERVFAIL");
+        zone.mark_synced();
+        for i in [0u32, 511, 512, 1023, 1024, 1499] {
+            let m = ask(&format!("svc-{i}.bulk.svc.cluster.local."), A).on(&zone);
+            assert_eq!(
+                answers(&m),
+                [format!("svc-{i}.bulk.svc.cluster.local. 5 IN A 10.1.{}.{}", i / 250, i % 250 + 1)]
+            );
+        }
+        assert_nxdomain(&ask("svc-1500.bulk.svc.cluster.local.", A).on(&zone));
+    }
 }
 
 mod k5_clusterip_without_endpoints {

@@ -22,6 +22,9 @@ use crate::{Change, DataPlane};
 
 /// How often the data plane is checked for out-of-band damage.
 const HEALTH_CHECK: Duration = Duration::from_secs(2);
+/// Events queued for one consumer of [`service_events`].
+const QUEUED_EVENTS: usize = 1024;
+
 /// How long the data plane runs on incremental changes alone before it is rebuilt in full.
 const FULL_SYNC_PERIOD: Duration = Duration::from_secs(3600);
 
@@ -143,22 +146,24 @@ pub type SharedEvent = Result<Arc<Event>, Arc<watcher::Error>>;
 
 /// Every Service and EndpointSlice of the cluster, as `consumers` streams of the same watch
 /// events, in order: one watch (and one decode of each object) for the node's data plane and
-/// its cluster DNS, where each used to run its own. A consumer that falls behind only queues;
-/// none can lose an event, and none holds up the others.
+/// its cluster DNS, where each used to run its own. None can lose an event. Each consumer's
+/// queue holds at most [`QUEUED_EVENTS`]; the watch is read no faster than the slowest one
+/// takes them, so a consumer that falls behind during a first list of 30,000 Services does not
+/// keep thousands of whole decoded objects that the others are done with.
 pub fn service_events(client: kube::Client, consumers: usize) -> Vec<futures::stream::BoxStream<'static, SharedEvent>> {
     let services = watcher(Api::<Service>::all(client.clone()), watcher::Config::default())
         .map(|e| e.map(|e| Event::Service(Box::new(e))));
     let slices = watcher(Api::<EndpointSlice>::all(client), watcher::Config::default())
         .map(|e| e.map(|e| Event::Slice(Box::new(e))));
     let mut events = futures::stream::select(services.boxed(), slices.boxed());
-    let (txs, rxs): (Vec<_>, Vec<_>) = (0..consumers).map(|_| tokio::sync::mpsc::unbounded_channel()).unzip();
+    let (txs, rxs): (Vec<_>, Vec<_>) = (0..consumers).map(|_| tokio::sync::mpsc::channel(QUEUED_EVENTS)).unzip();
     tokio::spawn(async move {
         while let Some(ev) = events.next().await {
             let ev: SharedEvent = ev.map(Arc::new).map_err(Arc::new);
             // A consumer that has stopped is simply skipped.
             let mut live = 0;
             for tx in &txs {
-                live += usize::from(tx.send(ev.clone()).is_ok());
+                live += usize::from(tx.send(ev.clone()).await.is_ok());
             }
             if live == 0 {
                 return;
