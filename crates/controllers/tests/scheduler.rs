@@ -13,14 +13,20 @@ use serde_json::json;
 
 const NO_GPU: &str = "0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector. preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling.";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn gpu_pod_waits_for_the_label_then_binds() {
+/// A cluster running only the scheduler.
+async fn with_scheduler() -> Cluster {
     let mut c = Cluster::start().await;
     c.run(|client, rx| {
         pier_controllers::run_scheduler(client, async move {
             let _ = rx.await;
         })
     });
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn gpu_pod_waits_for_the_label_then_binds() {
+    let c = with_scheduler().await;
     c.node("server02", json!({"kubernetes.io/hostname": "server02"}), true).await;
     let _: Pod = c
         .create(
@@ -101,12 +107,7 @@ async fn gpu_pod_waits_for_the_label_then_binds() {
 /// whose binds are still in flight.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pods_created_together_spread_over_the_nodes() {
-    let mut c = Cluster::start().await;
-    c.run(|client, rx| {
-        pier_controllers::run_scheduler(client, async move {
-            let _ = rx.await;
-        })
-    });
+    let c = with_scheduler().await;
     c.node("node-a", json!({"kubernetes.io/hostname": "node-a"}), true).await;
     c.node("node-b", json!({"kubernetes.io/hostname": "node-b"}), true).await;
     let nodes: Api<Node> = Api::all(c.client.clone());
