@@ -426,6 +426,9 @@ pub struct PodManager {
 
 /// Pods started at once per CPU.
 const STARTS_PER_CPU: usize = 2;
+/// The longest a pod waits for its turn to start: pods whose sandboxes hang (a holder gets ten
+/// seconds to set up) must not hold the others up for long.
+const MAX_START_WAIT: Duration = Duration::from_secs(1);
 
 impl PodManager {
     /// `services` is the node's Service cache, fed by its owner.
@@ -546,7 +549,8 @@ impl PodManager {
         // reported; the pod may have changed, or gone, while it waited.
         let mut admission = None;
         if pod.metadata.deletion_timestamp.is_none() {
-            admission = self.starting.clone().acquire_owned().await.ok().map(Arc::new);
+            let turn = tokio::time::timeout(MAX_START_WAIT, self.starting.clone().acquire_owned()).await;
+            admission = turn.ok().and_then(Result::ok).map(Arc::new);
             match rx.borrow_and_update().clone() {
                 Some(p) => pod = p,
                 None => return,
