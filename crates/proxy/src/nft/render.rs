@@ -757,8 +757,9 @@ pub struct Claimed {
     text: HashSet<(&'static str, String), BuildHasherDefault<WordHasher>>,
 }
 
-/// The sets whose keys [`Claimed`] packs, by position.
-const PACKED_SETS: [&str; 11] = [
+/// The sets a Service's elements go to (but `endpoints`, whose keys are unique by
+/// construction), by position: the sets whose keys [`Claimed`] packs.
+const PACKED_SETS: [&str; 9] = [
     CLUSTER_IPS,
     SERVICE_IPS,
     EXTERNAL_IPS,
@@ -768,8 +769,6 @@ const PACKED_SETS: [&str; 11] = [
     NO_ENDPOINT_NODEPORTS,
     LOCAL_ENDPOINT_SETS,
     SESSION_AFFINITY,
-    ENDPOINT_CLASSES,
-    HAIRPIN,
 ];
 
 impl Claimed {
