@@ -11,7 +11,7 @@
 //! Dropping a [`Sealed`] (on success, error, panic or interruption) kills the server, then every
 //! process of every pod it started (pods outlive their agent by design: each sandbox holder's
 //! network namespace is recorded as `holder.net_ns` in
-//! `<data-dir>/runtime/sandboxes/*/sandbox.json`, and every process in one of those namespaces
+//! `<data-dir>/runtime/state.db`, and every process in one of those namespaces
 //! is killed), then whatever still runs in the two namespaces, deletes both namespaces and
 //! removes the data directory. A run that was killed with SIGKILL cannot clean up: the next run
 //! removes what it left ([`remove_stale`]).
@@ -270,21 +270,16 @@ fn delete_netns(ns: &str) -> (usize, bool) {
 
 /// The network namespaces (`net:[inode]`) of the sandbox holders recorded in `data_dir`.
 fn pod_namespaces(data_dir: &Path) -> HashSet<String> {
-    let mut out = HashSet::new();
-    let Ok(dirs) = std::fs::read_dir(data_dir.join("runtime/sandboxes")) else { return out };
-    for d in dirs.flatten() {
-        let Ok(text) = std::fs::read_to_string(d.path().join("sandbox.json")) else { continue };
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else { continue };
-        if let Some(inode) = v["holder"]["net_ns"].as_u64() {
-            out.insert(format!("net:[{inode}]"));
-        }
-    }
-    out
+    pier_runtime::recorded_sandboxes(&data_dir.join("runtime"))
+        .into_iter()
+        .filter_map(|s| s.holder)
+        .map(|(_, inode)| format!("net:[{inode}]"))
+        .collect()
 }
 
-/// How many sandboxes the node's runtime has on disk.
+/// How many sandboxes the node's runtime has recorded.
 pub fn sandbox_count(data_dir: &Path) -> usize {
-    std::fs::read_dir(data_dir.join("runtime/sandboxes")).map(|d| d.flatten().count()).unwrap_or(0)
+    pier_runtime::recorded_sandboxes(&data_dir.join("runtime")).len()
 }
 
 /// Every process whose network namespace is one of `namespaces`.

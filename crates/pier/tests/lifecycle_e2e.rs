@@ -224,13 +224,6 @@ fn processes() -> Vec<(u32, String)> {
     out
 }
 
-/// Entries of a directory (none when it does not exist).
-fn entries(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
-        .unwrap_or_default()
-}
-
 // ---------------------------------------------------------------------------------------------
 // 1. Probes
 // ---------------------------------------------------------------------------------------------
@@ -715,9 +708,8 @@ fn pods_waiting_to_start_or_backing_off_delete_promptly() {
     let start = Instant::now();
     c.kubectl(&["delete", "pod", "crashing", "waiting", "--timeout=30s"]).ok();
     assert!(start.elapsed() < Duration::from_secs(6), "{:?}", start.elapsed());
-    let sandboxes = c.data_dir.join("runtime/sandboxes");
     wait_for("no sandbox left", Duration::from_secs(5), || {
-        let s = entries(&sandboxes);
+        let s = pier_runtime::recorded_sandboxes(&c.data_dir.join("runtime"));
         if s.is_empty() { Ok(()) } else { Err(format!("{s:?}")) }
     });
 }
@@ -1237,15 +1229,11 @@ fn thirty_pods_created_and_deleted_leave_nothing_behind() {
         String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect::<Vec<_>>()
     };
     assert_eq!(veths(&c).len(), 30, "one veth per pod on pier0");
-    let sandboxes = c.data_dir.join("runtime/sandboxes");
-    assert_eq!(entries(&sandboxes).len(), 30);
+    let sandboxes = pier_runtime::recorded_sandboxes(&c.data_dir.join("runtime"));
+    assert_eq!(sandboxes.len(), 30);
     // Every process of every pod (holders and containers), to look for survivors afterwards.
-    let mut holder_ns = Vec::new();
-    for d in entries(&sandboxes) {
-        let text = std::fs::read_to_string(sandboxes.join(&d).join("sandbox.json")).unwrap();
-        let v: Value = serde_json::from_str(&text).unwrap();
-        holder_ns.push(format!("net:[{}]", v["holder"]["net_ns"].as_u64().unwrap()));
-    }
+    let holder_ns: Vec<String> =
+        sandboxes.iter().map(|s| format!("net:[{}]", s.holder.expect("a holder").1)).collect();
     let pod_processes: Vec<(u32, String)> = processes()
         .into_iter()
         .filter(|(pid, _)| {
@@ -1259,7 +1247,7 @@ fn thirty_pods_created_and_deleted_leave_nothing_behind() {
     let out = c.kubectl(&["get", "pods"]).ok();
     assert!(out.stderr.contains("No resources found"), "{}", out.stderr);
     wait_for("no sandbox left", Duration::from_secs(10), || {
-        let (v, s) = (veths(&c), entries(&sandboxes));
+        let (v, s) = (veths(&c), pier_runtime::recorded_sandboxes(&c.data_dir.join("runtime")));
         if v.is_empty() && s.is_empty() { Ok(()) } else { Err(format!("veths {v:?}\nsandboxes {s:?}")) }
     });
     // Only the node's own links remain.
@@ -1272,11 +1260,8 @@ fn thirty_pods_created_and_deleted_leave_nothing_behind() {
     sorted.sort();
     assert_eq!(sorted, ["eth0", "lo", "pier0"], "links left in {ns}: {links:?}");
     // Every address went back to the pool, and no process lives in a pod's namespace.
-    let held: Vec<String> = entries(&c.data_dir.join("runtime/ipam"))
-        .into_iter()
-        .filter(|e| e.parse::<std::net::Ipv4Addr>().is_ok())
-        .collect();
-    assert_eq!(held, Vec::<String>::new(), "addresses still held");
+    let held = pier_runtime::recorded_addresses(&c.data_dir.join("runtime"));
+    assert_eq!(held, [], "addresses still held");
     // (Matched by pid and start time: namespace inode numbers are reused at once.)
     let now = processes();
     let survivors: Vec<String> = pod_processes

@@ -471,15 +471,15 @@ impl Runtime {
         {
             return Err(running(&sandbox.uid));
         }
-        let log_dir = entry.log_dir.join(&spec.name);
-        fs::create_dir_all(&log_dir).map_err(|e| RuntimeError::io(format!("creating {}", log_dir.display()), e))?;
-        let instance = logs::instances(&log_dir).last().map(|n| n + 1).unwrap_or(0);
+        let log_dir = &entry.log_dir;
+        fs::create_dir_all(log_dir).map_err(|e| RuntimeError::io(format!("creating {}", log_dir.display()), e))?;
+        let instance = logs::instances(log_dir, &spec.name).last().map(|n| n + 1).unwrap_or(0);
         let env = container_env(&entry.sandbox.hostname, spec.tty, &spec.env);
         let cwd = spec.working_dir.clone().unwrap_or_else(|| "/".to_string());
 
         let Spawned { mut child, pid, pidfd, master } =
             spawn_in_pod(&entry, &spec.argv, &env, &cwd, spec.tty, Input::Null)?;
-        let log_path = logs::instance_path(&log_dir, instance);
+        let log_path = logs::instance_path(log_dir, &spec.name, instance);
         let log = match LogWriter::create(&log_path) {
             Ok(l) => l,
             Err(e) => {
@@ -487,7 +487,7 @@ impl Runtime {
                 return Err(RuntimeError::io(format!("creating {}", log_path.display()), e));
             }
         };
-        logs::prune(&log_dir, instance);
+        logs::prune(log_dir, &spec.name, instance);
         let mut pumps = Vec::new();
         if let Some(master) = master {
             match pty::reader(master) {
@@ -634,19 +634,19 @@ impl Runtime {
             return Err(not_found());
         }
         let entry = self.inner.entry(sandbox_uid)?;
-        let dir = entry.log_dir.join(container);
-        let found = logs::instances(&dir);
+        let dir = &entry.log_dir;
+        let found = logs::instances(dir, container);
         let current = *found.last().ok_or_else(not_found)?;
         if previous {
             return match found.iter().rev().nth(1) {
-                Some(&n) if n < current => Ok(logs::instance_path(&dir, n)),
+                Some(&n) if n < current => Ok(logs::instance_path(dir, container, n)),
                 _ => Err(RuntimeError::PreviousNotFound {
                     uid: sandbox_uid.to_string(),
                     container: container.to_string(),
                 }),
             };
         }
-        Ok(logs::instance_path(&dir, current))
+        Ok(logs::instance_path(dir, container, current))
     }
 
     /// Writes a container's log to `out` as `kubectl logs` shows it. With `follow`, returns once

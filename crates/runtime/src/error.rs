@@ -58,6 +58,9 @@ pub enum RuntimeError {
         #[source]
         source: io::Error,
     },
+    /// The node's state database (addresses and sandbox records) failed.
+    #[error("node state: {0}")]
+    State(String),
     #[error("timed out {0}")]
     Timeout(String),
 }

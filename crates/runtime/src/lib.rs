@@ -26,7 +26,7 @@ mod error;
 mod holder;
 mod http;
 mod images;
-mod ipam;
+mod state;
 mod logs;
 mod netlink;
 mod network;
@@ -41,7 +41,10 @@ pub use error::{ImageError, RuntimeError};
 pub use images::{Builtin, POD_PIER_EXE, builtin_image, resolve_argv, run_builtin};
 pub use logs::LogOptions;
 pub use nix::sys::signal::Signal;
-pub use runtime::{POD_IP_PLACEHOLDER, Runtime, RuntimeConfig, Sandbox, SandboxRequest, SandboxStatus};
+pub use runtime::{
+    POD_IP_PLACEHOLDER, RecordedSandbox, Runtime, RuntimeConfig, Sandbox, SandboxRequest, SandboxStatus,
+    recorded_addresses, recorded_sandboxes,
+};
 pub use time::format_rfc3339_nanos;
 
 /// Puts `ip/32` on `lo` of the caller's network namespace, so this node takes packets for it

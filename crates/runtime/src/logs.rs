@@ -1,5 +1,7 @@
 //! Container logs in the CRI format the kubelet reads: one file per container instance,
-//! `<dir>/<instance>.log`, each line `<RFC3339Nano> stdout|stderr F|P <content>`.
+//! `<pod's dir>/<container>.<instance>.log` (container names are DNS labels, without dots; one
+//! directory less per container than the kubelet's `<container>/<instance>.log`, as each new
+//! directory is a new inode), each line `<RFC3339Nano> stdout|stderr F|P <content>`.
 //!
 //! Writing: one task per output stream splits on newlines; a line longer than [`MAX_LINE`] is
 //! written in `P` (partial) pieces ending with an `F` piece, as containerd does. Each entry is a
@@ -124,13 +126,15 @@ fn write_split(log: &LogWriter, stream: Stream, mut line: &[u8]) {
     let _ = log.entry(stream, false, line);
 }
 
-/// The instance numbers that have a log in `dir`, ascending.
-pub(crate) fn instances(dir: &Path) -> Vec<u32> {
+/// The instance numbers of `container` that have a log in the pod's `dir`, ascending.
+pub(crate) fn instances(dir: &Path, container: &str) -> Vec<u32> {
     let mut v: Vec<u32> = fs::read_dir(dir)
         .map(|d| {
             d.flatten()
                 .filter_map(|e| {
-                    e.file_name().to_str().and_then(|n| n.strip_suffix(".log")).and_then(|n| n.parse().ok())
+                    let name = e.file_name();
+                    let n = name.to_str()?.strip_suffix(".log")?.strip_prefix(container)?.strip_prefix('.')?;
+                    n.parse().ok()
                 })
                 .collect()
         })
@@ -139,15 +143,15 @@ pub(crate) fn instances(dir: &Path) -> Vec<u32> {
     v
 }
 
-pub(crate) fn instance_path(dir: &Path, instance: u32) -> PathBuf {
-    dir.join(format!("{instance}.log"))
+pub(crate) fn instance_path(dir: &Path, container: &str, instance: u32) -> PathBuf {
+    dir.join(format!("{container}.{instance}.log"))
 }
 
-/// Deletes the logs of instances older than the previous one of `current`.
-pub(crate) fn prune(dir: &Path, current: u32) {
-    for n in instances(dir) {
+/// Deletes the logs of `container`'s instances older than the previous one of `current`.
+pub(crate) fn prune(dir: &Path, container: &str, current: u32) {
+    for n in instances(dir, container) {
         if n + 1 < current {
-            let _ = fs::remove_file(instance_path(dir, n));
+            let _ = fs::remove_file(instance_path(dir, container, n));
         }
     }
 }
@@ -390,10 +394,13 @@ mod tests {
     fn prune_keeps_current_and_previous() {
         let dir = tempfile::tempdir().expect("tempdir");
         for n in 0..4 {
-            fs::write(instance_path(dir.path(), n), "").expect("write");
+            fs::write(instance_path(dir.path(), "main", n), "").expect("write");
         }
-        prune(dir.path(), 3);
-        assert_eq!(instances(dir.path()), vec![2, 3]);
+        // Another container of the pod whose name starts the same way, and its logs stay.
+        fs::write(instance_path(dir.path(), "main-sidecar", 0), "").expect("write");
+        prune(dir.path(), "main", 3);
+        assert_eq!(instances(dir.path(), "main"), vec![2, 3]);
+        assert_eq!(instances(dir.path(), "main-sidecar"), vec![0]);
     }
 
     #[tokio::test]

@@ -3,18 +3,20 @@
 //! State on disk, under `state_dir`:
 //! ```text
 //! lock                                  flock: one runtime per state directory
-//! ipam/<ip>                             the uid holding the address (see ipam.rs)
-//! sandboxes/<uid>/sandbox.json          the sandbox record: request, IP, veth, holder identity
+//! state.db                              SQLite (see state.rs): which sandbox holds which address,
+//!                                       and every sandbox's record (request, IP, veth, holder)
 //! pod-root/                             every pod's tmpfs mount point, each in its own mount
 //!                                       namespace (the host sees it empty)
-//! logs/<namespace>_<name>_<uid>/<container>/<instance>.log
+//! logs/<namespace>_<name>_<uid>/<container>.<instance>.log
 //! ```
 //! Each file or directory a pod creates costs a new inode, which on ext4 without a journal
-//! means a search past every inode deleted in the last minute: the per-pod state is kept to
-//! what recovery and `kubectl logs` need.
-//! A sandbox is recorded before anything is created for it and deleted last, so after a crash
-//! at any point the next [`Runtime::new`] either adopts it (its holder is alive) or finishes
-//! removing it. Operations on one sandbox are serialised by a per-uid lock.
+//! means a search past every inode deleted in the last minute: a pod's state is rows in
+//! `state.db`, and its only files are its log directory and one log per container instance.
+//! A sandbox is recorded once, as soon as its holder is up (before its veth exists), and its
+//! record is deleted last, so after a crash the next [`Runtime::new`] either adopts it (its
+//! holder is alive) or finishes removing it; an address whose owner has no record was reserved
+//! by a creation interrupted before that, and is released. Operations on one sandbox are
+//! serialised by a per-uid lock.
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -35,7 +37,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use crate::container::ContainerRun;
 use crate::error::RuntimeError;
 use crate::holder::{HOLDER_IMAGE, HolderConfig};
-use crate::ipam::{self, Ipam};
+use crate::state::{self, State};
 use crate::network::{NodeNetwork, veth_name};
 use crate::procfs::{self, ProcId};
 use crate::sys;
@@ -130,7 +132,7 @@ pub(crate) struct HolderRecord {
     pub net_ns: u64,
 }
 
-/// `sandboxes/<uid>/sandbox.json`.
+/// A row of `state.db`'s `sandboxes`, as JSON.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct SandboxRecord {
     pub uid: String,
@@ -142,6 +144,36 @@ pub(crate) struct SandboxRecord {
     pub created_unix_ms: u64,
     /// Absent until the holder has set the pod up.
     pub holder: Option<HolderRecord>,
+}
+
+/// A sandbox recorded in a state directory, as [`recorded_sandboxes`] reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedSandbox {
+    pub uid: String,
+    /// The holder's pid and network namespace inode (`net:[inode]`), once it was set up.
+    pub holder: Option<(i32, u64)>,
+}
+
+/// The sandboxes recorded in `state_dir`, read without taking the directory over: for tools
+/// that clean up after a runtime that was killed (the tests, the benchmarks). Empty when there
+/// is no state.
+pub fn recorded_sandboxes(state_dir: &Path) -> Vec<RecordedSandbox> {
+    state::read_records(state_dir)
+        .into_iter()
+        .map(|(uid, json)| {
+            let holder = serde_json::from_str::<SandboxRecord>(&json)
+                .ok()
+                .and_then(|r| r.holder)
+                .map(|h| (h.proc.pid, h.net_ns));
+            RecordedSandbox { uid, holder }
+        })
+        .collect()
+}
+
+/// The addresses held in `state_dir` and their owners (sandbox uids), read as
+/// [`recorded_sandboxes`] reads.
+pub fn recorded_addresses(state_dir: &Path) -> Vec<(Ipv4Addr, String)> {
+    state::read_allocations(state_dir)
 }
 
 /// A sandbox the runtime knows, with its containers' current instances.
@@ -205,10 +237,9 @@ pub(crate) struct Inner {
     pub cfg: RuntimeConfig,
     pub gateway: Ipv4Addr,
     pub net: NodeNetwork,
-    pub ipam: Mutex<Ipam>,
+    pub state: Mutex<State>,
     pub sandboxes: Mutex<HashMap<String, Arc<SandboxEntry>>>,
     pub locks: KeyedLocks,
-    sandboxes_dir: PathBuf,
     logs_dir: PathBuf,
     /// Where every holder mounts its pod's tmpfs, in the pod's own mount namespace.
     pod_root: PathBuf,
@@ -227,16 +258,12 @@ impl Inner {
         map.get(uid).cloned().ok_or_else(|| RuntimeError::SandboxNotFound { uid: uid.to_string() })
     }
 
-    fn sandbox_dir(&self, uid: &str) -> PathBuf {
-        self.sandboxes_dir.join(uid)
-    }
-
     fn log_dir(&self, record: &SandboxRecord) -> PathBuf {
         self.logs_dir.join(format!("{}_{}_{}", record.namespace, record.name, record.uid))
     }
 
-    fn ipam(&self) -> std::sync::MutexGuard<'_, Ipam> {
-        self.ipam.lock().unwrap_or_else(|p| p.into_inner())
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -246,10 +273,9 @@ impl Runtime {
     /// nobody supervises any more, are killed: the agent restarts them).
     pub fn new(cfg: RuntimeConfig) -> Result<Runtime, RuntimeError> {
         validate_config(&cfg)?;
-        let sandboxes_dir = cfg.state_dir.join("sandboxes");
         let logs_dir = cfg.state_dir.join("logs");
         let pod_root = cfg.state_dir.join("pod-root");
-        for d in [&cfg.state_dir, &sandboxes_dir, &logs_dir, &pod_root] {
+        for d in [&cfg.state_dir, &logs_dir, &pod_root] {
             fs::create_dir_all(d).map_err(|e| RuntimeError::io(format!("creating {}", d.display()), e))?;
         }
         let lock_path = cfg.state_dir.join("lock");
@@ -261,17 +287,16 @@ impl Runtime {
         let netns_path = cfg.node_netns.clone().unwrap_or_else(|| PathBuf::from("/proc/thread-self/ns/net"));
         let netns = File::open(&netns_path)
             .map_err(|e| RuntimeError::io(format!("opening the node network namespace {}", netns_path.display()), e))?;
-        let gateway = ipam::gateway(cfg.pod_cidr);
-        let ipam = Ipam::open(cfg.state_dir.join("ipam"), cfg.pod_cidr)?;
-        let net = NodeNetwork::setup(netns, &cfg.bridge, ipam.cidr(), gateway, &cfg.service_cidr)?;
+        let gateway = state::gateway(cfg.pod_cidr);
+        let state = State::open(&cfg.state_dir, cfg.pod_cidr)?;
+        let net = NodeNetwork::setup(netns, &cfg.bridge, state.cidr(), gateway, &cfg.service_cidr)?;
         let inner = Arc::new(Inner {
             cfg,
             gateway,
             net,
-            ipam: Mutex::new(ipam),
+            state: Mutex::new(state),
             sandboxes: Mutex::new(HashMap::new()),
             locks: KeyedLocks::default(),
-            sandboxes_dir,
             logs_dir,
             pod_root,
         });
@@ -284,11 +309,10 @@ impl Runtime {
         validate_request(&req)?;
         let inner = &self.inner;
         let _guard = inner.locks.lock(&req.uid).await;
-        let dir = inner.sandbox_dir(&req.uid);
-        if inner.entry(&req.uid).is_ok() || dir.exists() {
+        if inner.entry(&req.uid).is_ok() || inner.state().record(&req.uid)?.is_some() {
             return Err(RuntimeError::SandboxExists { uid: req.uid });
         }
-        let ip = inner.ipam().allocate(&req.uid)?;
+        let ip = inner.state().allocate(&req.uid)?;
         let mut record = SandboxRecord {
             uid: req.uid.clone(),
             namespace: req.namespace.clone(),
@@ -330,10 +354,6 @@ impl Runtime {
         holder_pidfd: &mut Option<OwnedFd>,
     ) -> Result<(), RuntimeError> {
         let inner = &self.inner;
-        let dir = inner.sandbox_dir(&req.uid);
-        fs::create_dir_all(&dir).map_err(|e| RuntimeError::io(format!("creating {}", dir.display()), e))?;
-        write_record(&dir, record)?;
-
         let config = HolderConfig {
             hostname: req.hostname.clone(),
             resolv_conf: req.resolv_conf.clone(),
@@ -399,7 +419,7 @@ impl Runtime {
             return Err(RuntimeError::SandboxSetup("the holder died right after setting up".into()));
         };
         record.holder = Some(HolderRecord { proc, mnt_ns, net_ns });
-        write_record(&dir, record)?;
+        write_record(inner, record)?;
 
         let netns_path = format!("/proc/{pid}/ns/net");
         let pod_netns = File::open(&netns_path).map_err(|e| RuntimeError::io(format!("opening {netns_path}"), e))?;
@@ -424,7 +444,7 @@ impl Runtime {
         let entry = inner.entry(uid).ok();
         let record = match &entry {
             Some(e) => Some(e.record.clone()),
-            None => read_record(&inner.sandbox_dir(uid)),
+            None => read_record(inner, uid)?,
         };
         if let Some(entry) = &entry {
             // Stop the containers through their pidfds first: exact, and their waiters learn why.
@@ -437,7 +457,7 @@ impl Runtime {
         match &record {
             Some(record) => teardown(inner, record, entry.as_ref().and_then(|e| e.holder_pidfd.as_ref())).await?,
             None => {
-                inner.ipam().release_owner(uid)?;
+                inner.state().release_owner(uid)?;
             }
         }
         inner.sandboxes.lock().unwrap_or_else(|p| p.into_inner()).remove(uid);
@@ -478,7 +498,7 @@ impl Runtime {
 
     /// Every address IPAM holds and the sandbox uid holding it.
     pub fn ip_allocations(&self) -> Result<Vec<(Ipv4Addr, String)>, RuntimeError> {
-        self.inner.ipam().allocations()
+        self.inner.state().allocations()
     }
 
     /// The gateway address pods route through (the bridge's).
@@ -549,33 +569,29 @@ async fn teardown(
         .await
         .map_err(|e| RuntimeError::net("veth removal task", io::Error::other(e.to_string())))??;
     {
-        let ipam = inner.ipam();
-        ipam.release(record.ip, &record.uid)?;
-        ipam.release_owner(&record.uid)?;
+        let state = inner.state();
+        state.release(record.ip, &record.uid)?;
+        state.release_owner(&record.uid)?;
     }
     remove_dir_all(&inner.log_dir(record))?;
-    remove_dir_all(&inner.sandbox_dir(&record.uid))?;
+    inner.state().delete_record(&record.uid)?;
     Ok(())
 }
 
 /// Adopts what a previous runtime left in the state directory.
 fn recover(inner: &Arc<Inner>) -> Result<(), RuntimeError> {
-    let dirs = fs::read_dir(&inner.sandboxes_dir)
-        .map_err(|e| RuntimeError::io(format!("listing {}", inner.sandboxes_dir.display()), e))?;
-    for d in dirs.flatten() {
-        let Some(uid) = d.file_name().to_str().map(str::to_string) else { continue };
-        let record = read_record(&d.path()).filter(|r| r.uid == uid && valid_uid(&uid));
+    let records = inner.state().records()?;
+    for (uid, json) in records {
+        let record = serde_json::from_str::<SandboxRecord>(&json).ok().filter(|r| r.uid == uid && valid_uid(&uid));
         let Some(record) = record.filter(|r| r.holder.is_some()) else {
-            // Interrupted before it was ever handed out: finish removing it.
-            tracing::info!(uid = %uid, "removing a sandbox whose creation was interrupted");
-            if let Some(r) = read_record(&d.path()) {
+            // Written by another version, or before its holder was known: what is left goes.
+            tracing::info!(uid = %uid, "removing a sandbox record that cannot be adopted");
+            if let Ok(r) = serde_json::from_str::<SandboxRecord>(&json) {
                 let _ = inner.net.unwire_pod(&r.veth);
-                let _ = inner.ipam().release(r.ip, &r.uid);
             }
-            if valid_uid(&uid) {
-                let _ = inner.ipam().release_owner(&uid);
-            }
-            remove_dir_all(&d.path())?;
+            let state = inner.state();
+            state.release_owner(&uid)?;
+            state.delete_record(&uid)?;
             continue;
         };
         if let Some(h) = record.holder.as_ref()
@@ -590,7 +606,7 @@ fn recover(inner: &Arc<Inner>) -> Result<(), RuntimeError> {
                 }
             }
         }
-        if !inner.ipam().reserve(record.ip, &uid)? {
+        if !inner.state().reserve(record.ip, &uid)? {
             tracing::warn!(uid = %uid, ip = %record.ip, "recovered sandbox's address is held by another sandbox");
         }
         let entry = Arc::new(SandboxEntry {
@@ -604,11 +620,11 @@ fn recover(inner: &Arc<Inner>) -> Result<(), RuntimeError> {
     }
     // Addresses whose owner has no sandbox: reservations interrupted by a crash.
     let known: Vec<String> = inner.sandboxes.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect();
-    let ipam = inner.ipam();
-    for (ip, owner) in ipam.allocations()? {
+    let state = inner.state();
+    for (ip, owner) in state.allocations()? {
         if !known.contains(&owner) {
             tracing::info!(ip = %ip, owner = %owner, "releasing an address without a sandbox");
-            ipam.release(ip, &owner)?;
+            state.release(ip, &owner)?;
         }
     }
     Ok(())
@@ -630,19 +646,15 @@ fn sandbox_of(record: &SandboxRecord, gateway: Ipv4Addr) -> Sandbox {
     }
 }
 
-fn write_record(dir: &Path, record: &SandboxRecord) -> Result<(), RuntimeError> {
-    let path = dir.join("sandbox.json");
-    let tmp = dir.join(".sandbox.json.tmp");
-    let json = serde_json::to_vec_pretty(record)
-        .map_err(|e| RuntimeError::io("encoding the sandbox record", io::Error::other(e)))?;
-    fs::write(&tmp, json)
-        .and_then(|()| fs::rename(&tmp, &path))
-        .map_err(|e| RuntimeError::io(format!("writing {}", path.display()), e))
+fn write_record(inner: &Inner, record: &SandboxRecord) -> Result<(), RuntimeError> {
+    let json = serde_json::to_string(record)
+        .map_err(|e| RuntimeError::State(format!("encoding the sandbox record: {e}")))?;
+    inner.state().put_record(&record.uid, &json)
 }
 
-fn read_record(dir: &Path) -> Option<SandboxRecord> {
-    let bytes = fs::read(dir.join("sandbox.json")).ok()?;
-    serde_json::from_slice(&bytes).ok()
+/// The record of `uid`; one that no longer parses counts as none.
+fn read_record(inner: &Inner, uid: &str) -> Result<Option<SandboxRecord>, RuntimeError> {
+    Ok(inner.state().record(uid)?.and_then(|json| serde_json::from_str(&json).ok()))
 }
 
 fn remove_dir_all(path: &Path) -> Result<(), RuntimeError> {

@@ -849,7 +849,7 @@ fn bad_input_is_a_typed_error() {
         assert!(matches!(err, RuntimeError::SandboxSetup(_)), "{err}");
         assert!(broken.ip_allocations().expect("allocations").is_empty());
         assert!(broken.list_sandboxes().is_empty());
-        assert_eq!(fs::read_dir(other_state.path().join("sandboxes")).expect("dir").count(), 0);
+        assert!(fs::read_dir(other_state.path().join("logs")).expect("logs").next().is_none());
     });
 }
 
@@ -905,7 +905,7 @@ struct Footprint {
     node_links: usize,
     bridge_ports: usize,
     ipam_entries: usize,
-    sandbox_dirs: usize,
+    state_files: usize,
     log_dirs: usize,
     children: usize,
     open_fds: usize,
@@ -946,7 +946,7 @@ fn footprint(node: &Node, pod_ns: &BTreeSet<u64>) -> Footprint {
         node_links: ip(&["-n", &node.netns, "-o", "link", "show"]).lines().count(),
         bridge_ports: ip(&["-n", &node.netns, "-o", "link", "show", "master", "pier0"]).lines().count(),
         ipam_entries: node.rt().ip_allocations().expect("allocations").len(),
-        sandbox_dirs: count(&node.state.path().join("sandboxes")),
+        state_files: count(node.state.path()),
         log_dirs: count(&node.state.path().join("logs")),
         children,
         open_fds: count(Path::new("/proc/self/fd")),

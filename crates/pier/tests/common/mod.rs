@@ -208,15 +208,11 @@ impl Drop for Cluster {
 /// under the runtime's state directory) and whatever runs in their network namespaces.
 /// Pods outlive their agent by design, so a test that kills its server must do this.
 pub fn kill_pods(data_dir: &Path) {
-    let Ok(dirs) = std::fs::read_dir(data_dir.join("runtime/sandboxes")) else { return };
-    let mut namespaces = Vec::new();
-    for d in dirs.flatten() {
-        let Ok(text) = std::fs::read_to_string(d.path().join("sandbox.json")) else { continue };
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else { continue };
-        if let Some(inode) = v["holder"]["net_ns"].as_u64() {
-            namespaces.push(PathBuf::from(format!("net:[{inode}]")));
-        }
-    }
+    let namespaces: Vec<PathBuf> = pier_runtime::recorded_sandboxes(&data_dir.join("runtime"))
+        .into_iter()
+        .filter_map(|s| s.holder)
+        .map(|(_, inode)| PathBuf::from(format!("net:[{inode}]")))
+        .collect();
     if namespaces.is_empty() {
         return;
     }
