@@ -472,7 +472,6 @@ impl Runtime {
             return Err(running(&sandbox.uid));
         }
         let log_dir = &entry.log_dir;
-        fs::create_dir_all(log_dir).map_err(|e| RuntimeError::io(format!("creating {}", log_dir.display()), e))?;
         let instance = logs::instances(log_dir, &spec.name).last().map(|n| n + 1).unwrap_or(0);
         let env = container_env(&entry.sandbox.hostname, spec.tty, &spec.env);
         let cwd = spec.working_dir.clone().unwrap_or_else(|| "/".to_string());

@@ -1,7 +1,5 @@
 //! Container logs in the CRI format the kubelet reads: one file per container instance,
-//! `<pod's dir>/<container>.<instance>.log` (container names are DNS labels, without dots; one
-//! directory less per container than the kubelet's `<container>/<instance>.log`, as each new
-//! directory is a new inode), each line `<RFC3339Nano> stdout|stderr F|P <content>`.
+//! `<logs>/<namespace>_<pod>_<uid>_<container>.<instance>.log`, each line `<RFC3339Nano> stdout|stderr F|P <content>`.
 //!
 //! Writing: one task per output stream splits on newlines; a line longer than [`MAX_LINE`] is
 //! written in `P` (partial) pieces ending with an `F` piece, as containerd does. Each entry is a
@@ -9,6 +7,12 @@
 //! inside a line. Reading serves `kubectl logs`: `--tail`, `--timestamps`, `--since-time`,
 //! `--limit-bytes`, `--follow` (until the instance has exited and its log is complete) and
 //! `--previous` (the instance before the current one; older ones are deleted).
+//!
+//! The kubelet keeps `<namespace>_<pod>_<uid>/<container>/<instance>.log`; here the files of
+//! every pod share one directory, as each new directory costs a new inode, which on ext4
+//! without a journal means a search past every inode deleted in the last minute. A pod is
+//! named by its *stem*, the path up to its uid. Container names are DNS labels, without dots
+//! or underscores, so a stem and a container name never run into another pod's files.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -126,34 +130,64 @@ fn write_split(log: &LogWriter, stream: Stream, mut line: &[u8]) {
     let _ = log.entry(stream, false, line);
 }
 
-/// The instance numbers of `container` that have a log in the pod's `dir`, ascending.
-pub(crate) fn instances(dir: &Path, container: &str) -> Vec<u32> {
-    let mut v: Vec<u32> = fs::read_dir(dir)
+/// The directory of a pod's logs and the file name prefix before `<container>.`.
+fn dir_and_prefix(stem: &Path) -> (&Path, String) {
+    let dir = stem.parent().unwrap_or(Path::new("."));
+    let pod = stem.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    (dir, format!("{pod}_"))
+}
+
+/// The pod's files (by the stem's prefix), with what follows the prefix.
+fn pod_files(stem: &Path) -> Vec<(PathBuf, String)> {
+    let (dir, prefix) = dir_and_prefix(stem);
+    fs::read_dir(dir)
         .map(|d| {
             d.flatten()
                 .filter_map(|e| {
-                    let name = e.file_name();
-                    let n = name.to_str()?.strip_suffix(".log")?.strip_prefix(container)?.strip_prefix('.')?;
-                    n.parse().ok()
+                    let rest = e.file_name().to_str()?.strip_prefix(prefix.as_str())?.to_string();
+                    Some((e.path(), rest))
                 })
                 .collect()
         })
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// The instance numbers of `container` of the pod `stem` that have a log, ascending.
+pub(crate) fn instances(stem: &Path, container: &str) -> Vec<u32> {
+    let mut v: Vec<u32> = pod_files(stem)
+        .into_iter()
+        .filter_map(|(_, rest)| {
+            let n = rest.strip_suffix(".log")?.strip_prefix(container)?.strip_prefix('.')?;
+            if n.bytes().all(|b| b.is_ascii_digit()) { n.parse().ok() } else { None }
+        })
+        .collect();
     v.sort_unstable();
     v
 }
 
-pub(crate) fn instance_path(dir: &Path, container: &str, instance: u32) -> PathBuf {
-    dir.join(format!("{container}.{instance}.log"))
+pub(crate) fn instance_path(stem: &Path, container: &str, instance: u32) -> PathBuf {
+    let (dir, prefix) = dir_and_prefix(stem);
+    dir.join(format!("{prefix}{container}.{instance}.log"))
 }
 
 /// Deletes the logs of `container`'s instances older than the previous one of `current`.
-pub(crate) fn prune(dir: &Path, container: &str, current: u32) {
-    for n in instances(dir, container) {
+pub(crate) fn prune(stem: &Path, container: &str, current: u32) {
+    for n in instances(stem, container) {
         if n + 1 < current {
-            let _ = fs::remove_file(instance_path(dir, container, n));
+            let _ = fs::remove_file(instance_path(stem, container, n));
         }
     }
+}
+
+/// Deletes every log of the pod `stem`.
+pub(crate) fn remove_pod(stem: &Path) -> io::Result<()> {
+    for (path, _) in pod_files(stem) {
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// One parsed CRI log entry.
@@ -393,14 +427,21 @@ mod tests {
     #[test]
     fn prune_keeps_current_and_previous() {
         let dir = tempfile::tempdir().expect("tempdir");
+        let pod = dir.path().join("default_web_uid1");
         for n in 0..4 {
-            fs::write(instance_path(dir.path(), "main", n), "").expect("write");
+            fs::write(instance_path(&pod, "main", n), "").expect("write");
         }
-        // Another container of the pod whose name starts the same way, and its logs stay.
-        fs::write(instance_path(dir.path(), "main-sidecar", 0), "").expect("write");
-        prune(dir.path(), "main", 3);
-        assert_eq!(instances(dir.path(), "main"), vec![2, 3]);
-        assert_eq!(instances(dir.path(), "main-sidecar"), vec![0]);
+        assert!(dir.path().join("default_web_uid1_main.3.log").is_file());
+        // Another container whose name starts the same way, and another pod: theirs stay.
+        fs::write(instance_path(&pod, "main-sidecar", 0), "").expect("write");
+        let other = dir.path().join("default_web_uid10");
+        fs::write(instance_path(&other, "main", 0), "").expect("write");
+        prune(&pod, "main", 3);
+        assert_eq!(instances(&pod, "main"), vec![2, 3]);
+        assert_eq!(instances(&pod, "main-sidecar"), vec![0]);
+        remove_pod(&pod).expect("remove");
+        assert_eq!(instances(&pod, "main"), Vec::<u32>::new());
+        assert_eq!(instances(&other, "main"), vec![0], "another pod's logs stay");
     }
 
     #[tokio::test]

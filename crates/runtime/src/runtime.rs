@@ -7,11 +7,11 @@
 //!                                       and every sandbox's record (request, IP, veth, holder)
 //! pod-root/                             every pod's tmpfs mount point, each in its own mount
 //!                                       namespace (the host sees it empty)
-//! logs/<namespace>_<name>_<uid>/<container>.<instance>.log
+//! logs/<namespace>_<name>_<uid>_<container>.<instance>.log
 //! ```
 //! Each file or directory a pod creates costs a new inode, which on ext4 without a journal
 //! means a search past every inode deleted in the last minute: a pod's state is rows in
-//! `state.db`, and its only files are its log directory and one log per container instance.
+//! `state.db`, and its only files are one log per container instance.
 //! A sandbox is recorded once, as soon as its holder is up (before its veth exists), and its
 //! record is deleted last, so after a crash the next [`Runtime::new`] either adopts it (its
 //! holder is alive) or finishes removing it; an address whose owner has no record was reserved
@@ -37,6 +37,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use crate::container::ContainerRun;
 use crate::error::RuntimeError;
 use crate::holder::{HOLDER_IMAGE, HolderConfig};
+use crate::logs;
 use crate::state::{self, State};
 use crate::network::{NodeNetwork, veth_name};
 use crate::procfs::{self, ProcId};
@@ -184,6 +185,7 @@ pub(crate) struct SandboxEntry {
     /// A pidfd for a holder this runtime started (for a recovered one, the pid and start time).
     pub holder_pidfd: Option<OwnedFd>,
     pub containers: Mutex<HashMap<String, Arc<ContainerRun>>>,
+    /// The stem of its logs' paths (see logs.rs): `<logs>/<namespace>_<name>_<uid>`.
     pub log_dir: PathBuf,
 }
 
@@ -573,7 +575,10 @@ async fn teardown(
         state.release(record.ip, &record.uid)?;
         state.release_owner(&record.uid)?;
     }
-    remove_dir_all(&inner.log_dir(record))?;
+    let stem = inner.log_dir(record);
+    logs::remove_pod(&stem).map_err(|e| RuntimeError::io(format!("removing the logs of {}", stem.display()), e))?;
+    // The directory earlier versions kept a pod's logs in.
+    remove_dir_all(&stem)?;
     inner.state().delete_record(&record.uid)?;
     Ok(())
 }

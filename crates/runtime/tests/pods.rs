@@ -906,7 +906,7 @@ struct Footprint {
     bridge_ports: usize,
     ipam_entries: usize,
     state_files: usize,
-    log_dirs: usize,
+    log_files: usize,
     children: usize,
     open_fds: usize,
 }
@@ -947,7 +947,7 @@ fn footprint(node: &Node, pod_ns: &BTreeSet<u64>) -> Footprint {
         bridge_ports: ip(&["-n", &node.netns, "-o", "link", "show", "master", "pier0"]).lines().count(),
         ipam_entries: node.rt().ip_allocations().expect("allocations").len(),
         state_files: count(node.state.path()),
-        log_dirs: count(&node.state.path().join("logs")),
+        log_files: count(&node.state.path().join("logs")),
         children,
         open_fds: count(Path::new("/proc/self/fd")),
     }
