@@ -41,9 +41,6 @@ pub const LISTEN: &str = "127.0.0.1:6443";
 /// Namespaces and data directories of this benchmark start with this, then the pid.
 const PREFIX: &str = "pier-bench-pods-";
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
-/// Rounds of "find the pods' processes, SIGKILL them, pause".
-const KILL_ROUNDS: usize = 50;
-const KILL_PAUSE: Duration = Duration::from_millis(20);
 
 /// A sealed namespace pair and (once started) the server in it; cleans up when dropped.
 pub struct Sealed {
@@ -305,27 +302,7 @@ pub fn pod_processes(data_dir: &Path) -> Vec<i32> {
 /// SIGKILLs every process whose network namespace is a pod's, in rounds until none is left;
 /// (processes killed, processes still there after the last round).
 pub fn kill_pods(data_dir: &Path) -> (usize, usize) {
-    let namespaces = pod_namespaces(data_dir);
-    if namespaces.is_empty() {
-        return (0, 0);
-    }
-    let mut killed = HashSet::new();
-    for _ in 0..KILL_ROUNDS {
-        let pids = processes_in(&namespaces);
-        if pids.is_empty() {
-            return (killed.len(), 0);
-        }
-        for pid in pids {
-            if kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok() {
-                killed.insert(pid);
-            }
-        }
-        // A killed process lingers until the kernel has torn it down: give it a moment. (This
-        // runs in plain threads, during cleanup, never on an async runtime's worker.)
-        #[allow(clippy::disallowed_methods)]
-        std::thread::sleep(KILL_PAUSE);
-    }
-    (killed.len(), processes_in(&namespaces).len())
+    pier_runtime::kill_recorded_pods(&data_dir.join("runtime"))
 }
 
 /// Removes what an earlier run killed with SIGKILL left: namespaces `pier-bench-pods-<pid>[-p]`

@@ -33,6 +33,20 @@ enum Command {
     /// Inspect the Service data plane of the node in this network namespace.
     #[command(subcommand)]
     Proxy(ProxyCommand),
+    /// Clean up after a node agent that is gone for good.
+    #[command(subcommand)]
+    Node(NodeCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum NodeCommand {
+    /// Kill every process of the pods recorded in the node's data directory (pods outlive their
+    /// agent by design, so that restarting it keeps them running).
+    KillPods {
+        /// The data directory of the `pier server` or `pier agent` that ran the pods.
+        #[arg(long, default_value = "/var/lib/pier")]
+        data_dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -624,5 +638,11 @@ fn main() -> Result<()> {
         Command::Server(args) => rt.block_on(async { server(*args).await }),
         Command::Agent(args) => rt.block_on(async { agent(*args).await }),
         Command::Proxy(ProxyCommand::Rules) => proxy_rules(),
+        Command::Node(NodeCommand::KillPods { data_dir }) => {
+            let (killed, left) = pier_runtime::kill_recorded_pods(&data_dir.join("runtime"));
+            println!("{killed} pod processes killed");
+            anyhow::ensure!(left == 0, "{left} pod processes are still there");
+            Ok(())
+        }
     }
 }

@@ -1232,8 +1232,7 @@ fn thirty_pods_created_and_deleted_leave_nothing_behind() {
     let sandboxes = pier_runtime::recorded_sandboxes(&c.data_dir.join("runtime"));
     assert_eq!(sandboxes.len(), 30);
     // Every process of every pod (holders and containers), to look for survivors afterwards.
-    let holder_ns: Vec<String> =
-        sandboxes.iter().map(|s| format!("net:[{}]", s.holder.expect("a holder").1)).collect();
+    let holder_ns: Vec<String> = sandboxes.iter().map(|s| format!("net:[{}]", s.holder.expect("a holder").1)).collect();
     let pod_processes: Vec<(u32, String)> = processes()
         .into_iter()
         .filter(|(pid, _)| {

@@ -116,3 +116,68 @@ fn a_second_node_joins_with_pier_agent() {
     let _ = agent.wait();
     common::kill_pods(agent_dir.path());
 }
+
+/// The README's way to try pier: `scripts/sandbox` starts a whole cluster in a sealed
+/// namespace, and stopping it leaves nothing behind (its pods included, which outlive their
+/// agent by design).
+#[test]
+fn the_sandbox_script_starts_a_cluster_and_cleans_up_after_it() {
+    use std::process::{Command, Stdio};
+    use std::time::Duration;
+
+    let ns = format!("pier-sbx-{}", std::process::id());
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().join("data");
+    let log = data.path().join("sandbox.log");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/sandbox");
+    let mut child = Command::new("bash")
+        .args([script, common::pier_bin().to_str().unwrap()])
+        .env("PIER_SANDBOX_NS", &ns)
+        .env("PIER_SANDBOX_DIR", &data_dir)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::fs::File::create(data.path().join("server.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let kubectl = |args: &[&str]| {
+        let kubeconfig = data_dir.join("kubeconfig.yaml");
+        let out = Command::new("ip")
+            .args(["netns", "exec", &ns, "kubectl", "--kubeconfig", kubeconfig.to_str().unwrap()])
+            .args(args)
+            .output()
+            .unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    common::wait_until("the sandbox's node to be Ready", Duration::from_secs(60), || {
+        let (ok, out) = kubectl(&["get", "nodes", "--no-headers"]);
+        (ok && out.split_whitespace().nth(1) == Some("Ready")).then_some(())
+    });
+    kubectl(&["run", "sbx", "--image=luksa/kubia"]);
+    common::wait_until("the sandbox's pod to run", Duration::from_secs(60), || {
+        let (_, out) = kubectl(&["get", "pod", "sbx", "--no-headers"]);
+        (out.split_whitespace().nth(2) == Some("Running")).then_some(())
+    });
+    let holders = pier_runtime::recorded_sandboxes(&data_dir.join("runtime"));
+    let [pier_runtime::RecordedSandbox { holder: Some((_, net)), .. }] = holders[..] else {
+        panic!("one pod with a holder: {holders:?}")
+    };
+    let in_pod = || {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                std::fs::read_link(e.path().join("ns/net")).is_ok_and(|l| l.to_string_lossy() == format!("net:[{net}]"))
+            })
+            .count()
+    };
+    assert!(in_pod() >= 2, "the holder and the container run");
+
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status = common::wait_until("the sandbox script to end", Duration::from_secs(30), || child.try_wait().unwrap());
+    assert!(status.code().is_some(), "ended by its own cleanup, not by the signal: {status:?}");
+    assert_eq!(in_pod(), 0, "the pod's processes are gone");
+    let list = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    let list = String::from_utf8_lossy(&list.stdout);
+    assert!(!list.lines().any(|l| l.starts_with(&ns)), "namespaces left: {list}");
+    assert!(std::fs::read_to_string(&log).unwrap().contains(&format!("namespace {ns}")));
+}

@@ -26,13 +26,13 @@ mod error;
 mod holder;
 mod http;
 mod images;
-mod state;
 mod logs;
 mod netlink;
 mod network;
 mod procfs;
 mod pty;
 mod runtime;
+mod state;
 mod sys;
 mod time;
 
@@ -43,7 +43,7 @@ pub use logs::LogOptions;
 pub use nix::sys::signal::Signal;
 pub use runtime::{
     POD_IP_PLACEHOLDER, RecordedSandbox, Runtime, RuntimeConfig, Sandbox, SandboxRequest, SandboxStatus,
-    recorded_addresses, recorded_sandboxes,
+    kill_recorded_pods, recorded_addresses, recorded_sandboxes,
 };
 pub use time::format_rfc3339_nanos;
 

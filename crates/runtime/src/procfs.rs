@@ -48,10 +48,15 @@ pub(crate) fn ns_inode(pid: i32, kind: &str) -> Option<u64> {
 /// Every live process whose mount and network namespaces are the given ones. Exited processes
 /// have no namespaces left, so they never match.
 pub(crate) fn pids_in_namespaces(mnt: u64, net: u64) -> Vec<i32> {
+    pids_where(|pid| ns_inode(pid, "mnt") == Some(mnt) && ns_inode(pid, "net") == Some(net))
+}
+
+/// Every process for which `keep` holds.
+pub(crate) fn pids_where(mut keep: impl FnMut(i32) -> bool) -> Vec<i32> {
     let Ok(dir) = fs::read_dir("/proc") else { return Vec::new() };
     dir.flatten()
         .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()))
-        .filter(|&pid| ns_inode(pid, "mnt") == Some(mnt) && ns_inode(pid, "net") == Some(net))
+        .filter(|&pid| keep(pid))
         .collect()
 }
 

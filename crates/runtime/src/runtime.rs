@@ -38,9 +38,9 @@ use crate::container::ContainerRun;
 use crate::error::RuntimeError;
 use crate::holder::{HOLDER_IMAGE, HolderConfig};
 use crate::logs;
-use crate::state::{self, State};
 use crate::network::{NodeNetwork, veth_name};
 use crate::procfs::{self, ProcId};
+use crate::state::{self, State};
 use crate::sys;
 
 /// In [`SandboxRequest::hosts`], replaced by the pod's IP (the IP is only known once the sandbox
@@ -169,6 +169,37 @@ pub fn recorded_sandboxes(state_dir: &Path) -> Vec<RecordedSandbox> {
             RecordedSandbox { uid, holder }
         })
         .collect()
+}
+
+/// Kills every process of the pods recorded in `state_dir` (holders, containers, execs: all that
+/// run in a pod's network namespace), for when their agent is gone for good: pods outlive their
+/// agent by design. SIGKILL in rounds, for at most a second, until none is left; returns the
+/// processes killed and those still there. Blocks: not for an async runtime's threads.
+pub fn kill_recorded_pods(state_dir: &Path) -> (usize, usize) {
+    const ROUNDS: usize = 50;
+    const PAUSE: Duration = Duration::from_millis(20);
+    let namespaces: std::collections::HashSet<u64> =
+        recorded_sandboxes(state_dir).into_iter().filter_map(|s| s.holder.map(|(_, net)| net)).collect();
+    if namespaces.is_empty() {
+        return (0, 0);
+    }
+    let in_pods = || procfs::pids_where(|pid| procfs::ns_inode(pid, "net").is_some_and(|n| namespaces.contains(&n)));
+    let mut killed = std::collections::HashSet::new();
+    for _ in 0..ROUNDS {
+        let pids = in_pods();
+        if pids.is_empty() {
+            return (killed.len(), 0);
+        }
+        for pid in pids {
+            if kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok() {
+                killed.insert(pid);
+            }
+        }
+        // A killed process lingers until the kernel has torn it down.
+        #[allow(clippy::disallowed_methods)] // Documented as blocking; called from plain threads.
+        std::thread::sleep(PAUSE);
+    }
+    (killed.len(), in_pods().len())
 }
 
 /// The addresses held in `state_dir` and their owners (sandbox uids), read as
@@ -652,8 +683,8 @@ fn sandbox_of(record: &SandboxRecord, gateway: Ipv4Addr) -> Sandbox {
 }
 
 fn write_record(inner: &Inner, record: &SandboxRecord) -> Result<(), RuntimeError> {
-    let json = serde_json::to_string(record)
-        .map_err(|e| RuntimeError::State(format!("encoding the sandbox record: {e}")))?;
+    let json =
+        serde_json::to_string(record).map_err(|e| RuntimeError::State(format!("encoding the sandbox record: {e}")))?;
     inner.state().put_record(&record.uid, &json)
 }
 

@@ -71,7 +71,10 @@ impl State {
             .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
             .map_err(db_err("configuring the node state database"))?;
         if !mode.eq_ignore_ascii_case("wal") {
-            return Err(RuntimeError::State(format!("cannot enable WAL on {} (journal_mode is {mode})", path.display())));
+            return Err(RuntimeError::State(format!(
+                "cannot enable WAL on {} (journal_mode is {mode})",
+                path.display()
+            )));
         }
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(db_err("configuring the node state database"))?;
         conn.execute_batch(SCHEMA).map_err(db_err("creating the node state tables"))?;
@@ -153,8 +156,10 @@ impl State {
 
     /// Every held address and its owner, in address order.
     pub(crate) fn allocations(&self) -> Result<Vec<(Ipv4Addr, String)>, RuntimeError> {
-        let mut stmt =
-            self.conn.prepare_cached("SELECT ip, owner FROM addresses ORDER BY ip").map_err(db_err("listing addresses"))?;
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT ip, owner FROM addresses ORDER BY ip")
+            .map_err(db_err("listing addresses"))?;
         let rows = stmt
             .query_map([], |r| Ok((Ipv4Addr::from(r.get::<_, u32>(0)?), r.get::<_, String>(1)?)))
             .map_err(db_err("listing addresses"))?;
@@ -365,6 +370,18 @@ mod tests {
         state.delete_record("u1").expect("delete");
         state.delete_record("u1").expect("deleting twice is fine");
         assert_eq!(state.record("u1").expect("get"), None);
+    }
+
+    #[test]
+    fn other_processes_read_the_records_and_addresses() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert!(read_records(dir.path()).is_empty(), "no database yet");
+        assert!(!dir.path().join("state.db").exists(), "reading creates nothing");
+        let state = State::open(dir.path(), cidr("10.244.0.0/24")).expect("open");
+        let ip = state.allocate("u1").expect("allocate");
+        state.put_record("u1", "{}").expect("put");
+        assert_eq!(read_records(dir.path()), vec![("u1".to_string(), "{}".to_string())]);
+        assert_eq!(read_allocations(dir.path()), vec![(ip, "u1".to_string())]);
     }
 
     #[test]

@@ -208,23 +208,7 @@ impl Drop for Cluster {
 /// under the runtime's state directory) and whatever runs in their network namespaces.
 /// Pods outlive their agent by design, so a test that kills its server must do this.
 pub fn kill_pods(data_dir: &Path) {
-    let namespaces: Vec<PathBuf> = pier_runtime::recorded_sandboxes(&data_dir.join("runtime"))
-        .into_iter()
-        .filter_map(|s| s.holder)
-        .map(|(_, inode)| PathBuf::from(format!("net:[{inode}]")))
-        .collect();
-    if namespaces.is_empty() {
-        return;
-    }
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name.to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
-        if let Ok(ns) = std::fs::read_link(format!("/proc/{pid}/ns/net"))
-            && namespaces.contains(&ns)
-        {
-            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-        }
-    }
+    pier_runtime::kill_recorded_pods(&data_dir.join("runtime"));
 }
 
 /// The node IP of test clusters: a documentation address (RFC 5737, TEST-NET-2) that exists
