@@ -654,3 +654,36 @@ fn a_full_sync_spanning_several_chunks_is_whole() {
     assert!(!all.contains("203.0.113.77 . tcp . 80 comment \"default/s2400:http\""), "the second claim took the IP");
     assert_eq!(netlink, build("chunks-cli", true), "netlink and nft -f built different tables");
 }
+
+/// A full sync that finds no table fills it in pieces of whole Services, and the table it ends
+/// with is the one a full sync replacing an existing table writes in one transaction.
+#[test]
+fn a_first_sync_fills_a_new_table_in_pieces_of_whole_services() {
+    if !root() {
+        eprintln!("skipped: needs root and nft");
+        return;
+    }
+    const N: usize = 4_000;
+    let ns = Netns::new("pieces");
+    ns.run(|| {
+        let mut table = BTreeMap::new();
+        for i in 0..N {
+            let ip = format!("10.97.{}.{}", i / 250, i % 250 + 1);
+            let eps: Vec<String> = (0..10).map(|e| format!("10.244.{}.{}", e * 10 + i / 250, i % 250 + 1)).collect();
+            let eps: Vec<&str> = eps.iter().map(String::as_str).collect();
+            let (k, p) = compiled(&service(&format!("s{i:04}"), &ip, json!({})), &eps);
+            table.insert(k, p);
+        }
+        let mut nft = Nftables::new(node());
+        nft.full_sync(&table).unwrap();
+        let pieces = nft.transactions();
+        assert!(pieces >= 3, "{N} Services × 10 endpoints (about 2.4 MB) went in {pieces} transactions");
+        let first = canonical(&list_table().unwrap().unwrap());
+        let all = first.join("\n");
+        assert_eq!(all.matches(" . tcp . 80 comment \"default/s").count(), N, "every Service is there");
+        // The table exists now: replaced in one transaction, with the same result.
+        nft.full_sync(&table).unwrap();
+        assert_eq!(nft.transactions(), pieces + 1);
+        assert_eq!(canonical(&list_table().unwrap().unwrap()), first);
+    });
+}

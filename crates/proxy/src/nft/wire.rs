@@ -712,6 +712,16 @@ impl Batch {
         self.commands
     }
 
+    /// Bytes written so far.
+    pub fn len(&self) -> usize {
+        self.base + self.buf.len()
+    }
+
+    /// True before anything was written (a batch always holds its BATCH_BEGIN).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Closes the batch: its bytes, and the index of its messages.
     pub fn finish(mut self) -> (BatchBytes, BatchIndex) {
         self.frame(NFNL_MSG_BATCH_END);
