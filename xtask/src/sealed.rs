@@ -268,6 +268,10 @@ fn delete_netns(ns: &str) -> (usize, bool) {
 /// The network namespaces (`net:[inode]`) of the sandbox holders recorded in `data_dir`.
 fn pod_namespaces(data_dir: &Path) -> HashSet<String> {
     pier_runtime::recorded_sandboxes(&data_dir.join("runtime"))
+        .unwrap_or_else(|e| {
+            eprintln!("xtask: {e}");
+            Vec::new()
+        })
         .into_iter()
         .filter_map(|s| s.holder)
         .map(|(_, inode)| format!("net:[{inode}]"))
@@ -276,7 +280,7 @@ fn pod_namespaces(data_dir: &Path) -> HashSet<String> {
 
 /// How many sandboxes the node's runtime has recorded.
 pub fn sandbox_count(data_dir: &Path) -> usize {
-    pier_runtime::recorded_sandboxes(&data_dir.join("runtime")).len()
+    pier_runtime::recorded_sandboxes(&data_dir.join("runtime")).map(|s| s.len()).unwrap_or(0)
 }
 
 /// Every process whose network namespace is one of `namespaces`.
@@ -302,7 +306,10 @@ pub fn pod_processes(data_dir: &Path) -> Vec<i32> {
 /// SIGKILLs every process whose network namespace is a pod's, in rounds until none is left;
 /// (processes killed, processes still there after the last round).
 pub fn kill_pods(data_dir: &Path) -> (usize, usize) {
-    pier_runtime::kill_recorded_pods(&data_dir.join("runtime"))
+    pier_runtime::kill_recorded_pods(&data_dir.join("runtime")).unwrap_or_else(|e| {
+        eprintln!("xtask: killing the pods: {e}");
+        (0, 0)
+    })
 }
 
 /// Removes what an earlier run killed with SIGKILL left: namespaces `pier-bench-pods-<pid>[-p]`

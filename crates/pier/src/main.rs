@@ -639,7 +639,7 @@ fn main() -> Result<()> {
         Command::Agent(args) => rt.block_on(async { agent(*args).await }),
         Command::Proxy(ProxyCommand::Rules) => proxy_rules(),
         Command::Node(NodeCommand::KillPods { data_dir }) => {
-            let (killed, left) = pier_runtime::kill_recorded_pods(&data_dir.join("runtime"));
+            let (killed, left) = pier_runtime::kill_recorded_pods(&data_dir.join("runtime"))?;
             println!("{killed} pod processes killed");
             anyhow::ensure!(left == 0, "{left} pod processes are still there");
             Ok(())

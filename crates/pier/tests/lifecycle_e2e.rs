@@ -709,7 +709,7 @@ fn pods_waiting_to_start_or_backing_off_delete_promptly() {
     c.kubectl(&["delete", "pod", "crashing", "waiting", "--timeout=30s"]).ok();
     assert!(start.elapsed() < Duration::from_secs(6), "{:?}", start.elapsed());
     wait_for("no sandbox left", Duration::from_secs(5), || {
-        let s = pier_runtime::recorded_sandboxes(&c.data_dir.join("runtime"));
+        let s = pier_runtime::recorded_sandboxes(&c.data_dir.join("runtime")).unwrap();
         if s.is_empty() { Ok(()) } else { Err(format!("{s:?}")) }
     });
 }
@@ -1229,7 +1229,7 @@ fn thirty_pods_created_and_deleted_leave_nothing_behind() {
         String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect::<Vec<_>>()
     };
     assert_eq!(veths(&c).len(), 30, "one veth per pod on pier0");
-    let sandboxes = pier_runtime::recorded_sandboxes(&c.data_dir.join("runtime"));
+    let sandboxes = pier_runtime::recorded_sandboxes(&c.data_dir.join("runtime")).unwrap();
     assert_eq!(sandboxes.len(), 30);
     // Every process of every pod (holders and containers), to look for survivors afterwards.
     let holder_ns: Vec<String> = sandboxes.iter().map(|s| format!("net:[{}]", s.holder.expect("a holder").1)).collect();
@@ -1246,7 +1246,7 @@ fn thirty_pods_created_and_deleted_leave_nothing_behind() {
     let out = c.kubectl(&["get", "pods"]).ok();
     assert!(out.stderr.contains("No resources found"), "{}", out.stderr);
     wait_for("no sandbox left", Duration::from_secs(10), || {
-        let (v, s) = (veths(&c), pier_runtime::recorded_sandboxes(&c.data_dir.join("runtime")));
+        let (v, s) = (veths(&c), pier_runtime::recorded_sandboxes(&c.data_dir.join("runtime")).unwrap());
         if v.is_empty() && s.is_empty() { Ok(()) } else { Err(format!("veths {v:?}\nsandboxes {s:?}")) }
     });
     // Only the node's own links remain.
@@ -1259,7 +1259,7 @@ fn thirty_pods_created_and_deleted_leave_nothing_behind() {
     sorted.sort();
     assert_eq!(sorted, ["eth0", "lo", "pier0"], "links left in {ns}: {links:?}");
     // Every address went back to the pool, and no process lives in a pod's namespace.
-    let held = pier_runtime::recorded_addresses(&c.data_dir.join("runtime"));
+    let held = pier_runtime::recorded_addresses(&c.data_dir.join("runtime")).unwrap();
     assert_eq!(held, [], "addresses still held");
     // (Matched by pid and start time: namespace inode numbers are reused at once.)
     let now = processes();

@@ -157,7 +157,7 @@ fn the_sandbox_script_starts_a_cluster_and_cleans_up_after_it() {
         let (_, out) = kubectl(&["get", "pod", "sbx", "--no-headers"]);
         (out.split_whitespace().nth(2) == Some("Running")).then_some(())
     });
-    let holders = pier_runtime::recorded_sandboxes(&data_dir.join("runtime"));
+    let holders = pier_runtime::recorded_sandboxes(&data_dir.join("runtime")).unwrap();
     let [pier_runtime::RecordedSandbox { holder: Some((_, net)), .. }] = holders[..] else {
         panic!("one pod with a holder: {holders:?}")
     };

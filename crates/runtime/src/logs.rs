@@ -11,8 +11,9 @@
 //! The kubelet keeps `<namespace>_<pod>_<uid>/<container>/<instance>.log`; here the files of
 //! every pod share one directory, as each new directory costs a new inode, which on ext4
 //! without a journal means a search past every inode deleted in the last minute. A pod is
-//! named by its *stem*, the path up to its uid. Container names are DNS labels, without dots
-//! or underscores, so a stem and a container name never run into another pod's files.
+//! named by its *stem*, the path up to its uid. Namespaces, pod names, uids and container names
+//! hold no `_` (the runtime refuses it, as Kubernetes names and UUIDs have none), so one pod's
+//! prefix `<stem>_` never starts another pod's file name, and an instance number is all digits.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};

@@ -13,10 +13,12 @@
 //! means a search past every inode deleted in the last minute: a pod's state is rows in
 //! `state.db`, and its only files are one log per container instance.
 //! A sandbox is recorded once, as soon as its holder is up (before its veth exists), and its
-//! record is deleted last, so after a crash the next [`Runtime::new`] either adopts it (its
-//! holder is alive) or finishes removing it; an address whose owner has no record was reserved
-//! by a creation interrupted before that, and is released. Operations on one sandbox are
-//! serialised by a per-uid lock.
+//! record is deleted last, so after a crash the next [`Runtime::new`] adopts it if its holder is
+//! alive, or finishes removing it; an address whose owner has no record was reserved by a
+//! creation interrupted before that, and is released. Two windows are not covered (as before
+//! the records moved into `state.db`): a crash between the holder's start and its record
+//! leaves that holder running unrecorded, and one between the record and the veth leaves an
+//! adopted pod without its veth. Operations on one sandbox are serialised by a per-uid lock.
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -155,11 +157,11 @@ pub struct RecordedSandbox {
     pub holder: Option<(i32, u64)>,
 }
 
-/// The sandboxes recorded in `state_dir`, read without taking the directory over: for tools
-/// that clean up after a runtime that was killed (the tests, the benchmarks). Empty when there
-/// is no state.
-pub fn recorded_sandboxes(state_dir: &Path) -> Vec<RecordedSandbox> {
-    state::read_records(state_dir)
+/// The sandboxes recorded in `state_dir`, read without taking the directory over (the runtime
+/// may be running): for tools that inspect or clean up a node (the tests, the benchmarks).
+/// Empty when there is no state.
+pub fn recorded_sandboxes(state_dir: &Path) -> Result<Vec<RecordedSandbox>, RuntimeError> {
+    Ok(state::read_records(state_dir)?
         .into_iter()
         .map(|(uid, json)| {
             let holder = serde_json::from_str::<SandboxRecord>(&json)
@@ -168,27 +170,46 @@ pub fn recorded_sandboxes(state_dir: &Path) -> Vec<RecordedSandbox> {
                 .map(|h| (h.proc.pid, h.net_ns));
             RecordedSandbox { uid, holder }
         })
-        .collect()
+        .collect())
 }
 
 /// Kills every process of the pods recorded in `state_dir` (holders, containers, execs: all that
-/// run in a pod's network namespace), for when their agent is gone for good: pods outlive their
-/// agent by design. SIGKILL in rounds, for at most a second, until none is left; returns the
-/// processes killed and those still there. Blocks: not for an async runtime's threads.
-pub fn kill_recorded_pods(state_dir: &Path) -> (usize, usize) {
+/// run in a pod's namespaces), for when their agent is gone for good: pods outlive their agent
+/// by design. Refused while a runtime holds the directory. Only holders that are still the
+/// recorded process, in the recorded namespaces, count (after a reboot the records name nobody,
+/// and namespace inode numbers are reused); their namespaces are pinned meanwhile. SIGKILL in
+/// rounds, for at most a second, until none is left; returns the processes killed and those
+/// still there. Blocks: not for an async runtime's threads.
+pub fn kill_recorded_pods(state_dir: &Path) -> Result<(usize, usize), RuntimeError> {
     const ROUNDS: usize = 50;
     const PAUSE: Duration = Duration::from_millis(20);
-    let namespaces: std::collections::HashSet<u64> =
-        recorded_sandboxes(state_dir).into_iter().filter_map(|s| s.holder.map(|(_, net)| net)).collect();
-    if namespaces.is_empty() {
-        return (0, 0);
+    let lock_path = state_dir.join("lock");
+    let _lock = match File::open(&lock_path) {
+        Ok(f) => Some(
+            Flock::lock(f, FlockArg::LockExclusiveNonblock)
+                .map_err(|_| RuntimeError::StateDirLocked { path: state_dir.to_path_buf() })?,
+        ),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(RuntimeError::io(format!("opening {}", lock_path.display()), e)),
+    };
+    let mut holders = Vec::new();
+    for (_, json) in state::read_records(state_dir)? {
+        if let Some(h) = serde_json::from_str::<SandboxRecord>(&json).ok().and_then(|r| r.holder)
+            && let Some(pins) = pin_namespaces(&h)
+        {
+            holders.push((h, pins));
+        }
     }
-    let in_pods = || procfs::pids_where(|pid| procfs::ns_inode(pid, "net").is_some_and(|n| namespaces.contains(&n)));
+    if holders.is_empty() {
+        return Ok((0, 0));
+    }
+    let in_pods =
+        || -> Vec<i32> { holders.iter().flat_map(|(h, _)| procfs::pids_in_namespaces(h.mnt_ns, h.net_ns)).collect() };
     let mut killed = std::collections::HashSet::new();
     for _ in 0..ROUNDS {
         let pids = in_pods();
         if pids.is_empty() {
-            return (killed.len(), 0);
+            return Ok((killed.len(), 0));
         }
         for pid in pids {
             if kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok() {
@@ -199,12 +220,12 @@ pub fn kill_recorded_pods(state_dir: &Path) -> (usize, usize) {
         #[allow(clippy::disallowed_methods)] // Documented as blocking; called from plain threads.
         std::thread::sleep(PAUSE);
     }
-    (killed.len(), in_pods().len())
+    Ok((killed.len(), in_pods().len()))
 }
 
 /// The addresses held in `state_dir` and their owners (sandbox uids), read as
 /// [`recorded_sandboxes`] reads.
-pub fn recorded_addresses(state_dir: &Path) -> Vec<(Ipv4Addr, String)> {
+pub fn recorded_addresses(state_dir: &Path) -> Result<Vec<(Ipv4Addr, String)>, RuntimeError> {
     state::read_allocations(state_dir)
 }
 
@@ -490,7 +511,9 @@ impl Runtime {
         match &record {
             Some(record) => teardown(inner, record, entry.as_ref().and_then(|e| e.holder_pidfd.as_ref())).await?,
             None => {
+                // Nothing adoptable (or a record that no longer parses): what is recorded goes.
                 inner.state().release_owner(uid)?;
+                inner.state().delete_record(uid)?;
             }
         }
         inner.sandboxes.lock().unwrap_or_else(|p| p.into_inner()).remove(uid);
@@ -720,20 +743,23 @@ fn validate_config(cfg: &RuntimeConfig) -> Result<(), RuntimeError> {
     Ok(())
 }
 
-/// Pod uids become directory names: no separators, no dot files, bounded length.
+/// Pod uids become parts of file names: no separators, no dot files, bounded length, and no
+/// `_`, which separates the parts of a log's name (`<namespace>_<pod>_<uid>_<container>…`, as
+/// the kubelet names its directories): Kubernetes uids are UUIDs.
 pub(crate) fn valid_uid(uid: &str) -> bool {
     !uid.is_empty()
         && uid.len() <= 128
         && !uid.starts_with('.')
-        && uid.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+        && uid.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.'))
 }
 
-/// Namespace, pod and container names (DNS subdomains and labels are a subset).
+/// Namespace, pod and container names: DNS subdomains and labels are a subset (so no `_`,
+/// see [`valid_uid`]).
 pub(crate) fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 253
         && !name.starts_with('.')
-        && name.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+        && name.bytes().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.'))
 }
 
 fn valid_hostname(h: &str) -> bool {
@@ -771,7 +797,7 @@ mod tests {
 
     #[test]
     fn names_that_would_escape_the_state_directory_are_refused() {
-        for bad in ["", "..", ".x", "a/b", "a b", &"x".repeat(129), "ä"] {
+        for bad in ["", "..", ".x", "a/b", "a b", "a_b", &"x".repeat(129), "ä"] {
             assert!(!valid_uid(bad), "{bad:?}");
         }
         assert!(valid_uid("0f8b1c9e-5a5e-4f8e-9a57-2f1f3a0c9d11"));

@@ -91,7 +91,10 @@ impl State {
 
     /// Reserves the next free address for `owner`.
     pub(crate) fn allocate(&self, owner: &str) -> Result<Ipv4Addr, RuntimeError> {
-        let tx = self.conn.unchecked_transaction().map_err(db_err("reserving an address"))?;
+        // Immediate: it reads then writes, and another writer must wait (busy_timeout) rather
+        // than fail at the write.
+        let tx = rusqlite::Transaction::new_unchecked(&self.conn, rusqlite::TransactionBehavior::Immediate)
+            .map_err(db_err("reserving an address"))?;
         let last: Option<u32> = tx
             .query_row("SELECT value FROM meta WHERE key = ?1", [LAST_RESERVED], |r| r.get(0))
             .optional()
@@ -240,27 +243,37 @@ impl State {
     }
 }
 
-/// Every row of `sql` (two columns) in `dir/state.db`, read without creating or locking
-/// anything: empty when there is no database.
-fn read_pairs<A: rusqlite::types::FromSql, B: rusqlite::types::FromSql>(dir: &Path, sql: &str) -> Vec<(A, B)> {
+/// Every row of `sql` (two columns) in `dir/state.db`, from another process than the runtime's
+/// (SQLite's own locking makes that safe while the runtime writes): none when there is no
+/// database, which is not created. Opening recovers the write-ahead log like any connection.
+fn read_pairs<A: rusqlite::types::FromSql, B: rusqlite::types::FromSql>(
+    dir: &Path,
+    sql: &str,
+) -> Result<Vec<(A, B)>, RuntimeError> {
+    let path = dir.join("state.db");
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let err = |e: rusqlite::Error| RuntimeError::State(format!("reading {}: {e}", path.display()));
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let Ok(conn) = Connection::open_with_flags(dir.join("state.db"), flags) else { return Vec::new() };
-    let _ = conn.busy_timeout(Duration::from_secs(5));
-    let Ok(mut stmt) = conn.prepare(sql) else { return Vec::new() };
-    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).map(|rows| rows.flatten().collect()).unwrap_or_default()
+    let conn = Connection::open_with_flags(&path, flags).map_err(err)?;
+    conn.busy_timeout(Duration::from_secs(5)).map_err(err)?;
+    let mut stmt = conn.prepare(sql).map_err(err)?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).map_err(err)?;
+    rows.collect::<Result<_, _>>().map_err(err)
 }
 
 /// Every sandbox record in `dir/state.db`, by uid.
-pub(crate) fn read_records(dir: &Path) -> Vec<(String, String)> {
+pub(crate) fn read_records(dir: &Path) -> Result<Vec<(String, String)>, RuntimeError> {
     read_pairs(dir, "SELECT uid, record FROM sandboxes ORDER BY uid")
 }
 
 /// Every held address in `dir/state.db` and its owner.
-pub(crate) fn read_allocations(dir: &Path) -> Vec<(Ipv4Addr, String)> {
-    read_pairs::<u32, String>(dir, "SELECT ip, owner FROM addresses ORDER BY ip")
+pub(crate) fn read_allocations(dir: &Path) -> Result<Vec<(Ipv4Addr, String)>, RuntimeError> {
+    Ok(read_pairs::<u32, String>(dir, "SELECT ip, owner FROM addresses ORDER BY ip")?
         .into_iter()
         .map(|(ip, owner)| (Ipv4Addr::from(ip), owner))
-        .collect()
+        .collect())
 }
 
 fn remove_dir_all(path: &Path) -> Result<(), RuntimeError> {
@@ -375,13 +388,16 @@ mod tests {
     #[test]
     fn other_processes_read_the_records_and_addresses() {
         let dir = tempfile::tempdir().expect("tempdir");
-        assert!(read_records(dir.path()).is_empty(), "no database yet");
+        assert!(read_records(dir.path()).expect("read").is_empty(), "no database yet");
         assert!(!dir.path().join("state.db").exists(), "reading creates nothing");
         let state = State::open(dir.path(), cidr("10.244.0.0/24")).expect("open");
         let ip = state.allocate("u1").expect("allocate");
         state.put_record("u1", "{}").expect("put");
-        assert_eq!(read_records(dir.path()), vec![("u1".to_string(), "{}".to_string())]);
-        assert_eq!(read_allocations(dir.path()), vec![(ip, "u1".to_string())]);
+        assert_eq!(read_records(dir.path()).expect("read"), vec![("u1".to_string(), "{}".to_string())]);
+        assert_eq!(read_allocations(dir.path()).expect("read"), vec![(ip, "u1".to_string())]);
+        let broken = tempfile::tempdir().expect("tempdir");
+        fs::write(broken.path().join("state.db"), "not a database, but long enough to have a header").expect("write");
+        assert!(read_records(broken.path()).is_err(), "a broken database is an error, not an empty node");
     }
 
     #[test]

@@ -40,6 +40,7 @@ const TESTS: &[(&str, TestFn)] = &[
     ("stop_honours_grace_then_kills_the_group", stop_honours_grace_then_kills_the_group),
     ("ipam_survives_runtime_recreation", ipam_survives_runtime_recreation),
     ("bad_input_is_a_typed_error", bad_input_is_a_typed_error),
+    ("kill_recorded_pods_ends_an_abandoned_nodes_pods", kill_recorded_pods_ends_an_abandoned_nodes_pods),
     ("pod_start_latency", pod_start_latency),
     ("remove_leaves_nothing_behind_after_1000_cycles", remove_leaves_nothing_behind_after_1000_cycles),
 ];
@@ -850,7 +851,37 @@ fn bad_input_is_a_typed_error() {
         assert!(broken.ip_allocations().expect("allocations").is_empty());
         assert!(broken.list_sandboxes().is_empty());
         assert!(fs::read_dir(other_state.path().join("logs")).expect("logs").next().is_none());
+        assert!(pier_runtime::recorded_sandboxes(other_state.path()).expect("records").is_empty());
     });
+}
+
+/// Pods outlive their runtime; `kill_recorded_pods` (`pier node kill-pods`) ends them once the
+/// runtime is gone for good, and only them.
+fn kill_recorded_pods_ends_an_abandoned_nodes_pods() {
+    let mut node = Node::new();
+    let (pod, c) = block_on_value(async {
+        let pod = node.pod("abandoned").await;
+        let c = node.rt().start_container(&pod, spec("main", &["sleep", "60"])).await.expect("start");
+        (pod, c)
+    });
+    let state = node.state.path().to_path_buf();
+    let err = pier_runtime::kill_recorded_pods(&state).expect_err("the runtime holds the directory");
+    assert!(matches!(err, RuntimeError::StateDirLocked { .. }), "{err}");
+    assert!(Path::new(&format!("/proc/{}", c.pid)).exists(), "nothing was killed meanwhile");
+    // The agent goes away for good; its pods stay up until killed.
+    drop(node.rt.take());
+    assert!(Path::new(&format!("/proc/{}", pod.holder_pid)).exists());
+    let (killed, left) = pier_runtime::kill_recorded_pods(&state).expect("kill");
+    assert_eq!((killed, left), (2, 0), "the holder and the container");
+    // (The holder is this process's child, a zombie now: its namespaces are gone.)
+    assert!(fs::metadata(format!("/proc/{}/ns/net", pod.holder_pid)).is_err(), "the holder is gone");
+    // The records now name nobody alive: a second run (as after a reboot) touches nothing.
+    assert_eq!(pier_runtime::kill_recorded_pods(&state).expect("again"), (0, 0));
+    assert_eq!(pier_runtime::recorded_sandboxes(&state).expect("records").len(), 1);
+}
+
+fn block_on_value<T, F: std::future::Future<Output = T>>(f: F) -> T {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime").block_on(f)
 }
 
 fn pod_start_latency() {

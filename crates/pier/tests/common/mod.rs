@@ -208,7 +208,9 @@ impl Drop for Cluster {
 /// under the runtime's state directory) and whatever runs in their network namespaces.
 /// Pods outlive their agent by design, so a test that kills its server must do this.
 pub fn kill_pods(data_dir: &Path) {
-    pier_runtime::kill_recorded_pods(&data_dir.join("runtime"));
+    if let Err(e) = pier_runtime::kill_recorded_pods(&data_dir.join("runtime")) {
+        eprintln!("killing the pods of {}: {e}", data_dir.display());
+    }
 }
 
 /// The node IP of test clusters: a documentation address (RFC 5737, TEST-NET-2) that exists

@@ -330,9 +330,11 @@ impl DataPlane for Nftables {
     /// A table that exists is replaced in one transaction, so that nothing sees it half-built:
     /// the kernel applies a batch only whole, in one write, so that write holds the whole table
     /// (about 17 MB at 30,000 Services × 10 endpoints). A table that does not exist yet (a new
-    /// node, after a reboot, deleted out of band) has no traffic to keep whole: it is created
-    /// and then filled in transactions of about [`FIRST_SYNC_PIECE`] bytes, each holding whole
-    /// Services with all their objects, so every Service appears at once and the agent never
+    /// node, after a reboot, deleted out of band) has no traffic to keep whole: the first
+    /// transaction creates it with everything shared (sets, pick classes, hairpin addresses),
+    /// then it is filled in transactions of about [`FIRST_SYNC_PIECE`] bytes, each holding
+    /// whole Services with all their objects (a piece ends between two chunks of
+    /// [`FULL_SYNC_CHUNK`] Services), so every Service appears at once and the agent never
     /// holds more than a piece. If a piece fails, the next full sync finds the table and
     /// replaces it in one transaction.
     fn full_sync(&mut self, table: &dyn ServiceTable) -> Result<(), ProxyError> {
@@ -355,6 +357,11 @@ impl DataPlane for Nftables {
 
         let mut tx = Transaction::begin(&mut self.backend)?;
         tx.add(&render::full_head(&base, &classes))?;
+        // The hairpin set is shared and known from the first pass: in the first piece, so a pod
+        // reaching itself through a Service of an early piece is masqueraded from the start.
+        let mut hairpin: Vec<u32> = self.hairpin_refs.keys().copied().collect();
+        hairpin.sort_unstable();
+        tx.add(&render::hairpin_ops(hairpin.into_iter().map(Ipv4Addr::from)))?;
         let mut claimed = render::Claimed::default();
         let mut chunk: Vec<ServiceObjects> = Vec::with_capacity(FULL_SYNC_CHUNK);
         let mut failed = None;
@@ -379,9 +386,6 @@ impl DataPlane for Nftables {
         }
         tx.add(&render::services_ops(&chunk, &mut claimed))?;
         drop(chunk);
-        let mut hairpin: Vec<u32> = self.hairpin_refs.keys().copied().collect();
-        hairpin.sort_unstable();
-        tx.add(&render::hairpin_ops(hairpin.into_iter().map(Ipv4Addr::from)))?;
         self.transactions += 1;
         tx.commit()
     }
