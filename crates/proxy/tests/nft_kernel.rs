@@ -10,7 +10,7 @@ use std::process::Command;
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use pier_proxy::nft::{Nftables, list_table};
+use pier_proxy::nft::{Nftables, list_table, run_nft};
 use pier_proxy::table::{NodeContext, ServiceKey, ServicePort, compile_service};
 use pier_proxy::{Change, DataPlane};
 use serde_json::json;
@@ -655,10 +655,12 @@ fn a_full_sync_spanning_several_chunks_is_whole() {
     assert_eq!(netlink, build("chunks-cli", true), "netlink and nft -f built different tables");
 }
 
-/// A full sync that finds no table fills it in pieces of whole Services, and the table it ends
-/// with is the one a full sync replacing an existing table writes in one transaction.
+/// A full sync that finds no table fills it in pieces of whole Services. One that finds a large
+/// table builds the next generation beside it in pieces and then switches to it: the same
+/// table under the other generation's names, nothing of the old one left, deltas working on
+/// the new one. A replace interrupted half-way is repaired by one whole transaction.
 #[test]
-fn a_first_sync_fills_a_new_table_in_pieces_of_whole_services() {
+fn large_tables_are_written_in_pieces_and_replaced_by_generations() {
     if !root() {
         eprintln!("skipped: needs root and nft");
         return;
@@ -671,19 +673,62 @@ fn a_first_sync_fills_a_new_table_in_pieces_of_whole_services() {
             let ip = format!("10.97.{}.{}", i / 250, i % 250 + 1);
             let eps: Vec<String> = (0..10).map(|e| format!("10.244.{}.{}", e * 10 + i / 250, i % 250 + 1)).collect();
             let eps: Vec<&str> = eps.iter().map(String::as_str).collect();
-            let (k, p) = compiled(&service(&format!("s{i:04}"), &ip, json!({})), &eps);
+            let extra = if i == 7 { json!({"sessionAffinity": "ClientIP"}) } else { json!({}) };
+            let (k, p) = compiled(&service(&format!("s{i:04}"), &ip, extra), &eps);
             table.insert(k, p);
         }
+        let listing = || list_table().unwrap().unwrap();
+        // Generation names aside, two listings of the same Services are the same.
+        let plain = |l: &str| canonical(&l.replace("-g1", ""));
         let mut nft = Nftables::new(node());
         nft.full_sync(&table).unwrap();
         let pieces = nft.transactions();
         assert!(pieces >= 3, "{N} Services × 10 endpoints (about 2.4 MB) went in {pieces} transactions");
-        let first = canonical(&list_table().unwrap().unwrap());
-        let all = first.join("\n");
-        assert_eq!(all.matches(" . tcp . 80 comment \"default/s").count(), N, "every Service is there");
-        // The table exists now: replaced in one transaction, with the same result.
+        assert_eq!(nft.generation(), 0);
+        let first = listing();
+        assert_eq!(first.matches(" . tcp . 80 comment \"default/s").count(), N, "every Service is there");
+
+        // Replaced: generation 1 built beside generation 0, then switched to.
         nft.full_sync(&table).unwrap();
-        assert_eq!(nft.transactions(), pieces + 1);
-        assert_eq!(canonical(&list_table().unwrap().unwrap()), first);
+        assert_eq!(nft.generation(), 1);
+        assert!(nft.transactions() - pieces >= 3, "a replace in pieces and a switch");
+        let second = listing();
+        assert!(
+            second.contains("map service-ips-g1 {") && second.contains("chain pick-10-g1 {"),
+            "{}",
+            &second[..2000]
+        );
+        assert!(
+            !second.contains("map service-ips {") && !second.contains("chain pick-10 {"),
+            "the old generation is gone"
+        );
+        assert_eq!(plain(&second), plain(&first));
+
+        // Deltas go to the live generation.
+        let mut programmed = Programmed::new(&table);
+        let gone = table.keys().next().unwrap().clone();
+        let (k, p) = compiled(&service("added", "10.99.0.1", json!({})), &["10.244.99.1"]);
+        let changes = programmed.changes(&[(gone.clone(), Vec::new()), (k.clone(), p.clone())]);
+        nft.apply(&changes).unwrap();
+        let third = listing();
+        assert!(third.contains("10.99.0.1 . tcp . 80 comment \"default/added:http\""));
+        assert_eq!(third.matches(" . tcp . 80 comment \"default/s").count(), N - 1);
+        table.remove(&gone);
+        table.insert(k, p);
+
+        // And back to generation 0: the same table as a fresh sync of these Services writes.
+        nft.full_sync(&table).unwrap();
+        assert_eq!(nft.generation(), 0);
+        let fourth = listing();
+        assert!(!fourth.contains("-g1"), "nothing of generation 1 is left");
+        assert_eq!(plain(&fourth), plain(&third));
+
+        // A replace interrupted half-way leaves objects of the next generation: the next full
+        // sync rewrites the table in one transaction.
+        run_nft("add set ip pier service-ips-g1 { type ipv4_addr; }").unwrap();
+        let before = nft.transactions();
+        nft.full_sync(&table).unwrap();
+        assert_eq!((nft.transactions() - before, nft.generation()), (1, 0));
+        assert_eq!(listing(), fourth);
     });
 }

@@ -335,3 +335,21 @@ fn claimed_frontend_keys_pack_one_to_one() {
     assert!(!c.claim(SERVICE_IPS, "10.96.0.1 . icmp . 80"), "taken, as text");
     assert_eq!(c.len(), 4);
 }
+
+/// A generational replace rewrites exactly the base table's chains in place and renames
+/// everything else: the list of fixed chains is the base table's.
+#[test]
+fn the_fixed_chains_are_the_base_tables() {
+    use pier_proxy::nft::render::{self, FIXED_CHAINS};
+    let base = render::base(&node(), &render::Counts::new());
+    let mut chains: Vec<&str> = base.chains.iter().map(|c| c.name.as_str()).collect();
+    let mut fixed = FIXED_CHAINS.to_vec();
+    chains.sort_unstable();
+    fixed.sort_unstable();
+    assert_eq!(chains, fixed);
+    assert_eq!(render::chain_in("services", 1), "services");
+    assert_eq!(render::chain_in(&render::class_chain(3), 1), "pick-3-g1");
+    assert_eq!(render::set_in(render::SERVICE_IPS, 1), "service-ips-g1");
+    assert_eq!(render::set_in(render::SERVICE_IPS, 0), "service-ips");
+    assert_eq!(render::set_in("__map%d", 1), "__map%d");
+}

@@ -84,6 +84,9 @@ pub struct Nftables {
     class_refs: BTreeMap<u32, usize>,
     /// Transactions sent to the kernel (or to `nft -f`) so far.
     transactions: u64,
+    /// The generation whose names the live table's sets and chains have (see
+    /// [`Nftables::full_sync`]).
+    generation: u32,
 }
 
 /// Runs one nft script as a single transaction.
@@ -162,7 +165,13 @@ impl Nftables {
             hairpin_refs: HashMap::new(),
             class_refs: BTreeMap::new(),
             transactions: 0,
+            generation: 0,
         }
+    }
+
+    /// The generation the live table's objects are named for (0: plain names).
+    pub fn generation(&self) -> u32 {
+        self.generation
     }
 
     /// Transactions sent so far (a full sync of a table that did not exist sends several).
@@ -200,6 +209,50 @@ const FULL_SYNC_CHUNK: usize = 500;
 /// bytes, each holding whole Services (see [`Nftables::full_sync`]).
 const FIRST_SYNC_PIECE: usize = 1 << 20;
 
+/// About how many bytes one element takes in a batch (an `endpoints` element is 36).
+const ELEMENT_BYTES: usize = 40;
+
+/// How a full sync writes the table (see [`Nftables::full_sync`]).
+#[derive(Debug)]
+enum Plan {
+    /// No table yet: created, then filled in pieces, in generation 0.
+    Fresh,
+    /// Deleted and written again in one transaction, in generation 0.
+    Whole,
+    /// A new generation built in pieces beside the live one, then switched to.
+    Replace { new: u32, old_chains: Vec<String>, old_sets: Vec<String> },
+}
+
+impl Plan {
+    /// A replace of the live table, whose objects are `chains` and `sets`: the live
+    /// generation is the one `service-ips` has; [`Plan::Whole`] when that is unclear or
+    /// something of the other generation is there already (a replace interrupted half-way).
+    fn replace(chains: Vec<String>, sets: Vec<String>) -> Plan {
+        let old_chains: Vec<String> =
+            chains.into_iter().filter(|c| !render::FIXED_CHAINS.contains(&c.as_str())).collect();
+        // Anonymous sets go with the rules that hold them.
+        let old_sets: Vec<String> = sets.into_iter().filter(|s| !s.starts_with("__")).collect();
+        let named = |generation: u32| render::set_in(render::SERVICE_IPS, generation).into_owned();
+        let live = match (old_sets.contains(&named(0)), old_sets.contains(&named(1))) {
+            (true, false) => 0,
+            (false, true) => 1,
+            _ => return Plan::Whole,
+        };
+        let of_live = |name: &String| (live == 1) == name.ends_with("-g1");
+        if !old_chains.iter().chain(&old_sets).all(of_live) {
+            return Plan::Whole;
+        }
+        Plan::Replace { new: 1 - live, old_chains, old_sets }
+    }
+
+    fn generation(&self) -> u32 {
+        match self {
+            Plan::Replace { new, .. } => *new,
+            Plan::Fresh | Plan::Whole => 0,
+        }
+    }
+}
+
 /// One transaction being built op by op: a netlink batch, or an nft script.
 enum Transaction<'s> {
     Netlink(&'s mut Netlink, wire::Batch),
@@ -207,15 +260,24 @@ enum Transaction<'s> {
 }
 
 impl<'s> Transaction<'s> {
-    fn begin(backend: &'s mut Backend) -> Result<Transaction<'s>, ProxyError> {
+    /// A transaction naming objects for `generation` (the `nft -f` back end has only
+    /// generation 0).
+    fn begin(backend: &'s mut Backend, generation: u32) -> Result<Transaction<'s>, ProxyError> {
         Ok(match backend {
             Backend::Cli => Transaction::Script(String::new()),
             Backend::Netlink(sock) => {
                 let sock = socket(sock)?;
-                let batch = sock.batch();
+                let mut batch = sock.batch();
+                batch.set_generation(generation);
                 Transaction::Netlink(sock, batch)
             }
         })
+    }
+
+    fn set_generation(&mut self, generation: u32) {
+        if let Transaction::Netlink(_, batch) = self {
+            batch.set_generation(generation);
+        }
     }
 
     fn add(&mut self, ops: &[Op]) -> Result<(), ProxyError> {
@@ -248,8 +310,10 @@ impl<'s> Transaction<'s> {
         match self {
             Transaction::Netlink(sock, batch) => {
                 let done = std::mem::replace(batch, wire::Batch::new(0));
+                let generation = done.generation();
                 sock.send(done)?;
                 *batch = sock.batch();
+                batch.set_generation(generation);
                 Ok(())
             }
             Transaction::Script(script) => run_nft(&std::mem::take(script)),
@@ -258,8 +322,8 @@ impl<'s> Transaction<'s> {
 }
 
 /// Runs one transaction; nothing of it is applied on error.
-fn run(backend: &mut Backend, ops: &[Op]) -> Result<(), ProxyError> {
-    let mut tx = Transaction::begin(backend)?;
+fn run(backend: &mut Backend, generation: u32, ops: &[Op]) -> Result<(), ProxyError> {
+    let mut tx = Transaction::begin(backend, generation)?;
     tx.add(ops)?;
     tx.commit()
 }
@@ -325,20 +389,30 @@ impl DataPlane for Nftables {
     /// Renders every Service twice rather than holding all their objects (at 30,000 Services
     /// those were hundreds of megabytes): once to size the table and count the shared hairpin
     /// addresses and pick classes, once, [`FULL_SYNC_CHUNK`] Services at a time, into the
-    /// transaction. Rendering is deterministic and the set numbers are taken by the first pass.
+    /// transactions. Rendering is deterministic and the set numbers are taken by the first pass.
     ///
-    /// A table that exists is replaced in one transaction, so that nothing sees it half-built:
-    /// the kernel applies a batch only whole, in one write, so that write holds the whole table
-    /// (about 17 MB at 30,000 Services × 10 endpoints). A table that does not exist yet (a new
-    /// node, after a reboot, deleted out of band) has no traffic to keep whole: the first
-    /// transaction creates it with everything shared (sets, pick classes, hairpin addresses),
-    /// then it is filled in transactions of about [`FIRST_SYNC_PIECE`] bytes, each holding
-    /// whole Services with all their objects (a piece ends between two chunks of
-    /// [`FULL_SYNC_CHUNK`] Services), so every Service appears at once and the agent never
-    /// holds more than a piece. If a piece fails, the next full sync finds the table and
-    /// replaces it in one transaction.
+    /// The kernel applies a batch only whole, in one write, so a table written in one
+    /// transaction is held whole in memory first (about 17 MB at 30,000 Services × 10
+    /// endpoints). So ([`Plan`]):
+    /// - a table that does not exist yet (a new node, after a reboot, deleted out of band) has
+    ///   no traffic to keep whole: the first transaction creates it with everything shared
+    ///   (sets, pick classes, hairpin addresses), then it is filled in transactions of about
+    ///   [`FIRST_SYNC_PIECE`] bytes, each holding whole Services with all their objects (a piece
+    ///   ends between two chunks of [`FULL_SYNC_CHUNK`] Services);
+    /// - a large table that exists (an agent restarted over its rules, the hourly resync, a
+    ///   repair) is replaced by a new *generation*: its sets, maps and chains (all but the
+    ///   fixed chains every packet walks) are built under the other generation's names in
+    ///   pieces, while traffic still uses the old ones; then one small transaction rewrites the
+    ///   fixed chains' rules to name the new sets and deletes every object of the old
+    ///   generation, found by a dump of the table's names;
+    /// - a small table, or one whose generation is unclear (a replace interrupted half-way),
+    ///   and the `nft -f` back end: one transaction that deletes the table and writes it again,
+    ///   in generation 0.
+    ///
+    /// If a piece fails, the next full sync finds leftovers and replaces the table in one
+    /// transaction.
     fn full_sync(&mut self, table: &dyn ServiceTable) -> Result<(), ProxyError> {
-        let piecewise = matches!(self.backend, Backend::Netlink(_)) && !self.healthy()?;
+        let exists = matches!(self.backend, Backend::Netlink(_)) && self.healthy()?;
         self.numbers = SetNumbers::default();
         self.hairpin_refs.clear();
         self.class_refs.clear();
@@ -354,9 +428,23 @@ impl DataPlane for Nftables {
         counts.insert(render::ENDPOINT_CLASSES, classes.len());
         let classes: Vec<ClassObjects> = classes.into_iter().map(render::class_objects).collect();
         let base = render::base(&self.node, &counts);
+        let elements: usize = counts.values().sum();
+        let plan = match &mut self.backend {
+            Backend::Cli => Plan::Whole,
+            Backend::Netlink(_) if !exists => Plan::Fresh,
+            Backend::Netlink(_) if elements * ELEMENT_BYTES < FIRST_SYNC_PIECE => Plan::Whole,
+            Backend::Netlink(sock) => {
+                let (chains, sets) = socket(sock)?.object_names()?;
+                Plan::replace(chains, sets)
+            }
+        };
+        let generation = plan.generation();
 
-        let mut tx = Transaction::begin(&mut self.backend)?;
-        tx.add(&render::full_head(&base, &classes))?;
+        let mut tx = Transaction::begin(&mut self.backend, generation)?;
+        match &plan {
+            Plan::Replace { .. } => tx.add(&render::generation_head(&base, &classes))?,
+            Plan::Fresh | Plan::Whole => tx.add(&render::full_head(&base, &classes))?,
+        }
         // The hairpin set is shared and known from the first pass: in the first piece, so a pod
         // reaching itself through a Service of an early piece is masqueraded from the start.
         let mut hairpin: Vec<u32> = self.hairpin_refs.keys().copied().collect();
@@ -367,6 +455,7 @@ impl DataPlane for Nftables {
         let mut failed = None;
         let numbers = &mut self.numbers;
         let transactions = &mut self.transactions;
+        let piecewise = !matches!(plan, Plan::Whole);
         table.for_each(&mut |_, ports| {
             if failed.is_some() {
                 return;
@@ -386,8 +475,24 @@ impl DataPlane for Nftables {
         }
         tx.add(&render::services_ops(&chunk, &mut claimed))?;
         drop(chunk);
+        if let Plan::Replace { old_chains, old_sets, .. } = &plan {
+            // The switch, in a transaction of its own: the fixed chains now name the new
+            // generation; then the old one goes, by the names the dump found (chains flushed
+            // first, so no rule refers to a set being deleted; maps before chains, so no
+            // verdict refers to a chain being deleted).
+            self.transactions += 1;
+            tx.commit_and_continue()?;
+            tx.add(&render::fixed_rules_ops(&base))?;
+            tx.set_generation(0);
+            let mut ops: Vec<Op> = old_chains.iter().map(|c| Op::FlushChain(c)).collect();
+            ops.extend(old_sets.iter().map(|s| Op::DeleteSet(s)));
+            ops.extend(old_chains.iter().map(|c| Op::DeleteChain(c)));
+            tx.add(&ops)?;
+        }
         self.transactions += 1;
-        tx.commit()
+        tx.commit()?;
+        self.generation = generation;
+        Ok(())
     }
 
     fn apply(&mut self, changes: &[Change]) -> Result<(), ProxyError> {
@@ -439,7 +544,7 @@ impl DataPlane for Nftables {
             Ok(())
         } else {
             self.transactions += 1;
-            run(&mut self.backend, &ops)
+            run(&mut self.backend, self.generation, &ops)
         };
         drop(ops);
         drop(staged);

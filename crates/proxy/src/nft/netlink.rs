@@ -192,7 +192,79 @@ impl Netlink {
     }
 }
 
-/// A single request outside a batch (GETGEN, GETTABLE).
+/// NFT_MSG_GETCHAIN and NFT_MSG_GETSET, and the attribute that names the object in their
+/// replies.
+const NFT_MSG_GETCHAIN: u16 = 4;
+const NFT_MSG_GETSET: u16 = 10;
+const NLM_F_DUMP: u16 = 0x300;
+const NFTA_CHAIN_NAME: u16 = 3;
+const NFTA_SET_NAME: u16 = 2;
+
+impl Netlink {
+    /// The names of the chains and the sets (maps included) of `table ip pier`, from two dumps:
+    /// what a replace must delete after a restart, when nothing else remembers them.
+    pub fn object_names(&mut self) -> Result<(Vec<String>, Vec<String>), ProxyError> {
+        Ok((self.dump_names(NFT_MSG_GETCHAIN, NFTA_CHAIN_NAME)?, self.dump_names(NFT_MSG_GETSET, NFTA_SET_NAME)?))
+    }
+
+    fn dump_names(&mut self, ty: u16, name_attr: u16) -> Result<Vec<String>, ProxyError> {
+        self.seq = self.seq.wrapping_add(1);
+        let seq = self.seq;
+        // The table attribute is number 1 for tables, chains and sets alike.
+        let req = request(ty, seq, NLM_F_DUMP, Some(TABLE));
+        send(self.fd.as_raw_fd(), &req, MsgFlags::empty())
+            .map_err(|e| nft_err(format!("sending a dump request: {e}")))?;
+        let mut names = Vec::new();
+        loop {
+            let n = match recv(self.fd.as_raw_fd(), &mut self.buf, MsgFlags::empty()) {
+                Ok(n) => n,
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(nft_err(format!("reading a dump: {e}"))),
+            };
+            for (mty, mseq, payload) in messages(&self.buf[..n]) {
+                if mseq != seq {
+                    continue;
+                }
+                match mty {
+                    NLMSG_DONE => return Ok(names),
+                    NLMSG_ERROR => match error_code(payload) {
+                        0 => {}
+                        c => return Err(nft_err(format!("dumping the table: {}", Errno::from_raw(-c)))),
+                    },
+                    _ => {
+                        // struct nfgenmsg, then the attributes.
+                        if let Some(name) =
+                            attributes(payload.get(4..).unwrap_or_default()).find(|(t, _)| *t == name_attr).and_then(
+                                |(_, v)| std::str::from_utf8(v.split(|b| *b == 0).next().unwrap_or_default()).ok(),
+                            )
+                        {
+                            names.push(name.to_string());
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The attributes in `b`: (type without the flag bits, value).
+fn attributes(mut b: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    std::iter::from_fn(move || {
+        if b.len() < 4 {
+            return None;
+        }
+        let len = u16::from_ne_bytes([b[0], b[1]]) as usize;
+        let ty = u16::from_ne_bytes([b[2], b[3]]) & 0x3fff;
+        if len < 4 || len > b.len() {
+            return None;
+        }
+        let value = &b[4..len];
+        b = b.get(len.div_ceil(4) * 4..).unwrap_or_default();
+        Some((ty, value))
+    })
+}
+
+/// A single request outside a batch (GETGEN, GETTABLE, dumps).
 fn request(ty: u16, seq: u32, flags: u16, table: Option<&str>) -> Vec<u8> {
     let mut b = Vec::with_capacity(64);
     b.extend_from_slice(&0u32.to_ne_bytes());

@@ -155,6 +155,48 @@ fn affinity_set(sp: &ServicePort, ep: &Backend, timeout: u32) -> String {
     format!("affinity-{}", short_hash(&format!("{id}/{timeout}")))
 }
 
+/// The chains every packet walks, and the only objects a generational replace (see
+/// `Nftables::full_sync`) rewrites in place: every other chain and every set of the table is
+/// named for its generation ([`set_in`], [`chain_in`]).
+pub const FIXED_CHAINS: [&str; 17] = [
+    "filter-input",
+    "filter-forward",
+    "filter-output",
+    "filter-output-post-dnat",
+    "nat-prerouting",
+    "nat-output",
+    "nat-postrouting",
+    "service-endpoints-check",
+    "cluster-ips-check",
+    REJECT_CHAIN,
+    MARK_FOR_MASQUERADE,
+    "masquerading",
+    "services",
+    CLUSTER_IP,
+    EXTERNAL,
+    EXTERNAL_LOCAL,
+    ENDPOINT_PICK,
+];
+
+/// A set's name in generation `generation`: generation 0 has the plain names, generation 1 the
+/// suffix `-g1`. Anonymous sets (`__…`) are the kernel's to name.
+pub fn set_in(name: &str, generation: u32) -> Cow<'_, str> {
+    if generation == 0 || name.starts_with("__") {
+        Cow::Borrowed(name)
+    } else {
+        Cow::Owned(format!("{name}-g{generation}"))
+    }
+}
+
+/// A chain's name in generation `generation` (fixed chains keep theirs).
+pub fn chain_in(name: &str, generation: u32) -> Cow<'_, str> {
+    if generation == 0 || FIXED_CHAINS.contains(&name) {
+        Cow::Borrowed(name)
+    } else {
+        Cow::Owned(format!("{name}-g{generation}"))
+    }
+}
+
 /// The chain that picks one of `n` endpoints.
 pub fn class_chain(n: u32) -> String {
     format!("pick-{n}")
@@ -740,6 +782,25 @@ pub fn full_ops<'a>(
 pub fn full_head<'a>(base: &'a BaseTable, classes: &'a [ClassObjects]) -> Vec<Op<'a>> {
     let mut ops = vec![Op::ResetTable, Op::BaseTable(base)];
     ops.extend(class_add_ops(classes));
+    ops
+}
+
+/// The start of a generational replace (see `Nftables::full_sync`): the fixed sets and maps and
+/// the pick classes, created under the new generation's names in the existing table.
+pub fn generation_head<'a>(base: &'a BaseTable, classes: &'a [ClassObjects]) -> Vec<Op<'a>> {
+    let mut ops: Vec<Op> = base.sets.iter().map(|(name, decl)| Op::AddSet(name, decl)).collect();
+    ops.extend(class_add_ops(classes));
+    ops
+}
+
+/// The switch of a generational replace: every fixed chain's rules again, now naming the new
+/// generation's sets (flushed and re-added in one transaction, so no packet sees them missing).
+pub fn fixed_rules_ops(base: &BaseTable) -> Vec<Op<'_>> {
+    let mut ops = Vec::new();
+    for c in &base.chains {
+        ops.push(Op::FlushChain(&c.name));
+        ops.extend(c.rules.iter().map(|r| Op::AddRule(&c.name, r)));
+    }
     ops
 }
 

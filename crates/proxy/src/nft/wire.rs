@@ -11,7 +11,7 @@
 use std::net::Ipv4Addr;
 
 use super::ir::{BaseTable, DataType, FibAddr, Load, MarkOp, Reject, Rule, SetDecl, Stmt, TypeofExpr, Value, Verdict};
-use super::render::{ElemRef, Op, TABLE};
+use super::render::{ElemRef, Op, TABLE, chain_in, set_in};
 use crate::table::Protocol;
 
 // linux/netlink.h
@@ -564,6 +564,8 @@ pub struct Batch {
     next_set_id: u32,
     /// The messages between BEGIN and END.
     commands: usize,
+    /// The generation whose names the objects get (see `render::set_in`).
+    generation: u32,
 }
 
 /// A message under construction inside the batch buffer.
@@ -670,6 +672,7 @@ impl Batch {
             seq0,
             next_set_id: 0,
             commands: 0,
+            generation: 0,
         };
         b.frame(NFNL_MSG_BATCH_BEGIN);
         b
@@ -712,6 +715,16 @@ impl Batch {
         self.commands
     }
 
+    /// Names the objects of the following operations for generation `generation` (0, the plain names,
+    /// until set).
+    pub fn set_generation(&mut self, generation: u32) {
+        self.generation = generation;
+    }
+
+    pub fn generation(&self) -> u32 {
+        self.generation
+    }
+
     /// Bytes written so far.
     pub fn len(&self) -> usize {
         self.base + self.buf.len()
@@ -744,9 +757,10 @@ impl Batch {
             }
             Op::AddChain(name) => self.chain(name, None),
             Op::FlushChain(name) => {
+                let generation = self.generation;
                 let mut m = self.msg(NFT_MSG_DELRULE, 0);
                 m.str(NFTA_RULE_TABLE, TABLE);
-                m.str(NFTA_RULE_CHAIN, name);
+                m.str(NFTA_RULE_CHAIN, &chain_in(name, generation));
             }
             Op::AddRule(chain, rule) => self.rule(chain, rule)?,
             Op::AddElements(set, elements) => self.elements(set, elements)?,
@@ -755,14 +769,16 @@ impl Batch {
                 self.element_messages(NFT_MSG_DELSETELEM, set, base_types(set)?, &triples)?;
             }
             Op::DeleteChain(name) => {
+                let generation = self.generation;
                 let mut m = self.msg(NFT_MSG_DELCHAIN, 0);
                 m.str(NFTA_CHAIN_TABLE, TABLE);
-                m.str(NFTA_CHAIN_NAME, name);
+                m.str(NFTA_CHAIN_NAME, &chain_in(name, generation));
             }
             Op::DeleteSet(name) => {
+                let generation = self.generation;
                 let mut m = self.msg(NFT_MSG_DELSET, 0);
                 m.str(NFTA_SET_TABLE, TABLE);
-                m.str(NFTA_SET_NAME, name);
+                m.str(NFTA_SET_NAME, &set_in(name, generation));
             }
         }
         Ok(())
@@ -797,9 +813,10 @@ impl Batch {
     }
 
     fn chain(&mut self, name: &str, hook: Option<super::ir::BaseHook>) {
+        let generation = self.generation;
         let mut m = self.msg(NFT_MSG_NEWCHAIN, NLM_F_CREATE);
         m.str(NFTA_CHAIN_TABLE, TABLE);
-        m.str(NFTA_CHAIN_NAME, name);
+        m.str(NFTA_CHAIN_NAME, &chain_in(name, generation));
         if let Some(h) = hook {
             use super::ir::{ChainType, Hook};
             m.str(NFTA_CHAIN_TYPE, if h.kind == ChainType::Nat { "nat" } else { "filter" });
@@ -835,9 +852,10 @@ impl Batch {
         if decl.dynamic {
             flags |= NFT_SET_EVAL;
         }
+        let generation = self.generation;
         let mut m = self.msg(NFT_MSG_NEWSET, NLM_F_CREATE);
         m.str(NFTA_SET_TABLE, TABLE);
-        m.str(NFTA_SET_NAME, name);
+        m.str(NFTA_SET_NAME, &set_in(name, generation));
         m.be32(NFTA_SET_FLAGS, flags);
         m.be32(NFTA_SET_KEY_TYPE, concat_id(&decl.key));
         m.be32(NFTA_SET_KEY_LEN, concat_len(&decl.key));
@@ -937,12 +955,13 @@ impl Batch {
         for s in rule.stmts() {
             lower(s, anon, &mut exprs);
         }
+        let generation = self.generation;
         let mut m = self.msg(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND);
         m.str(NFTA_RULE_TABLE, TABLE);
-        m.str(NFTA_RULE_CHAIN, chain);
+        m.str(NFTA_RULE_CHAIN, &chain_in(chain, generation));
         let list = m.begin(NFTA_RULE_EXPRESSIONS);
         for e in &exprs {
-            encode_expr(&mut m, e);
+            encode_expr(&mut m, e, generation);
         }
         m.end(list);
         if let Some(c) = rule.comment_text() {
@@ -995,9 +1014,10 @@ impl Batch {
         let mut scratch = Vec::with_capacity(32);
         while !rest.is_empty() {
             let flags = if ty == NFT_MSG_NEWSETELEM { NLM_F_CREATE } else { 0 };
+            let generation = self.generation;
             let mut m = self.msg(ty, flags);
             m.str(NFTA_SET_ELEM_LIST_TABLE, TABLE);
-            m.str(NFTA_SET_ELEM_LIST_SET, set);
+            m.str(NFTA_SET_ELEM_LIST_SET, &set_in(set, generation));
             if let Some(id) = set_id {
                 m.be32(NFTA_SET_ELEM_LIST_SET_ID, id);
             }
@@ -1017,7 +1037,7 @@ impl Batch {
                 m.end(k);
                 if let Some(v) = e.verdict {
                     let d = m.begin(NFTA_SET_ELEM_DATA);
-                    encode_verdict(&mut m, v);
+                    encode_verdict(&mut m, v, generation);
                     m.end(d);
                 } else if !data.is_empty() {
                     scratch.clear();
@@ -1128,7 +1148,7 @@ fn base_types(set: &str) -> Result<(&'static [DataType], &'static [DataType]), S
     })
 }
 
-fn encode_verdict(m: &mut Msg, v: &Verdict) {
+fn encode_verdict(m: &mut Msg, v: &Verdict, generation: u32) {
     let nest = m.begin(NFTA_DATA_VERDICT);
     let (code, chain) = match v {
         Verdict::Accept => (NF_ACCEPT, None),
@@ -1139,7 +1159,7 @@ fn encode_verdict(m: &mut Msg, v: &Verdict) {
     };
     m.be32(NFTA_VERDICT_CODE, code as u32);
     if let Some(c) = chain {
-        m.str(NFTA_VERDICT_CHAIN, c);
+        m.str(NFTA_VERDICT_CHAIN, &chain_in(c, generation));
     }
     m.end(nest);
 }
@@ -1150,7 +1170,7 @@ fn data_value(m: &mut Msg, ty: u16, data: &Data) {
     m.end(nest);
 }
 
-fn encode_expr(m: &mut Msg, e: &Expr) {
+fn encode_expr(m: &mut Msg, e: &Expr, generation: u32) {
     let elem = m.begin(NFTA_LIST_ELEM);
     let name = match e {
         Expr::Payload { .. } => "payload",
@@ -1216,7 +1236,7 @@ fn encode_expr(m: &mut Msg, e: &Expr) {
             data_value(m, 5, xor); // NFTA_BITWISE_XOR
         }
         Expr::Lookup { sreg, set, set_id, dreg } => {
-            m.str(1, set); // NFTA_LOOKUP_SET
+            m.str(1, &set_in(set, generation)); // NFTA_LOOKUP_SET
             m.be32(2, *sreg); // NFTA_LOOKUP_SREG
             if let Some(d) = dreg {
                 m.be32(3, *d); // NFTA_LOOKUP_DREG
@@ -1232,7 +1252,7 @@ fn encode_expr(m: &mut Msg, e: &Expr) {
         Expr::Verdict(v) => {
             m.be32(1, REG_VERDICT);
             let nest = m.begin(2);
-            encode_verdict(m, v);
+            encode_verdict(m, v, generation);
             m.end(nest);
         }
         Expr::Dnat { addr, proto, flags } => {
@@ -1245,7 +1265,7 @@ fn encode_expr(m: &mut Msg, e: &Expr) {
             }
         }
         Expr::DynsetUpdate { sreg, set } => {
-            m.str(1, set); // NFTA_DYNSET_SET_NAME
+            m.str(1, &set_in(set, generation)); // NFTA_DYNSET_SET_NAME
             m.be32(3, NFT_DYNSET_OP_UPDATE); // NFTA_DYNSET_OP
             m.be32(4, *sreg); // NFTA_DYNSET_SREG_KEY
         }
