@@ -16,6 +16,10 @@
 //! are reported against the goal, with kube-proxy's published figure beside them (it is not
 //! installable here to run side by side).
 //!
+//! Then the agent is killed and started again, as after a crash or an upgrade: the new one finds
+//! the table the first left, and its first sync replaces it (a generational replace at this
+//! size). Its settled RSS and peak are reported too.
+//!
 //! Everything runs in the two namespaces the benchmark creates and deletes; the machine's own
 //! namespace only starts processes and reads `/proc`.
 
@@ -130,15 +134,22 @@ fn services_gauge(peer: &str) -> Option<u64> {
 }
 
 /// Elements of the agent's `service-ips` map for port 80/TCP (the benchmark's Services), as the
-/// real `nft` lists them.
+/// real `nft` lists them: the map of whichever generation is live (`service-ips`, or
+/// `service-ips-g1` after a generational replace).
 fn programmed_in_nft(peer: &str) -> Result<usize> {
-    let out = Command::new("ip")
-        .args(["netns", "exec", peer, "nft", "list", "map", "ip", "pier", "service-ips"])
-        .stdin(Stdio::null())
-        .output()
-        .context("running nft")?;
-    ensure!(out.status.success(), "nft list map: {}", String::from_utf8_lossy(&out.stderr).trim());
-    Ok(String::from_utf8_lossy(&out.stdout).matches(" . tcp . 80 ").count())
+    let mut errors = Vec::new();
+    for map in ["service-ips", "service-ips-g1"] {
+        let out = Command::new("ip")
+            .args(["netns", "exec", peer, "nft", "list", "map", "ip", "pier", map])
+            .stdin(Stdio::null())
+            .output()
+            .context("running nft")?;
+        if out.status.success() {
+            return Ok(String::from_utf8_lossy(&out.stdout).matches(" . tcp . 80 ").count());
+        }
+        errors.push(String::from_utf8_lossy(&out.stderr).trim().to_string());
+    }
+    bail!("nft list map: {}", errors.join("; "))
 }
 
 struct Agent {
@@ -213,35 +224,26 @@ impl Drop for Agent {
 
 struct Measured {
     created: Duration,
+    first: AgentRun,
+    /// The same agent started again over the table the first one left (an upgrade, a crash):
+    /// its first sync replaces a table that exists.
+    restarted: AgentRun,
+    server_rss: u64,
+}
+
+/// One agent from its start until it has programmed everything and settled.
+struct AgentRun {
     programmed: Duration,
     in_nft: usize,
     rss_programmed: u64,
     rss_settled: u64,
     hwm: u64,
-    server_rss: u64,
     /// jemalloc's figures at the end, when the agent logged them.
     heap: Option<(u64, u64, u64, u64)>,
 }
 
-fn measure(args: &AgentArgs, pier: &Path, cluster: &mut Sealed) -> Result<Measured> {
+fn run_agent(args: &AgentArgs, pier: &Path, cluster: &Sealed) -> Result<(Agent, AgentRun)> {
     let services = args.services;
-    eprintln!("xtask: creating {services} Services with {} endpoints each", args.endpoints);
-    let created = {
-        let netns = format!("/run/netns/{}", cluster.netns);
-        let kubeconfig = cluster.kubeconfig();
-        let endpoints = args.endpoints;
-        std::thread::Builder::new()
-            .name("bench-client".into())
-            .spawn(move || -> Result<Duration> {
-                sealed::enter_netns(&netns)?;
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-                rt.block_on(populate(&kubeconfig, services, endpoints))
-            })?
-            .join()
-            .map_err(|_| anyhow!("the client thread panicked"))??
-    };
-    cluster.check_alive()?;
-    eprintln!("xtask: created in {}; starting pier agent in {}", ms(created), cluster.peer());
     let mut agent = Agent::start(pier, cluster, args.agent_wrapper.as_deref())?;
     let t0 = Instant::now();
     let mut next_metrics = t0;
@@ -266,16 +268,42 @@ fn measure(args: &AgentArgs, pier: &Path, cluster: &mut Sealed) -> Result<Measur
     agent.check_alive()?;
     #[allow(clippy::disallowed_methods)] // one more period of the agent's heap log
     std::thread::sleep(Duration::from_secs(3));
-    Ok(Measured {
+    let run = AgentRun {
         heap: agent.heap(),
-        created,
         programmed,
         in_nft,
         rss_programmed,
         rss_settled: proc_status_bytes(agent.pid(), "VmRSS").unwrap_or(0),
         hwm: proc_status_bytes(agent.pid(), "VmHWM").unwrap_or(0),
-        server_rss: proc_status_bytes(cluster.pid, "VmRSS").unwrap_or(0),
-    })
+    };
+    Ok((agent, run))
+}
+
+fn measure(args: &AgentArgs, pier: &Path, cluster: &mut Sealed) -> Result<Measured> {
+    let services = args.services;
+    eprintln!("xtask: creating {services} Services with {} endpoints each", args.endpoints);
+    let created = {
+        let netns = format!("/run/netns/{}", cluster.netns);
+        let kubeconfig = cluster.kubeconfig();
+        let endpoints = args.endpoints;
+        std::thread::Builder::new()
+            .name("bench-client".into())
+            .spawn(move || -> Result<Duration> {
+                sealed::enter_netns(&netns)?;
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                rt.block_on(populate(&kubeconfig, services, endpoints))
+            })?
+            .join()
+            .map_err(|_| anyhow!("the client thread panicked"))??
+    };
+    cluster.check_alive()?;
+    eprintln!("xtask: created in {}; starting pier agent in {}", ms(created), cluster.peer());
+    let (agent, first) = run_agent(args, pier, cluster)?;
+    // Killed (a crash; a stop leaves the table as well): the next agent finds its table.
+    drop(agent);
+    eprintln!("xtask: agent killed; starting it again over the table it left");
+    let (_agent, restarted) = run_agent(args, pier, cluster)?;
+    Ok(Measured { created, first, restarted, server_rss: proc_status_bytes(cluster.pid, "VmRSS").unwrap_or(0) })
 }
 
 pub fn run(args: &AgentArgs, pier: &Path) -> Result<()> {
@@ -307,38 +335,45 @@ pub fn run(args: &AgentArgs, pier: &Path) -> Result<()> {
         args.services, args.endpoints, args.settle
     );
     println!();
-    let ok = m.rss_settled < GOAL_RSS && m.hwm < GOAL_RSS && m.in_nft == args.services as usize;
-    print_table(&[
-        (
-            format!("agent RSS, {} Services programmed and settled", args.services),
-            format!("< {}", mb(GOAL_RSS)),
-            mb(m.rss_settled),
-            verdict(m.rss_settled < GOAL_RSS),
-        ),
-        (
-            "agent peak RSS (VmHWM), start included".into(),
-            format!("< {}", mb(GOAL_RSS)),
-            mb(m.hwm),
-            verdict(m.hwm < GOAL_RSS),
-        ),
-        (
-            "Services in the agent's nftables map (nft)".into(),
-            args.services.to_string(),
-            m.in_nft.to_string(),
-            verdict(m.in_nft == args.services as usize),
-        ),
-    ]);
+    let passes = |r: &AgentRun| r.rss_settled < GOAL_RSS && r.hwm < GOAL_RSS && r.in_nft == args.services as usize;
+    let ok = passes(&m.first) && passes(&m.restarted);
+    let mut rows = Vec::new();
+    for (r, when) in [(&m.first, ""), (&m.restarted, ", restarted over its table")] {
+        rows.extend([
+            (
+                format!("agent RSS, {} Services programmed and settled{when}", args.services),
+                format!("< {}", mb(GOAL_RSS)),
+                mb(r.rss_settled),
+                verdict(r.rss_settled < GOAL_RSS),
+            ),
+            (
+                format!("agent peak RSS (VmHWM), start included{when}"),
+                format!("< {}", mb(GOAL_RSS)),
+                mb(r.hwm),
+                verdict(r.hwm < GOAL_RSS),
+            ),
+            (
+                format!("Services in the agent's nftables map (nft){when}"),
+                args.services.to_string(),
+                r.in_nft.to_string(),
+                verdict(r.in_nft == args.services as usize),
+            ),
+        ]);
+    }
+    print_table(&rows);
     println!();
-    println!("- agent start → all {} Services programmed: {}", args.services, ms(m.programmed));
-    println!("- agent RSS when the last Service was programmed: {}", mb(m.rss_programmed));
-    if let Some((allocated, active, resident, metadata)) = m.heap {
-        println!(
-            "- the agent's heap (jemalloc) at the end: {} allocated, {} in active pages, {} resident ({} of it jemalloc's metadata)",
-            mb(allocated),
-            mb(active),
-            mb(resident),
-            mb(metadata)
-        );
+    for (r, who) in [(&m.first, "agent"), (&m.restarted, "restarted agent")] {
+        println!("- {who}: start → all {} Services programmed: {}", args.services, ms(r.programmed));
+        println!("- {who}: RSS when the last Service was programmed: {}", mb(r.rss_programmed));
+        if let Some((allocated, active, resident, metadata)) = r.heap {
+            println!(
+                "- {who}: heap (jemalloc) at the end: {} allocated, {} in active pages, {} resident ({} of it jemalloc's metadata)",
+                mb(allocated),
+                mb(active),
+                mb(resident),
+                mb(metadata)
+            );
+        }
     }
     println!("- creating the Services and slices through the API: {}", ms(m.created));
     println!("- the server (store, controllers and its own node) meanwhile: {}", mb(m.server_rss));
