@@ -159,19 +159,31 @@ impl Netlink {
         }
     }
 
+    /// Sends a single request about `table ip pier` outside a batch; its sequence number.
+    fn ask(&mut self, ty: u16, flags: u16, what: &str) -> Result<u32, ProxyError> {
+        self.seq = self.seq.wrapping_add(1);
+        let req = request(ty, self.seq, flags, Some(TABLE));
+        send(self.fd.as_raw_fd(), &req, MsgFlags::empty()).map_err(|e| nft_err(format!("sending {what}: {e}")))?;
+        Ok(self.seq)
+    }
+
+    /// Reads one datagram of replies into the buffer; its length.
+    fn receive(&mut self, what: &str) -> Result<usize, ProxyError> {
+        loop {
+            match recv(self.fd.as_raw_fd(), &mut self.buf, MsgFlags::empty()) {
+                Ok(n) => return Ok(n),
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(nft_err(format!("reading the {what} reply: {e}"))),
+            }
+        }
+    }
+
     /// Whether `table ip pier` exists (NFT_MSG_GETTABLE).
     pub fn table_exists(&mut self) -> Result<bool, ProxyError> {
-        self.seq = self.seq.wrapping_add(1);
-        let seq = self.seq;
-        let req = request(NFT_MSG_GETTABLE, seq, NLM_F_ACK, Some(TABLE));
-        send(self.fd.as_raw_fd(), &req, MsgFlags::empty()).map_err(|e| nft_err(format!("sending GETTABLE: {e}")))?;
+        let seq = self.ask(NFT_MSG_GETTABLE, NLM_F_ACK, "GETTABLE")?;
         let mut found = false;
         loop {
-            let n = match recv(self.fd.as_raw_fd(), &mut self.buf, MsgFlags::empty()) {
-                Ok(n) => n,
-                Err(Errno::EINTR) => continue,
-                Err(e) => return Err(nft_err(format!("reading the GETTABLE reply: {e}"))),
-            };
+            let n = self.receive("GETTABLE")?;
             for (ty, mseq, payload) in messages(&self.buf[..n]) {
                 if mseq != seq {
                     continue;
@@ -208,19 +220,11 @@ impl Netlink {
     }
 
     fn dump_names(&mut self, ty: u16, name_attr: u16) -> Result<Vec<String>, ProxyError> {
-        self.seq = self.seq.wrapping_add(1);
-        let seq = self.seq;
         // The table attribute is number 1 for tables, chains and sets alike.
-        let req = request(ty, seq, NLM_F_DUMP, Some(TABLE));
-        send(self.fd.as_raw_fd(), &req, MsgFlags::empty())
-            .map_err(|e| nft_err(format!("sending a dump request: {e}")))?;
+        let seq = self.ask(ty, NLM_F_DUMP, "a dump request")?;
         let mut names = Vec::new();
         loop {
-            let n = match recv(self.fd.as_raw_fd(), &mut self.buf, MsgFlags::empty()) {
-                Ok(n) => n,
-                Err(Errno::EINTR) => continue,
-                Err(e) => return Err(nft_err(format!("reading a dump: {e}"))),
-            };
+            let n = self.receive("dump")?;
             for (mty, mseq, payload) in messages(&self.buf[..n]) {
                 if mseq != seq {
                     continue;
