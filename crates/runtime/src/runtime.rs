@@ -203,8 +203,13 @@ pub fn kill_recorded_pods(state_dir: &Path) -> Result<(usize, usize), RuntimeErr
     if holders.is_empty() {
         return Ok((0, 0));
     }
-    let in_pods =
-        || -> Vec<i32> { holders.iter().flat_map(|(h, _)| procfs::pids_in_namespaces(h.mnt_ns, h.net_ns)).collect() };
+    // One pass over /proc a round, for every pod at once.
+    let pods: std::collections::HashSet<(u64, u64)> = holders.iter().map(|(h, _)| (h.mnt_ns, h.net_ns)).collect();
+    let in_pods = || {
+        procfs::pids_where(
+            |pid| matches!((procfs::ns_inode(pid, "mnt"), procfs::ns_inode(pid, "net")), (Some(m), Some(n)) if pods.contains(&(m, n))),
+        )
+    };
     let mut killed = std::collections::HashSet::new();
     for _ in 0..ROUNDS {
         let pids = in_pods();
@@ -716,7 +721,8 @@ fn read_record(inner: &Inner, uid: &str) -> Result<Option<SandboxRecord>, Runtim
     Ok(inner.state().record(uid)?.and_then(|json| serde_json::from_str(&json).ok()))
 }
 
-fn remove_dir_all(path: &Path) -> Result<(), RuntimeError> {
+/// Removes a directory tree; one that is already gone is fine.
+pub(crate) fn remove_dir_all(path: &Path) -> Result<(), RuntimeError> {
     match fs::remove_dir_all(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),

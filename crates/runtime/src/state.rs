@@ -20,15 +20,16 @@
 //! pods running and their addresses held.
 
 use std::fs;
-use std::io;
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::Duration;
 
 use ipnet::Ipv4Net;
+use rusqlite::types::FromSql;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use crate::error::RuntimeError;
+use crate::runtime::remove_dir_all;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS addresses (ip INTEGER PRIMARY KEY, owner TEXT NOT NULL);
@@ -37,6 +38,10 @@ CREATE TABLE IF NOT EXISTS sandboxes (uid TEXT PRIMARY KEY, record TEXT NOT NULL
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 ";
 const LAST_RESERVED: &str = "last_reserved";
+/// Sets a `meta` value: (key, value).
+const SET_META: &str = "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = ?2";
+const RECORDS: &str = "SELECT uid, record FROM sandboxes ORDER BY uid";
+const ALLOCATIONS: &str = "SELECT ip, owner FROM addresses ORDER BY ip";
 
 #[derive(Debug)]
 pub(crate) struct State {
@@ -63,7 +68,6 @@ impl State {
                 "pod CIDR {cidr} is too small: it needs room for a gateway and at least one pod (/30 or larger)"
             )));
         }
-        fs::create_dir_all(dir).map_err(|e| RuntimeError::io(format!("creating {}", dir.display()), e))?;
         let path = dir.join("state.db");
         let conn = Connection::open(&path).map_err(db_err("opening the node state database"))?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(db_err("configuring the node state database"))?;
@@ -111,11 +115,7 @@ impl State {
             let ip = self.first + (start + i) % size;
             if insert.execute(params![ip, owner]).map_err(db_err("reserving an address"))? == 1 {
                 drop(insert);
-                tx.execute(
-                    "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = ?2",
-                    params![LAST_RESERVED, ip],
-                )
-                .map_err(db_err("reserving an address"))?;
+                tx.execute(SET_META, params![LAST_RESERVED, ip]).map_err(db_err("reserving an address"))?;
                 tx.commit().map_err(db_err("reserving an address"))?;
                 return Ok(Ipv4Addr::from(ip));
             }
@@ -159,14 +159,7 @@ impl State {
 
     /// Every held address and its owner, in address order.
     pub(crate) fn allocations(&self) -> Result<Vec<(Ipv4Addr, String)>, RuntimeError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT ip, owner FROM addresses ORDER BY ip")
-            .map_err(db_err("listing addresses"))?;
-        let rows = stmt
-            .query_map([], |r| Ok((Ipv4Addr::from(r.get::<_, u32>(0)?), r.get::<_, String>(1)?)))
-            .map_err(db_err("listing addresses"))?;
-        rows.collect::<Result<_, _>>().map_err(db_err("listing addresses"))
+        pairs(&self.conn, ALLOCATIONS).map(addresses).map_err(db_err("listing addresses"))
     }
 
     /// Stores (or replaces) a sandbox's record.
@@ -193,12 +186,7 @@ impl State {
 
     /// Every sandbox record, by uid.
     pub(crate) fn records(&self) -> Result<Vec<(String, String)>, RuntimeError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT uid, record FROM sandboxes ORDER BY uid")
-            .map_err(db_err("listing sandbox records"))?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).map_err(db_err("listing sandbox records"))?;
-        rows.collect::<Result<_, _>>().map_err(db_err("listing sandbox records"))
+        pairs(&self.conn, RECORDS).map_err(db_err("listing sandbox records"))
     }
 
     /// Imports the earlier layout's files (see the module docs), then deletes them.
@@ -212,10 +200,7 @@ impl State {
                 if name == LAST_RESERVED {
                     if let Ok(ip) = text.trim().parse::<Ipv4Addr>() {
                         self.conn
-                            .execute(
-                                "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
-                                params![LAST_RESERVED, u32::from(ip)],
-                            )
+                            .execute(SET_META, params![LAST_RESERVED, u32::from(ip)])
                             .map_err(db_err("importing the earlier IPAM state"))?;
                     }
                 } else if let Ok(ip) = name.parse::<Ipv4Addr>() {
@@ -243,13 +228,21 @@ impl State {
     }
 }
 
-/// Every row of `sql` (two columns) in `dir/state.db`, from another process than the runtime's
-/// (SQLite's own locking makes that safe while the runtime writes): none when there is no
-/// database, which is not created. Opening recovers the write-ahead log like any connection.
-fn read_pairs<A: rusqlite::types::FromSql, B: rusqlite::types::FromSql>(
-    dir: &Path,
-    sql: &str,
-) -> Result<Vec<(A, B)>, RuntimeError> {
+/// Every row of `sql`, a query of two columns.
+fn pairs<A: FromSql, B: FromSql>(conn: &Connection, sql: &str) -> rusqlite::Result<Vec<(A, B)>> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    rows.collect()
+}
+
+fn addresses(rows: Vec<(u32, String)>) -> Vec<(Ipv4Addr, String)> {
+    rows.into_iter().map(|(ip, owner)| (Ipv4Addr::from(ip), owner)).collect()
+}
+
+/// Every row of `sql` in `dir/state.db`, from another process than the runtime's (SQLite's own
+/// locking makes that safe while the runtime writes): none when there is no database, which is
+/// not created. Opening recovers the write-ahead log like any connection.
+fn read_pairs<A: FromSql, B: FromSql>(dir: &Path, sql: &str) -> Result<Vec<(A, B)>, RuntimeError> {
     let path = dir.join("state.db");
     if !path.exists() {
         return Ok(Vec::new());
@@ -258,30 +251,17 @@ fn read_pairs<A: rusqlite::types::FromSql, B: rusqlite::types::FromSql>(
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(&path, flags).map_err(err)?;
     conn.busy_timeout(Duration::from_secs(5)).map_err(err)?;
-    let mut stmt = conn.prepare(sql).map_err(err)?;
-    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).map_err(err)?;
-    rows.collect::<Result<_, _>>().map_err(err)
+    pairs(&conn, sql).map_err(err)
 }
 
 /// Every sandbox record in `dir/state.db`, by uid.
 pub(crate) fn read_records(dir: &Path) -> Result<Vec<(String, String)>, RuntimeError> {
-    read_pairs(dir, "SELECT uid, record FROM sandboxes ORDER BY uid")
+    read_pairs(dir, RECORDS)
 }
 
 /// Every held address in `dir/state.db` and its owner.
 pub(crate) fn read_allocations(dir: &Path) -> Result<Vec<(Ipv4Addr, String)>, RuntimeError> {
-    Ok(read_pairs::<u32, String>(dir, "SELECT ip, owner FROM addresses ORDER BY ip")?
-        .into_iter()
-        .map(|(ip, owner)| (Ipv4Addr::from(ip), owner))
-        .collect())
-}
-
-fn remove_dir_all(path: &Path) -> Result<(), RuntimeError> {
-    match fs::remove_dir_all(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(RuntimeError::io(format!("removing {}", path.display()), e)),
-    }
+    read_pairs(dir, ALLOCATIONS).map(addresses)
 }
 
 #[cfg(test)]
