@@ -253,8 +253,14 @@ impl Plan {
     }
 }
 
-/// One transaction being built op by op: a netlink batch, or an nft script.
-enum Transaction<'s> {
+/// One transaction being built op by op: a netlink batch, or an nft script. Each commit counts
+/// in the owner's tally of transactions.
+struct Transaction<'s> {
+    sink: Sink<'s>,
+    sent: &'s mut u64,
+}
+
+enum Sink<'s> {
     Netlink(&'s mut Netlink, wire::Batch),
     Script(String),
 }
@@ -262,28 +268,29 @@ enum Transaction<'s> {
 impl<'s> Transaction<'s> {
     /// A transaction naming objects for `generation` (the `nft -f` back end has only
     /// generation 0).
-    fn begin(backend: &'s mut Backend, generation: u32) -> Result<Transaction<'s>, ProxyError> {
-        Ok(match backend {
-            Backend::Cli => Transaction::Script(String::new()),
+    fn begin(backend: &'s mut Backend, sent: &'s mut u64, generation: u32) -> Result<Transaction<'s>, ProxyError> {
+        let sink = match backend {
+            Backend::Cli => Sink::Script(String::new()),
             Backend::Netlink(sock) => {
                 let sock = socket(sock)?;
                 let mut batch = sock.batch();
                 batch.set_generation(generation);
-                Transaction::Netlink(sock, batch)
+                Sink::Netlink(sock, batch)
             }
-        })
+        };
+        Ok(Transaction { sink, sent })
     }
 
     fn set_generation(&mut self, generation: u32) {
-        if let Transaction::Netlink(_, batch) = self {
+        if let Sink::Netlink(_, batch) = &mut self.sink {
             batch.set_generation(generation);
         }
     }
 
     fn add(&mut self, ops: &[Op]) -> Result<(), ProxyError> {
-        match self {
-            Transaction::Netlink(_, batch) => ops.iter().try_for_each(|op| batch.op(op).map_err(ProxyError::Nft)),
-            Transaction::Script(script) => {
+        match &mut self.sink {
+            Sink::Netlink(_, batch) => ops.iter().try_for_each(|op| batch.op(op).map_err(ProxyError::Nft)),
+            Sink::Script(script) => {
                 script.push_str(&render::script(ops));
                 Ok(())
             }
@@ -291,24 +298,26 @@ impl<'s> Transaction<'s> {
     }
 
     fn commit(self) -> Result<(), ProxyError> {
-        match self {
-            Transaction::Netlink(sock, batch) => sock.send(batch),
-            Transaction::Script(script) => run_nft(&script),
+        *self.sent += 1;
+        match self.sink {
+            Sink::Netlink(sock, batch) => sock.send(batch),
+            Sink::Script(script) => run_nft(&script),
         }
     }
 
     /// Bytes (or script text) so far.
     fn size(&self) -> usize {
-        match self {
-            Transaction::Netlink(_, batch) => batch.len(),
-            Transaction::Script(script) => script.len(),
+        match &self.sink {
+            Sink::Netlink(_, batch) => batch.len(),
+            Sink::Script(script) => script.len(),
         }
     }
 
     /// Commits what was added so far and goes on with a new, empty transaction.
     fn commit_and_continue(&mut self) -> Result<(), ProxyError> {
-        match self {
-            Transaction::Netlink(sock, batch) => {
+        *self.sent += 1;
+        match &mut self.sink {
+            Sink::Netlink(sock, batch) => {
                 let done = std::mem::replace(batch, wire::Batch::new(0));
                 let generation = done.generation();
                 sock.send(done)?;
@@ -316,14 +325,14 @@ impl<'s> Transaction<'s> {
                 batch.set_generation(generation);
                 Ok(())
             }
-            Transaction::Script(script) => run_nft(&std::mem::take(script)),
+            Sink::Script(script) => run_nft(&std::mem::take(script)),
         }
     }
 }
 
 /// Runs one transaction; nothing of it is applied on error.
-fn run(backend: &mut Backend, generation: u32, ops: &[Op]) -> Result<(), ProxyError> {
-    let mut tx = Transaction::begin(backend, generation)?;
+fn run(backend: &mut Backend, sent: &mut u64, generation: u32, ops: &[Op]) -> Result<(), ProxyError> {
+    let mut tx = Transaction::begin(backend, sent, generation)?;
     tx.add(ops)?;
     tx.commit()
 }
@@ -440,7 +449,7 @@ impl DataPlane for Nftables {
         };
         let generation = plan.generation();
 
-        let mut tx = Transaction::begin(&mut self.backend, generation)?;
+        let mut tx = Transaction::begin(&mut self.backend, &mut self.transactions, generation)?;
         match &plan {
             Plan::Replace { .. } => tx.add(&render::generation_head(&base, &classes))?,
             Plan::Fresh | Plan::Whole => tx.add(&render::full_head(&base, &classes))?,
@@ -454,7 +463,6 @@ impl DataPlane for Nftables {
         let mut chunk: Vec<ServiceObjects> = Vec::with_capacity(FULL_SYNC_CHUNK);
         let mut failed = None;
         let numbers = &mut self.numbers;
-        let transactions = &mut self.transactions;
         let piecewise = !matches!(plan, Plan::Whole);
         table.for_each(&mut |_, ports| {
             if failed.is_some() {
@@ -465,7 +473,6 @@ impl DataPlane for Nftables {
                 failed = tx.add(&render::services_ops(&chunk, &mut claimed)).err();
                 chunk.clear();
                 if failed.is_none() && piecewise && tx.size() >= FIRST_SYNC_PIECE {
-                    *transactions += 1;
                     failed = tx.commit_and_continue().err();
                 }
             }
@@ -480,7 +487,6 @@ impl DataPlane for Nftables {
             // generation; then the old one goes, by the names the dump found (chains flushed
             // first, so no rule refers to a set being deleted; maps before chains, so no
             // verdict refers to a chain being deleted).
-            self.transactions += 1;
             tx.commit_and_continue()?;
             tx.add(&render::fixed_rules_ops(&base))?;
             tx.set_generation(0);
@@ -489,7 +495,6 @@ impl DataPlane for Nftables {
             ops.extend(old_chains.iter().map(|c| Op::DeleteChain(c)));
             tx.add(&ops)?;
         }
-        self.transactions += 1;
         tx.commit()?;
         self.generation = generation;
         Ok(())
@@ -540,12 +545,8 @@ impl DataPlane for Nftables {
         }
         ops.extend(staged.iter().flat_map(|(old, new, add, remove)| render::delta_ops(old, new, add, remove)));
         ops.extend(render::class_remove_ops(&classes_remove));
-        let result = if ops.is_empty() {
-            Ok(())
-        } else {
-            self.transactions += 1;
-            run(&mut self.backend, self.generation, &ops)
-        };
+        let result =
+            if ops.is_empty() { Ok(()) } else { run(&mut self.backend, &mut self.transactions, self.generation, &ops) };
         drop(ops);
         drop(staged);
         let mut flushes = Vec::new();
